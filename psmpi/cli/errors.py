@@ -1,0 +1,38 @@
+"""One-line errors for the user: a known error class becomes 'psmpi: error: ...'
+on stderr and a non-zero exit, never a traceback."""
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+EXIT_USAGE = 2
+EXIT_DIVERGED = 3
+
+
+def user_errors():
+    from ..config import ConfigError
+    from ..data import DataError
+    from ..methods import MethodError
+    from ..compressors import CompressorError
+
+    return (ConfigError, DataError, MethodError, CompressorError)
+
+
+def fail(message: str, code: int = EXIT_USAGE):
+    click.echo(f"psmpi: error: {message}", err=True)
+    sys.exit(code)
+
+
+def friendly(fn):
+    """Decorator for commands: user errors become one line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except user_errors() as e:
+            fail(str(e))
+
+    return wrapper

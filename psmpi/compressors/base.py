@@ -1,0 +1,113 @@
+"""Compressor base class and the registry that maps spec strings to classes."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .payload import Payload
+
+REGISTRY: dict[str, type["Compressor"]] = {}
+
+
+class CompressorError(ValueError):
+    """A compressor spec that cannot be built (unknown name, bad parameter)."""
+
+
+def register(cls):
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+class Compressor:
+    """A compression operator C: R^d -> R^d bound to a dimension and a wire dtype.
+
+    Subclasses declare their class: ``unbiased = False`` with a contraction
+    parameter ``alpha`` (E||C(x)-x||^2 <= (1-alpha)||x||^2), or
+    ``unbiased = True`` with a variance parameter ``omega``
+    (E C(x) = x, E||C(x)-x||^2 <= omega ||x||^2).
+    """
+
+    name = "base"
+    unbiased = False
+    deterministic = True
+    takes_param = False
+
+    def __init__(self, d: int, param: str | None = None, value_dtype=np.float32, scale: float = 1.0):
+        self.d = int(d)
+        self.value_dtype = np.dtype(value_dtype)
+        self.param = param
+        self.scale = float(scale)  # applied to the output; 1/(omega+1) makes an unbiased C contractive
+        self.setup(param)
+
+    def setup(self, param):
+        if param is not None:
+            raise CompressorError(f"compressor '{self.name}' takes no parameter (got ':{param}')")
+
+    # class constants -------------------------------------------------------
+    @property
+    def alpha(self) -> float:
+        """Contraction parameter; for an unbiased C this is the alpha of C/(omega+1)."""
+        if type(self).unbiased:  # the class declaration, also for a scaled copy
+            return 1.0 / (self.omega + 1.0)
+        raise NotImplementedError
+
+    @property
+    def omega(self) -> float:
+        raise NotImplementedError
+
+    def compress(self, x: np.ndarray, rng: np.random.Generator) -> Payload:
+        raise NotImplementedError
+
+    def as_contractive(self) -> "Compressor":
+        """The contractive compressor used by EF-type methods.
+
+        A biased compressor is returned unchanged; an unbiased one is scaled by
+        1/(omega+1), which makes it contractive with alpha = 1/(omega+1).
+        """
+        if not self.unbiased or self.scale != 1.0:
+            return self
+        out = type(self)(self.d, self.param, self.value_dtype, scale=1.0 / (self.omega + 1.0))
+        out.unbiased = False
+        return out
+
+    def wire_values(self, v: np.ndarray) -> np.ndarray:
+        if self.scale != 1.0:
+            v = v * self.scale
+        return v.astype(self.value_dtype)
+
+    @property
+    def spec(self) -> str:
+        return self.name if self.param is None else f"{self.name}:{self.param}"
+
+    def __repr__(self):
+        return f"<{self.spec} d={self.d}>"
+
+
+def parse_count(name: str, param: str | None, d: int) -> int:
+    """K from ``'5'`` or ``'1%'`` (at least one coordinate), checked against d."""
+    if param is None or param == "":
+        raise CompressorError(f"compressor '{name}' needs K, e.g. '{name}:1' or '{name}:1%'")
+    try:
+        if param.endswith("%"):
+            frac = float(param[:-1]) / 100.0
+            if not 0.0 < frac <= 1.0:
+                raise ValueError
+            k = max(1, math.ceil(frac * d))
+        else:
+            k = int(param)
+    except ValueError:
+        raise CompressorError(f"bad K in '{name}:{param}': use a positive integer or a percentage like 1%") from None
+    if not 1 <= k <= d:
+        raise CompressorError(f"K must be in [1, d={d}] for '{name}:{param}'")
+    return k
+
+
+def make_compressor(spec: str, d: int, value_dtype=np.float32) -> Compressor:
+    """Build a compressor from ``NAME[:PARAM]`` (``topk:5``, ``topk:1%``, ``qsgd:4``)."""
+    name, _, param = str(spec).strip().partition(":")
+    name = name.lower()
+    cls = REGISTRY.get(name)
+    if cls is None:
+        raise CompressorError(f"unknown compressor '{name}'; valid: {', '.join(sorted(REGISTRY))}")
+    return cls(d, param if _ else None, value_dtype)

@@ -1,0 +1,175 @@
+"""What every method shares: hyper-parameters, the worker context, the registry.
+
+A method is written once as pure state updates:
+
+* ``worker_init(ctx, x0) -> (state, payload)`` and
+  ``worker_step(ctx, state, x) -> (state, payload)`` run on each worker;
+* ``master_init(hp, x0, payloads) -> mstate`` and
+  ``master_step(hp, mstate, payloads) -> mstate`` run on the master, where
+  ``mstate.x`` is the next iterate.
+
+Round 0 calls the ``*_init`` functions at x^0 and yields x^1; round t >= 1
+calls the ``*_step`` functions at x^t and yields x^{t+1}.  Both runtimes call
+these functions in the same order with the same arguments, so they produce the
+same iterates.  States are small dataclasses updated in place (O(d) each).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..compressors import Compressor, Dense, Payload
+
+REGISTRY: dict[str, type["Method"]] = {}
+
+
+class MethodError(ValueError):
+    """A method that cannot run as configured (e.g. with this compressor)."""
+
+
+def register(cls):
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+@dataclass
+class Hyper:
+    """Resolved hyper-parameters shared by master and workers."""
+
+    n: int
+    gamma: float
+    eta: float = 0.1
+    zeta: float = 1.0
+    p: float | None = None
+    shift_step: float | None = None
+    batch_size: int | None = None  # None: exact local gradients
+    init_batch_size: int | None = None
+
+
+class WorkerContext:
+    """What a worker step may use: its local problem, compressor, random streams."""
+
+    def __init__(self, index, problem, compressor: Compressor, rng, common_rng, hp: Hyper, value_dtype):
+        self.index = index
+        self.problem = problem
+        self.compressor = compressor
+        self.rng = rng  # this worker's own stream (minibatches, random compressors)
+        self.common = common_rng  # a stream every participant holds a copy of
+        self.hp = hp
+        self.value_dtype = np.dtype(value_dtype)
+        self.round = -1
+        self._cache_round = None
+        self._cache = None
+
+    def value_and_grad(self, x):
+        """Exact f_i(x) and grad f_i(x), computed once per round."""
+        if self._cache_round != self.round:
+            self._cache = self.problem.value_and_grad(x)
+            self._cache_round = self.round
+        return self._cache
+
+    def grad(self, x):
+        return self.value_and_grad(x)[1]
+
+    def sgrad(self, x, batch=None):
+        """A minibatch gradient with ``batch`` (default: the run's batch size); exact when None."""
+        batch = self.hp.batch_size if batch is None else batch
+        if batch is None:
+            return self.grad(x)
+        return self.problem.stoch_grad(x, self.rng, batch)
+
+    def init_grad(self, x):
+        """The gradient estimate for initial states (batch B_init)."""
+        return self.sgrad(x, self.hp.init_batch_size if self.hp.batch_size is not None else None)
+
+    def dense(self, v, flag=False) -> Dense:
+        """An uncompressed message of v at the wire precision."""
+        return Dense(v.astype(self.value_dtype), flag)
+
+    def compress(self, v) -> Payload:
+        return self.compressor.compress(v, self.rng)
+
+
+def mean_of(payloads, d) -> np.ndarray:
+    """(1/n) sum_i c_i, accumulated in worker order (the master's aggregation)."""
+    acc = np.zeros(d)
+    for p in payloads:
+        p.add_to(acc)
+    acc /= len(payloads)
+    return acc
+
+
+def apply(p: Payload, v: np.ndarray) -> np.ndarray:
+    """v += p in place; returns v."""
+    p.add_to(v)
+    return v
+
+
+@dataclass
+class MasterG:
+    """Master state of gradient-estimator methods: x and g."""
+
+    x: np.ndarray
+    g: np.ndarray
+
+
+class Method:
+    """Base class. Subclasses set ``name``, ``paper`` and ``compressors``."""
+
+    name = "base"
+    paper = ""
+    compressors = "contractive"  # 'contractive', 'unbiased', 'identity' or 'any'
+    stochastic = False  # uses minibatch gradients (default batch size 1)
+
+    def prepare_compressor(self, comp: Compressor) -> Compressor:
+        """The compressor this method runs with, or a MethodError."""
+        kind = self.compressors
+        if kind == "identity" and comp.name != "identity":
+            raise MethodError(f"method '{self.name}' is uncompressed: use --compressor identity (got '{comp.spec}')")
+        if kind == "unbiased" and not comp.unbiased:
+            raise MethodError(f"method '{self.name}' needs an unbiased compressor (randk, natural, qsgd, identity); "
+                              f"'{comp.spec}' is biased")
+        if kind == "contractive":
+            return comp.as_contractive()
+        return comp
+
+    def resolve_hyper(self, hp: Hyper, comp: Compressor) -> None:
+        """Fill method defaults that depend on the compressor (MARINA's p, DIANA's shift)."""
+
+    # step sizes ------------------------------------------------------------
+    def theory_gamma(self, L: float, Lt: float, comp: Compressor, hp: Hyper) -> float:
+        """Default: the EF21 step 1/(L + Lt sqrt(beta/theta)) for the compressor's alpha."""
+        return ef21_gamma(L, Lt, comp.alpha)
+
+    # default master: EF21-style g^{t+1} = g^t + mean c_i, x^{t+1} = x^t - gamma g ----
+    def master_init(self, hp, x0, payloads):
+        g = mean_of(payloads, x0.shape[0])
+        return MasterG(x0 - hp.gamma * g, g)
+
+    def master_step(self, hp, ms, payloads):
+        ms.g += mean_of(payloads, ms.x.shape[0])
+        ms.x -= hp.gamma * ms.g
+        return ms
+
+
+def ef21_theta_beta(alpha: float) -> tuple[float, float]:
+    r = math.sqrt(max(0.0, 1.0 - alpha))
+    theta = 1.0 - r
+    beta = (1.0 - alpha) / theta if theta > 0 else 0.0
+    return theta, beta
+
+
+def ef21_gamma(L: float, Lt: float, alpha: float) -> float:
+    """gamma = 1/(L + Lt sqrt(beta/theta)), theta = 1 - sqrt(1-alpha),
+    beta = (1-alpha)/(1 - sqrt(1-alpha)) (Richtarik et al. 2021, Theorem 1)."""
+    theta, beta = ef21_theta_beta(alpha)
+    return 1.0 / (L + Lt * math.sqrt(beta / theta))
+
+
+def get_method(name: str) -> "Method":
+    cls = REGISTRY.get(str(name).lower())
+    if cls is None:
+        raise MethodError(f"unknown method '{name}'; valid: {', '.join(REGISTRY)}")
+    return cls()

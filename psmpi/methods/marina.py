@@ -1,0 +1,69 @@
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .base import MasterG, Method, mean_of, register
+
+
+@dataclass
+class MarinaState:
+    h: np.ndarray  # grad f_i(x^t), the last gradient
+
+
+@register
+class MARINA(Method):
+    """MARINA (Gorbunov, Burlachenko, Li, Richtarik 2021, "MARINA: Faster
+    non-convex distributed learning with compression", ICML 2021):
+
+    x^{t+1} = x^t - gamma g^t;  draw c_t ~ Bernoulli(p) (one coin shared by all);
+    g^{t+1} = grad f(x^{t+1}) if c_t = 1,
+    g^{t+1} = g^t + (1/n) sum_i C(grad f_i(x^{t+1}) - grad f_i(x^t)) otherwise;
+    g^0 = grad f(x^0).  C must be unbiased (omega); default p = 1/(omega + 1).
+
+    Full-gradient rounds send dense messages with the flag bit set.  The coin
+    comes from a stream every worker holds a copy of, so no bit is spent on it.
+    Step 'theory': 1/(L + Lt sqrt((1 - p) omega / (p n))) (Theorem 2.1).
+    """
+
+    name = "marina"
+    paper = "Gorbunov, Burlachenko, Li, Richtarik (2021), MARINA, ICML 2021"
+    compressors = "unbiased"
+
+    def resolve_hyper(self, hp, comp):
+        if hp.p is None:
+            hp.p = 1.0 / (comp.omega + 1.0)
+
+    def theory_gamma(self, L, Lt, comp, hp):
+        p = hp.p
+        return 1.0 / (L + Lt * math.sqrt((1.0 - p) * comp.omega / (p * hp.n)))
+
+    def worker_init(self, ctx, x):
+        grad = ctx.grad(x)
+        return MarinaState(grad.copy()), ctx.dense(grad, flag=True)
+
+    def worker_step(self, ctx, st, x):
+        grad = ctx.grad(x)
+        if ctx.common.random() < ctx.hp.p:
+            msg = ctx.dense(grad, flag=True)
+        else:
+            msg = ctx.compress(grad - st.h)
+        st.h = grad.copy()
+        return st, msg
+
+    def master_init(self, hp, x0, payloads):
+        return self.master_step(hp, MasterG(x0.copy(), np.zeros_like(x0)), payloads)
+
+    def master_step(self, hp, ms, payloads):
+        flags = {p.flag for p in payloads}
+        if len(flags) != 1:
+            raise ValueError("MARINA workers disagree on the synchronisation coin")
+        acc = mean_of(payloads, ms.x.shape[0])
+        if flags.pop():
+            ms.g = acc
+        else:
+            ms.g += acc
+        ms.x -= hp.gamma * ms.g
+        return ms
+
+

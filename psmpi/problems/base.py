@@ -1,0 +1,64 @@
+"""Local problems f_i held by one worker, and their curvature bounds."""
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+DENSE_EIG_MAX = 2048  # feature dimensions up to this use a dense eigensolver
+
+
+class LocalProblem:
+    """f_i on one worker's data.
+
+    ``hbound`` is a symmetric matrix H_i (over the feature dimension) with
+    |nabla^2 (data term of f_i)| <= lambda_max(H_i) (Kronecker-expanded for
+    multiclass), and ``reg_curvature`` bounds the regulariser's curvature;
+    then L_i = lambda_max(H_i) + reg_curvature and
+    L = lambda_max(mean_i H_i) + reg_curvature.
+    """
+
+    dim: int  # length of x
+    rows: int  # number of local samples
+    reg_curvature: float = 0.0
+
+    def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+        raise NotImplementedError
+
+    def stoch_grad(self, x: np.ndarray, rng: np.random.Generator, batch: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def hbound_dim(self) -> int:
+        raise NotImplementedError
+
+    def hbound_matvec(self, v: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def hbound_dense(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def local_smoothness(self) -> float:
+        return lambda_max(self.hbound_dim(), self.hbound_dense, self.hbound_matvec) + self.reg_curvature
+
+
+def lambda_max(dim: int, dense, matvec) -> float:
+    """Largest |eigenvalue| of a symmetric operator given densely or as a matvec."""
+    if dim <= DENSE_EIG_MAX:
+        ev = np.linalg.eigvalsh(dense())
+        return float(np.max(np.abs(ev)))
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    op = LinearOperator((dim, dim), matvec=matvec, dtype=np.float64)
+    v0 = np.ones(dim) / np.sqrt(dim)
+    return float(abs(eigsh(op, k=1, which="LM", v0=v0, tol=1e-10, return_eigenvectors=False)[0]))
+
+
+def gram_dense(A) -> np.ndarray:
+    g = A.T @ A
+    return g.toarray() if sp.issparse(g) else np.asarray(g)
+
+
+def nonconvex_reg(x: np.ndarray, lam: float) -> tuple[float, np.ndarray]:
+    """lam * sum_j x_j^2/(1+x_j^2), its gradient 2 lam x/(1+x^2)^2; curvature <= 2 lam."""
+    x2 = x * x
+    den = 1.0 + x2
+    return lam * float(np.sum(x2 / den)), (2.0 * lam) * x / (den * den)

@@ -1,0 +1,268 @@
+"""What both runtimes share: problem set-up, constants, seeds, the round pieces
+(worker round, aggregation, evaluation) and the metrics recorder.  Keeping
+these in one place is what makes the serial and MPI iterates identical."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..compressors import make_compressor
+from ..config import ConfigError, TrainConfig, batch_or_none
+from ..data import DataError, class_labels, load_shard, open_dataset
+from ..methods import Hyper, WorkerContext, get_method
+from ..problems import LogReg, Softmax, lambda_max
+from ..wire import decode, encode
+
+DIVERGED = 1e100  # a ||grad f||^2 above this (or non-finite) stops the run
+
+
+class Diverged(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------- seeds ---
+def worker_rng(seed: int, index: int) -> np.random.Generator:
+    """Worker ``index``'s own stream, derived from (seed, index) alone."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(1, index))))
+
+
+def common_rng(seed: int) -> np.random.Generator:
+    """A stream every participant holds a copy of (shared coins, e.g. MARINA)."""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(0,))))
+
+
+def initial_point(cfg: TrainConfig, d: int) -> np.ndarray:
+    if cfg.x0 == "zeros":
+        return np.zeros(d)
+    if cfg.x0 == "ones":
+        return np.ones(d)
+    if cfg.x0 == "normal":
+        return np.random.Generator(np.random.PCG64(np.random.SeedSequence(cfg.seed, spawn_key=(2,)))).standard_normal(d)
+    try:
+        x0 = np.load(cfg.x0).astype(np.float64).ravel()
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read --x0 {cfg.x0}: {e}") from None
+    if x0.shape != (d,):
+        raise ConfigError(f"--x0 {cfg.x0} has {x0.size} entries, the problem has dimension {d}")
+    return x0
+
+
+# ---------------------------------------------------------------- problems ---
+@dataclass
+class DataInfo:
+    dataset: object
+    problem: str
+    classes: np.ndarray
+    dim: int
+
+
+def describe_data(cfg: TrainConfig) -> DataInfo:
+    """Open the dataset's metadata (no rows) and pick the problem."""
+    if str(cfg.dataset).startswith("quad:"):
+        from ..problems.catalog import quadratic_problems
+
+        if cfg.problem not in (None, "quadratic"):
+            raise ConfigError(f"--dataset {cfg.dataset} is a quadratic problem, not {cfg.problem}")
+        probs = quadratic_problems(cfg.dataset, cfg.workers)
+        return DataInfo(probs, "quadratic", np.zeros(0), probs[0].dim)
+    ds = open_dataset(cfg.dataset)
+    classes = ds.classes
+    problem = cfg.problem or ("logreg" if len(classes) == 2 else "softmax")
+    if problem == "quadratic":
+        raise ConfigError("the quadratic problem takes matrices from the Python API (psmpi.train(config, problems=...))")
+    if problem == "logreg" and len(classes) != 2:
+        raise ConfigError(f"logreg needs 2 label values; {cfg.dataset} has {len(classes)} (use --problem softmax)")
+    if cfg.workers > ds.n_rows:
+        raise DataError(f"cannot split {ds.n_rows} rows across {cfg.workers} workers (more workers than rows)")
+    dim = ds.n_features if problem == "logreg" else ds.n_features * len(classes)
+    return DataInfo(ds, problem, classes, dim)
+
+
+def local_problem(cfg: TrainConfig, info: DataInfo, index: int):
+    """Worker ``index``'s f_i, reading only its own rows."""
+    if info.problem == "quadratic":
+        return info.dataset[index]
+    shard = load_shard(info.dataset, cfg.workers, index, cfg.split, cfg.seed)
+    if info.problem == "logreg":
+        return LogReg(shard.A, class_labels(shard.labels, info.classes, True), cfg.lam)
+    return Softmax(shard.A, class_labels(shard.labels, info.classes, False), len(info.classes), cfg.lam)
+
+
+def sum_in_order(items, n: int) -> np.ndarray:
+    """(1/n) sum of arrays in the given order: the one reduction both runtimes use."""
+    acc = None
+    for a in items:
+        acc = np.array(a, dtype=np.float64) if acc is None else acc.__iadd__(a)
+    acc /= n
+    return acc
+
+
+def global_smoothness(dim: int, reg: float, dense_blocks, matvec_sum) -> float:
+    """L = lambda_max(mean_i H_i) + reg from the workers' curvature bounds."""
+    return lambda_max(dim, dense_blocks, matvec_sum) + reg
+
+
+@dataclass
+class Constants:
+    L: float
+    L_tilde: float
+    L_i: list
+
+
+def constants_from(L: float, Li) -> Constants:
+    Li = [float(v) for v in Li]
+    return Constants(float(L), math.sqrt(sum(v * v for v in Li) / len(Li)), Li)
+
+
+# ---------------------------------------------------------------- method ---
+@dataclass
+class Plan:
+    method: object
+    compressor: object
+    hp: Hyper
+    gamma_theory: float
+
+
+def plan_run(cfg: TrainConfig, d: int, consts: Constants) -> Plan:
+    """Method, compressor and hyper-parameters, including the step size used."""
+    method = get_method(cfg.method)
+    try:
+        comp = method.prepare_compressor(make_compressor(cfg.compressor, d, cfg.value_dtype))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    hp = Hyper(n=cfg.workers, gamma=0.0, eta=cfg.eta, zeta=cfg.zeta, p=cfg.p, shift_step=cfg.shift_step,
+               batch_size=batch_or_none(cfg.batch_size), init_batch_size=batch_or_none(cfg.init_batch_size))
+    method.resolve_hyper(hp, comp)
+    theory = method.theory_gamma(consts.L, consts.L_tilde, comp, hp)
+    hp.gamma = (theory if cfg.gamma == "theory" else float(cfg.gamma)) * cfg.gamma_factor
+    return Plan(method, comp, hp, theory)
+
+
+def make_context(cfg, plan: Plan, index: int, problem) -> WorkerContext:
+    return WorkerContext(index, problem, plan.compressor, worker_rng(cfg.seed, index), common_rng(cfg.seed),
+                         plan.hp, cfg.value_dtype)
+
+
+def worker_round(method, ctx: WorkerContext, state, x: np.ndarray, t: int):
+    """One worker's part of round t: the method's step, encoded. -> (state, bytes)"""
+    ctx.round = t
+    if t == 0:
+        state, payload = method.worker_init(ctx, x)
+    else:
+        state, payload = method.worker_step(ctx, state, x)
+    return state, encode(payload)
+
+
+def master_round(method, hp, mstate, x: np.ndarray, messages, t: int, d: int):
+    """Decode the n messages (validated) and aggregate in worker order."""
+    payloads = []
+    for i, m in enumerate(messages):
+        try:
+            payloads.append(decode(m, d))
+        except ValueError as e:
+            raise RuntimeError(f"malformed message from worker {i} in round {t}: {e}") from None
+    if t == 0:
+        return method.master_init(hp, x, payloads)
+    return method.master_step(hp, mstate, payloads)
+
+
+class EvalSum:
+    """f(x) and grad f(x) as (1/n) sums of the workers' exact values, in order."""
+
+    def __init__(self, n):
+        self.n = n
+        self.loss = 0.0
+        self.grad = None
+
+    def add(self, loss: float, grad: np.ndarray):
+        self.loss += loss
+        self.grad = np.array(grad, dtype=np.float64) if self.grad is None else self.grad.__iadd__(grad)
+
+    def result(self):
+        g = self.grad / self.n
+        return self.loss / self.n, float(g @ g)
+
+
+# ---------------------------------------------------------------- metrics ---
+class Recorder:
+    """Metrics rows, byte counters, the progress bar; rank 0 / serial only."""
+
+    NAMES = ("iteration", "grad_norm_sq", "loss", "bits_up_per_worker", "bytes_up", "bytes_down", "wall_time")
+
+    def __init__(self, cfg: TrainConfig, n: int):
+        self.cfg = cfg
+        self.n = n
+        self.rows = {k: [] for k in self.NAMES}
+        self.bytes_up = 0
+        self.bytes_down = 0
+        self.t0 = None
+        self.bar = None
+        self.stop_reason = "iters"
+        if not cfg.quiet:
+            import sys
+
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=cfg.iters, unit="round", disable=not sys.stderr.isatty(), leave=False,
+                            dynamic_ncols=True)
+
+    def start(self):
+        if self.t0 is None:
+            self.t0 = time.perf_counter()
+
+    def should_eval(self, t: int) -> bool:
+        return t % self.cfg.eval_every == 0 or t == self.cfg.iters
+
+    def eval_row(self, t: int, loss: float, gns: float) -> bool:
+        """Record a row; True when the run should stop here."""
+        r = self.rows
+        r["iteration"].append(t)
+        r["grad_norm_sq"].append(gns)
+        r["loss"].append(loss)
+        r["bits_up_per_worker"].append(8.0 * self.bytes_up / self.n)
+        r["bytes_up"].append(self.bytes_up)
+        r["bytes_down"].append(self.bytes_down)
+        r["wall_time"].append(0.0 if self.t0 is None else time.perf_counter() - self.t0)
+        if self.bar is not None:
+            self.bar.n = t
+            self.bar.set_postfix_str(f"|grad|^2={gns:.3e} up={self.bytes_up / 1e6:.2f}MB", refresh=True)
+        if not np.isfinite(gns) or gns > DIVERGED:
+            self.stop_reason = f"diverged at round {t} (||grad f||^2 = {gns:.3e})"
+            return True
+        if gns <= self.cfg.tol:
+            self.stop_reason = "tol"
+            return True
+        return False
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+    def arrays(self) -> dict:
+        out = {k: np.asarray(v, dtype=np.int64 if k in ("iteration", "bytes_up", "bytes_down") else np.float64)
+               for k, v in self.rows.items()}
+        return out
+
+
+def make_result(cfg: TrainConfig, plan: Plan, consts: Constants, rec: Recorder, x, backend: str, mpi_library: str,
+                dim: int):
+    from .. import __version__
+    from ..results import Result
+
+    config = cfg.to_dict()
+    config.update(gamma_used=plan.hp.gamma, gamma_theory=plan.gamma_theory, L=consts.L, L_tilde=consts.L_tilde,
+                  alpha=_maybe(lambda: plan.compressor.alpha), omega=_maybe(lambda: plan.compressor.omega),
+                  p=plan.hp.p, shift_step=plan.hp.shift_step, dim=dim)
+    attrs = {"psmpi_version": __version__, "backend": backend, "n_workers": cfg.workers, "mpi_library": mpi_library,
+             "L": consts.L, "L_tilde": consts.L_tilde, "L_i": np.asarray(consts.L_i)}
+    return Result(rec.arrays(), np.array(x, dtype=np.float64), plan.hp.gamma, config, attrs, cfg.out, rec.stop_reason)
+
+
+def _maybe(fn):
+    try:
+        return float(fn())
+    except (NotImplementedError, AttributeError):
+        return None

@@ -1,0 +1,51 @@
+"""The serial runtime: n workers simulated in one process.
+
+Every message is encoded to bytes and decoded again exactly as under MPI, and
+the same functions of :mod:`psmpi.runtime.common` run in the same order, so
+the iterates equal the MPI runtime's bit for bit.
+"""
+from __future__ import annotations
+
+from ..config import TrainConfig
+from .common import (EvalSum, Recorder, constants_from, describe_data, global_smoothness, initial_point,
+                     local_problem, make_context, make_result, master_round, plan_run, sum_in_order, worker_round)
+
+
+def run_serial(cfg: TrainConfig, problems=None):
+    n = cfg.workers
+    if problems is None:
+        info = describe_data(cfg)
+        problems = [local_problem(cfg, info, i) for i in range(n)]
+    d = problems[0].dim
+    hdim = problems[0].hbound_dim()
+    L = global_smoothness(hdim, problems[0].reg_curvature,
+                          lambda: sum_in_order((p.hbound_dense() for p in problems), n),
+                          lambda v: sum_in_order((p.hbound_matvec(v) for p in problems), n))
+    consts = constants_from(L, [p.local_smoothness() for p in problems])
+    plan = plan_run(cfg, d, consts)
+    ctxs = [make_context(cfg, plan, i, p) for i, p in enumerate(problems)]
+    states = [None] * n
+    x = initial_point(cfg, d)
+    rec = Recorder(cfg, n)
+    mstate = None
+    try:
+        for t in range(cfg.iters + 1):
+            if rec.should_eval(t):
+                ev = EvalSum(n)
+                for ctx in ctxs:
+                    ctx.round = t
+                    ev.add(*ctx.value_and_grad(x))
+                if rec.eval_row(t, *ev.result()) or t == cfg.iters:
+                    break
+            rec.start()
+            messages = []
+            for i, ctx in enumerate(ctxs):
+                states[i], msg = worker_round(plan.method, ctx, states[i], x, t)
+                messages.append(msg)
+            rec.bytes_down += n * x.nbytes
+            rec.bytes_up += sum(len(m) for m in messages)
+            mstate = master_round(plan.method, plan.hp, mstate, x, messages, t, d)
+            x = mstate.x
+    finally:
+        rec.close()
+    return make_result(cfg, plan, consts, rec, x, "serial", "", d)
