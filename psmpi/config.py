@@ -41,6 +41,8 @@ class TrainConfig:
     device: str = "cpu"
     value_dtype: str = "float32"
     quiet: bool = False
+    label: str | None = None  # legend label for plots (default: made from the config)
+    sweep: dict | None = None  # a grid for `psmpi sweep`; `psmpi train` ignores it
     extra: dict = field(default_factory=dict)  # reserved for the Python API
 
     def to_dict(self) -> dict:
