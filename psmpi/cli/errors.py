@@ -20,8 +20,20 @@ def user_errors():
     return (ConfigError, DataError, MethodError, CompressorError)
 
 
+def is_rank0() -> bool:
+    """True unless launched as a non-zero MPI rank (only rank 0 reports errors)."""
+    import os
+
+    for var in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"):
+        v = os.environ.get(var)
+        if v is not None and v.isdigit():
+            return int(v) == 0
+    return True
+
+
 def fail(message: str, code: int = EXIT_USAGE):
-    click.echo(f"psmpi: error: {message}", err=True)
+    if is_rank0():
+        click.echo(f"psmpi: error: {message}", err=True)
     sys.exit(code)
 
 

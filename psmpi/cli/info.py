@@ -28,7 +28,7 @@ def collect() -> dict:
         info["mpi4py"] = mpi4py.__version__
         from mpi4py import MPI
 
-        info["mpi_library"] = MPI.Get_library_version().splitlines()[0].strip()
+        info["mpi_library"] = MPI.Get_library_version().replace("\x00", "").splitlines()[0].strip()
     except ImportError:
         info["mpi4py"] = "missing (pip install 'psmpi[mpi]')"
     from ..backend import gpu_status

@@ -16,6 +16,7 @@ same iterates.  States are small dataclasses updated in place (O(d) each).
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,11 +63,14 @@ class WorkerContext:
         self.round = -1
         self._cache_round = None
         self._cache = None
+        self.timings = {"gradient": 0.0, "compress": 0.0}  # seconds spent, for `psmpi bench round`
 
     def value_and_grad(self, x):
         """Exact f_i(x) and grad f_i(x), computed once per round."""
         if self._cache_round != self.round:
+            t0 = time.perf_counter()
             self._cache = self.problem.value_and_grad(x)
+            self.timings["gradient"] += time.perf_counter() - t0
             self._cache_round = self.round
         return self._cache
 
@@ -78,7 +82,10 @@ class WorkerContext:
         batch = self.hp.batch_size if batch is None else batch
         if batch is None:
             return self.grad(x)
-        return self.problem.stoch_grad(x, self.rng, batch)
+        t0 = time.perf_counter()
+        g = self.problem.stoch_grad(x, self.rng, batch)
+        self.timings["gradient"] += time.perf_counter() - t0
+        return g
 
     def init_grad(self, x):
         """The gradient estimate for initial states (batch B_init)."""
@@ -89,7 +96,10 @@ class WorkerContext:
         return Dense(v.astype(self.value_dtype), flag)
 
     def compress(self, v) -> Payload:
-        return self.compressor.compress(v, self.rng)
+        t0 = time.perf_counter()
+        p = self.compressor.compress(v, self.rng)
+        self.timings["compress"] += time.perf_counter() - t0
+        return p
 
 
 def mean_of(payloads, d) -> np.ndarray:

@@ -53,10 +53,12 @@ def initial_point(cfg: TrainConfig, d: int) -> np.ndarray:
 # ---------------------------------------------------------------- problems ---
 @dataclass
 class DataInfo:
-    dataset: object
+    dataset: object  # a Dataset, or the list of per-worker problems for quad:...
     problem: str
     classes: np.ndarray
-    dim: int
+    dim: int  # length of x
+    hdim: int  # dimension of the curvature bounds H_i
+    reg: float  # curvature bound of the regulariser
 
 
 def describe_data(cfg: TrainConfig) -> DataInfo:
@@ -67,7 +69,7 @@ def describe_data(cfg: TrainConfig) -> DataInfo:
         if cfg.problem not in (None, "quadratic"):
             raise ConfigError(f"--dataset {cfg.dataset} is a quadratic problem, not {cfg.problem}")
         probs = quadratic_problems(cfg.dataset, cfg.workers)
-        return DataInfo(probs, "quadratic", np.zeros(0), probs[0].dim)
+        return DataInfo(probs, "quadratic", np.zeros(0), probs[0].dim, probs[0].dim, 0.0)
     ds = open_dataset(cfg.dataset)
     classes = ds.classes
     problem = cfg.problem or ("logreg" if len(classes) == 2 else "softmax")
@@ -78,7 +80,7 @@ def describe_data(cfg: TrainConfig) -> DataInfo:
     if cfg.workers > ds.n_rows:
         raise DataError(f"cannot split {ds.n_rows} rows across {cfg.workers} workers (more workers than rows)")
     dim = ds.n_features if problem == "logreg" else ds.n_features * len(classes)
-    return DataInfo(ds, problem, classes, dim)
+    return DataInfo(ds, problem, classes, dim, ds.n_features, 2.0 * cfg.lam)
 
 
 def local_problem(cfg: TrainConfig, info: DataInfo, index: int):
@@ -149,11 +151,20 @@ def make_context(cfg, plan: Plan, index: int, problem) -> WorkerContext:
 def worker_round(method, ctx: WorkerContext, state, x: np.ndarray, t: int):
     """One worker's part of round t: the method's step, encoded. -> (state, bytes)"""
     ctx.round = t
+    t0 = time.perf_counter()
     if t == 0:
         state, payload = method.worker_init(ctx, x)
     else:
         state, payload = method.worker_step(ctx, state, x)
-    return state, encode(payload)
+    t1 = time.perf_counter()
+    msg = encode(payload)
+    ctx.timings["step"] = ctx.timings.get("step", 0.0) + (t1 - t0)
+    ctx.timings["encode"] = ctx.timings.get("encode", 0.0) + (time.perf_counter() - t1)
+    return state, msg
+
+
+class BadMessage(RuntimeError):
+    pass
 
 
 def master_round(method, hp, mstate, x: np.ndarray, messages, t: int, d: int):
@@ -163,10 +174,13 @@ def master_round(method, hp, mstate, x: np.ndarray, messages, t: int, d: int):
         try:
             payloads.append(decode(m, d))
         except ValueError as e:
-            raise RuntimeError(f"malformed message from worker {i} in round {t}: {e}") from None
+            raise BadMessage(f"malformed message from worker {i} in round {t}: {e}") from None
     if t == 0:
         return method.master_init(hp, x, payloads)
     return method.master_step(hp, mstate, payloads)
+
+
+WORKER_PHASES = ("gradient", "compress", "step", "encode")
 
 
 class EvalSum:

@@ -6,8 +6,11 @@ the iterates equal the MPI runtime's bit for bit.
 """
 from __future__ import annotations
 
+import json
+import time
+
 from ..config import TrainConfig
-from .common import (EvalSum, Recorder, constants_from, describe_data, global_smoothness, initial_point,
+from .common import (WORKER_PHASES, EvalSum, Recorder, constants_from, describe_data, global_smoothness, initial_point,
                      local_problem, make_context, make_result, master_round, plan_run, sum_in_order, worker_round)
 
 
@@ -28,6 +31,7 @@ def run_serial(cfg: TrainConfig, problems=None):
     x = initial_point(cfg, d)
     rec = Recorder(cfg, n)
     mstate = None
+    master_time = 0.0
     try:
         for t in range(cfg.iters + 1):
             if rec.should_eval(t):
@@ -44,8 +48,14 @@ def run_serial(cfg: TrainConfig, problems=None):
                 messages.append(msg)
             rec.bytes_down += n * x.nbytes
             rec.bytes_up += sum(len(m) for m in messages)
+            t0 = time.perf_counter()
             mstate = master_round(plan.method, plan.hp, mstate, x, messages, t, d)
+            master_time += time.perf_counter() - t0
             x = mstate.x
     finally:
         rec.close()
-    return make_result(cfg, plan, consts, rec, x, "serial", "", d)
+    res = make_result(cfg, plan, consts, rec, x, "serial", "", d)
+    res.attrs["timings"] = json.dumps({
+        "master": {"decode_aggregate": master_time}, "rounds": int(rec.rows["iteration"][-1]),
+        "workers_mean": {k: sum(c.timings.get(k, 0.0) for c in ctxs) / n for k in WORKER_PHASES}})
+    return res

@@ -1,0 +1,242 @@
+"""The MPI runtime: rank 0 is the master (parameter server), ranks 1..n are workers.
+
+Each round t the master broadcasts a control word and x^t (``Bcast`` of typed
+buffers); on evaluation rounds every worker sends its exact f_i(x^t) and
+grad f_i(x^t) (``Send``, received in rank order so the sum is the serial one);
+every worker runs the same ``worker_round`` as the serial runtime and the
+master collects the encoded messages with ``Gather`` (sizes) + ``Gatherv``
+(bytes), decodes and aggregates them in worker order with ``master_round``.
+No pickle is used: every call is an uppercase mpi4py call on a numpy buffer.
+
+``bytes_up`` counts the message bytes handed to Gatherv, ``bytes_down`` the
+bytes of x broadcast to the n workers; control words, evaluation traffic and
+set-up traffic (smoothness constants) are not counted, as in the serial runtime.
+
+Failure: set-up errors are agreed on collectively (one line from the lowest
+failing rank, exit code 2); an exception on any rank during the run prints one
+line from that rank and aborts the whole world (``MPI_Abort``), so no rank is
+left hanging.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+
+import numpy as np
+
+from ..config import ConfigError, TrainConfig
+from ..problems.base import DENSE_EIG_MAX
+from .common import (WORKER_PHASES, EvalSum, Recorder, constants_from, describe_data, global_smoothness,
+                     initial_point, local_problem, make_context, make_result, master_round, plan_run,
+                     sum_in_order, worker_round)
+
+TAG_EVAL, TAG_CURV = 11, 12
+T, EVAL = 0, 1  # control word fields
+
+
+class SetupFailed(SystemExit):
+    """Raised on every rank when set-up failed on some rank (message already printed)."""
+
+    def __init__(self):
+        super().__init__(2)
+
+
+def _comm():
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise ConfigError("--backend mpi needs mpi4py: pip install 'psmpi[mpi]'") from None
+    return MPI, MPI.COMM_WORLD
+
+
+def run_mpi(cfg: TrainConfig):
+    """Run under MPI; returns the Result on rank 0 and None on workers."""
+    MPI, comm = _comm()
+    if comm.size < 2:
+        raise ConfigError("--backend mpi needs at least 2 ranks (rank 0 is the master): mpirun -n N+1 psmpi train ...")
+    cfg.workers = comm.size - 1
+    setup = _setup(MPI, comm, cfg)
+    try:
+        if comm.rank == 0:
+            return _master(MPI, comm, cfg, *setup)
+        _worker(MPI, comm, cfg, *setup)
+        return None
+    except Exception as e:  # noqa: BLE001 - any failure must take the whole world down
+        _abort(MPI, comm, e)
+
+
+def _abort(MPI, comm, e):
+    who = "master" if comm.rank == 0 else f"worker {comm.rank - 1}"
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    sys.stderr.write(f"psmpi: error on rank {comm.rank} ({who}): {type(e).__name__}: {msg}\n")
+    if not isinstance(e, (ValueError, RuntimeError)):
+        traceback.print_exc(file=sys.stderr)
+    sys.stderr.flush()
+    comm.Abort(1)
+
+
+def _agree(MPI, comm, error: Exception | None):
+    """Collective: if any rank failed, the lowest failing rank prints and all exit 2."""
+    first = comm.allreduce(comm.rank if error is not None else comm.size, op=MPI.MIN)
+    if first < comm.size:
+        if comm.rank == first:
+            sys.stderr.write(f"psmpi: error: {error}\n")
+            sys.stderr.flush()
+        raise SetupFailed()
+
+
+def _setup(MPI, comm, cfg):
+    """Data, constants and the plan, identically on every rank."""
+    n, rank = cfg.workers, comm.rank
+    problem = info = error = None
+    try:
+        info = describe_data(cfg)
+        if rank > 0:
+            problem = local_problem(cfg, info, rank - 1)
+    except (ValueError, OSError) as e:
+        error = e
+    _agree(MPI, comm, error)
+    # L_i from every worker
+    Li = np.zeros(1) if rank == 0 else np.array([problem.local_smoothness()])
+    all_Li = np.zeros(comm.size) if rank == 0 else None
+    comm.Gather(Li, all_Li, root=0)
+    # L from the mean curvature bound, reduced in worker order on the master
+    hdim = info.hdim
+    if rank == 0:
+        L = global_smoothness(hdim, info.reg, lambda: sum_in_order(_recv_each(comm, (hdim, hdim)), n),
+                              lambda v: _remote_matvec(comm, v, n))
+        if hdim > DENSE_EIG_MAX:
+            comm.Bcast(np.zeros(1, dtype=np.int64), root=0)  # end of matvec service
+        consts_buf = np.concatenate([[L], all_Li[1:]])
+    else:
+        if hdim <= DENSE_EIG_MAX:
+            comm.Send(np.ascontiguousarray(problem.hbound_dense(), dtype=np.float64), dest=0, tag=TAG_CURV)
+        else:
+            _serve_matvec(comm, problem, hdim)
+        consts_buf = np.empty(n + 1)
+    comm.Bcast(consts_buf, root=0)
+    consts = constants_from(consts_buf[0], consts_buf[1:])
+    error = plan = None
+    try:
+        plan = plan_run(cfg, info.dim, consts)
+    except ValueError as e:
+        error = e
+    _agree(MPI, comm, error)
+    return info, problem, consts, plan
+
+
+def _recv_each(comm, shape):
+    buf = np.empty(shape)
+    for src in range(1, comm.size):
+        comm.Recv(buf, source=src, tag=TAG_CURV)
+        yield buf
+
+
+def _remote_matvec(comm, v, n):
+    comm.Bcast(np.ones(1, dtype=np.int64), root=0)
+    comm.Bcast(np.ascontiguousarray(v, dtype=np.float64), root=0)
+    return sum_in_order(_recv_each(comm, v.shape), n)
+
+
+def _serve_matvec(comm, problem, hdim):
+    flag = np.empty(1, dtype=np.int64)
+    v = np.empty(hdim)
+    while True:
+        comm.Bcast(flag, root=0)
+        if not flag[0]:
+            return
+        comm.Bcast(v, root=0)
+        comm.Send(np.ascontiguousarray(problem.hbound_matvec(v), dtype=np.float64), dest=0, tag=TAG_CURV)
+
+
+def _master(MPI, comm, cfg, info, _problem, consts, plan):
+    n, d = cfg.workers, info.dim
+    x = initial_point(cfg, d)
+    rec = Recorder(cfg, n)
+    ctrl = np.zeros(2, dtype=np.int64)
+    go = np.zeros(1, dtype=np.int64)
+    sizes = np.zeros(comm.size, dtype=np.int64)
+    evalbuf = np.empty(d + 1)
+    recv = np.empty(0, dtype=np.uint8)
+    mstate = None
+    timing = {"bcast": 0.0, "eval": 0.0, "gather": 0.0, "decode_aggregate": 0.0}
+    try:
+        for t in range(cfg.iters + 1):
+            ctrl[T], ctrl[EVAL] = t, rec.should_eval(t)
+            t0 = time.perf_counter()
+            comm.Bcast(ctrl, root=0)
+            comm.Bcast(x, root=0)
+            t1 = time.perf_counter()
+            timing["bcast"] += t1 - t0
+            if ctrl[EVAL]:
+                ev = EvalSum(n)
+                for src in range(1, comm.size):
+                    comm.Recv(evalbuf, source=src, tag=TAG_EVAL)
+                    ev.add(float(evalbuf[0]), evalbuf[1:])
+                stop = rec.eval_row(t, *ev.result()) or t == cfg.iters
+                go[0] = not stop
+                comm.Bcast(go, root=0)
+                timing["eval"] += time.perf_counter() - t1
+                if stop:
+                    break
+            rec.start()
+            t2 = time.perf_counter()
+            comm.Gather(np.zeros(1, dtype=np.int64), sizes, root=0)
+            total = int(sizes.sum())
+            if recv.size < total:
+                recv = np.empty(total, dtype=np.uint8)
+            displs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+            comm.Gatherv(np.zeros(0, dtype=np.uint8), [recv, sizes, displs, MPI.BYTE], root=0)
+            t3 = time.perf_counter()
+            messages = [recv[displs[i]:displs[i] + sizes[i]].tobytes() for i in range(1, comm.size)]
+            rec.bytes_down += n * x.nbytes
+            rec.bytes_up += total
+            mstate = master_round(plan.method, plan.hp, mstate, x, messages, t, d)
+            if mstate.x is not x:
+                x[:] = mstate.x
+                mstate.x = x
+            timing["decode_aggregate"] += time.perf_counter() - t3
+            timing["gather"] += t3 - t2
+    finally:
+        rec.close()
+    worker_times = np.zeros((comm.size, len(WORKER_PHASES)))
+    comm.Gather(np.zeros(len(WORKER_PHASES)), worker_times, root=0)
+    res = make_result(cfg, plan, consts, rec, x, "mpi", _library(MPI), d)
+    res.attrs["timings"] = json.dumps({"master": timing, "rounds": int(rec.rows["iteration"][-1]),
+                                       "workers_mean": dict(zip(WORKER_PHASES, worker_times[1:].mean(axis=0)))})
+    return res
+
+
+def _worker(MPI, comm, cfg, info, problem, consts, plan):
+    d = info.dim
+    ctx = make_context(cfg, plan, comm.rank - 1, problem)
+    state = None
+    x = np.empty(d)
+    ctrl = np.zeros(2, dtype=np.int64)
+    go = np.zeros(1, dtype=np.int64)
+    size = np.zeros(1, dtype=np.int64)
+    evalbuf = np.empty(d + 1)
+    while True:
+        comm.Bcast(ctrl, root=0)
+        comm.Bcast(x, root=0)
+        t = int(ctrl[T])
+        if ctrl[EVAL]:
+            ctx.round = t
+            loss, grad = ctx.value_and_grad(x)
+            evalbuf[0] = loss
+            evalbuf[1:] = grad
+            comm.Send(evalbuf, dest=0, tag=TAG_EVAL)
+            comm.Bcast(go, root=0)
+            if not go[0]:
+                break
+        state, msg = worker_round(plan.method, ctx, state, x, t)
+        size[0] = len(msg)
+        comm.Gather(size, None, root=0)
+        comm.Gatherv(np.frombuffer(msg, dtype=np.uint8), None, root=0)
+    comm.Gather(np.array([ctx.timings.get(k, 0.0) for k in WORKER_PHASES]), None, root=0)
+
+
+def _library(MPI) -> str:
+    return MPI.Get_library_version().replace("\x00", "").splitlines()[0].strip()

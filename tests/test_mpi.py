@@ -1,0 +1,158 @@
+"""The MPI runtime: equivalence with the serial runtime, failure behaviour."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from psmpi.results import read_result
+
+from conftest import mpirun
+
+pytestmark = pytest.mark.mpi
+
+COMMON = ["--dataset", "breast-cancer", "--iters", "40", "--eval-every", "5", "--quiet", "--seed", "7"]
+
+
+def _train(args, out, mpi_ranks=None, timeout=180):
+    cmd = [sys.executable, "-m", "psmpi", "train", *args, "--out", str(out)]
+    if mpi_ranks:
+        cmd = mpirun() + ["-n", str(mpi_ranks)] + cmd
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def _check(proc):
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+PAIRS = [(m, c) for m in ("ef21", "ef21-sgdm", "ef14", "clag", "marina") for c in ("topk:2", "randk:2")
+         if not (m == "marina" and c.startswith("topk"))]  # MARINA needs an unbiased compressor
+
+
+@pytest.mark.parametrize("method,compressor", PAIRS)
+def test_mpi_run_equals_serial_run_bit_for_bit(tmp_path, method, compressor):
+    extra = ["--batch-size", "4"] if method == "ef21-sgdm" else []
+    args = ["--method", method, "--compressor", compressor, *COMMON, *extra]
+    serial, mpi = tmp_path / "serial.h5", tmp_path / "mpi.h5"
+    _check(_train(args + ["--backend", "serial", "--workers", "3"], serial))
+    _check(_train(args, mpi, mpi_ranks=4))
+    a, b = read_result(str(serial)), read_result(str(mpi))
+    assert a.attrs["backend"] == "serial" and b.attrs["backend"] == "mpi"
+    assert b.attrs["n_workers"] == 3
+    assert "Open MPI" in b.attrs["mpi_library"] or "MPICH" in b.attrs["mpi_library"]
+    assert np.array_equal(a.x, b.x)
+    assert a.gamma == b.gamma
+    for name in ("iteration", "grad_norm_sq", "loss", "bits_up_per_worker", "bytes_up", "bytes_down"):
+        assert np.array_equal(a.metrics[name], b.metrics[name]), name
+    # the run actually moved and communicated
+    assert a.metrics["bytes_up"][-1] > 0 and not np.array_equal(a.x, np.zeros_like(a.x))
+
+
+def test_mpi_float64_values_equal_serial(tmp_path):
+    base = ["--method", "ef21", "--compressor", "topk:3", *COMMON]
+    args = base + ["--value-dtype", "float64"]
+    _check(_train(args + ["--backend", "serial", "--workers", "2"], tmp_path / "s.h5"))
+    _check(_train(args, tmp_path / "m.h5", mpi_ranks=3))
+    a, b = read_result(str(tmp_path / "s.h5")), read_result(str(tmp_path / "m.h5"))
+    assert np.array_equal(a.x, b.x)
+    # float64 values cost twice the value bytes of float32 ones: more bits than the float32 run below
+    _check(_train(base + ["--backend", "serial", "--workers", "2"], tmp_path / "f.h5"))
+    c = read_result(str(tmp_path / "f.h5"))
+    assert a.metrics["bits_up_per_worker"][-1] > c.metrics["bits_up_per_worker"][-1]
+
+
+def test_mpi_backend_with_one_rank_is_a_one_line_error(tmp_path):
+    proc = _train(["--backend", "mpi", "--iters", "5"], tmp_path / "x.h5", mpi_ranks=1)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("psmpi:")]
+    assert lines == [lines[0]] and "at least 2 ranks" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_option_under_mpi_is_reported_once_by_rank_0(tmp_path):
+    proc = _train(["--method", "nope"], tmp_path / "x.h5", mpi_ranks=3)
+    assert proc.returncode != 0
+    assert proc.stderr.count("psmpi: error: unknown method 'nope'") == 1
+
+
+def test_killing_a_worker_ends_the_whole_job_quickly(tmp_path):
+    """SIGKILL one worker mid-run: mpirun must exit non-zero within seconds, no rank left hanging."""
+    out = tmp_path / "k.h5"
+    cmd = mpirun() + ["-n", "4", sys.executable, "-m", "psmpi", "train", "--method", "ef21", "--iters", "1000000",
+                      "--eval-every", "1000", "--quiet", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        victim = None
+        deadline = time.time() + 60
+        while victim is None and time.time() < deadline:
+            time.sleep(0.5)
+            victim = _find_rank_pid(proc.pid, rank=2)
+        assert victim is not None, "could not find the rank-2 process"
+        time.sleep(1.0)  # let it get into the round loop
+        assert proc.poll() is None, "job ended before the kill"
+        t0 = time.time()
+        os.kill(victim, signal.SIGKILL)
+        proc.wait(timeout=30)
+        elapsed = time.time() - t0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    assert elapsed < 15, f"job took {elapsed:.1f}s to end after the kill"
+    assert not out.exists()
+    assert _find_rank_pid(proc.pid, rank=0) is None
+
+
+def test_exception_on_a_worker_aborts_the_world_with_its_message(tmp_path, monkeypatch):
+    """A worker raising mid-run: one message naming that rank, non-zero exit, nobody hangs."""
+    script = tmp_path / "boom.py"
+    script.write_text(
+        "import sys\n"
+        "from mpi4py import MPI\n"
+        "import psmpi.methods.ef21 as ef\n"
+        "orig = ef.EF21.worker_step\n"
+        "def step(self, ctx, st, x):\n"
+        "    if MPI.COMM_WORLD.rank == 2 and ctx.round == 5:\n"
+        "        raise RuntimeError('injected failure')\n"
+        "    return orig(self, ctx, st, x)\n"
+        "ef.EF21.worker_step = step\n"
+        "from psmpi.cli import main\n"
+        "sys.argv = ['psmpi', 'train', '--iters', '100000', '--quiet', '--out', sys.argv[1]]\n"
+        "main()\n")
+    t0 = time.time()
+    proc = subprocess.run(mpirun() + ["-n", "4", sys.executable, str(script), str(tmp_path / "b.h5")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert time.time() - t0 < 60
+    assert "psmpi: error on rank 2 (worker 1): RuntimeError: injected failure" in proc.stderr
+
+
+def _find_rank_pid(launcher_pid, rank):
+    """PID of the process with OMPI_COMM_WORLD_RANK=rank among the launcher's descendants."""
+    for pid in _descendants(launcher_pid):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if f"OMPI_COMM_WORLD_RANK={rank}".encode() in env:
+            return pid
+    return None
+
+
+def _descendants(pid):
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout.split()
+    children = {}
+    for p, pp in zip(out[::2], out[1::2]):
+        children.setdefault(int(pp), []).append(int(p))
+    stack, seen = [pid], []
+    while stack:
+        for c in children.get(stack.pop(), []):
+            seen.append(c)
+            stack.append(c)
+    return seen
