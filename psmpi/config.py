@@ -41,6 +41,8 @@ class TrainConfig:
     device: str = "cpu"
     value_dtype: str = "float32"
     quiet: bool = False
+    checkpoint_every: int | None = None  # rounds between checkpoints (None: none)
+    resume: str | None = None  # a checkpoint file, or 'auto' for OUT.ckpt
     label: str | None = None  # legend label for plots (default: made from the config)
     sweep: dict | None = None  # a grid for `psmpi sweep`; `psmpi train` ignores it
     extra: dict = field(default_factory=dict)  # reserved for the Python API
@@ -186,8 +188,29 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         cfg.seed = int(cfg.seed)
     except (TypeError, ValueError):
         raise ConfigError(f"--seed must be an integer (got {cfg.seed!r})") from None
+    if cfg.checkpoint_every is not None:
+        cfg.checkpoint_every = _positive_int("checkpoint_every", cfg.checkpoint_every)
     if cfg.out is None:
         ds = re.sub(r"[^A-Za-z0-9.-]+", "-", os.path.splitext(os.path.basename(str(cfg.dataset)))[0])
         comp = re.sub(r"[^A-Za-z0-9.-]+", "", str(cfg.compressor).replace("%", "pct"))
         cfg.out = os.path.join("results", f"{cfg.method}_{ds}_{comp}.h5")
+    if cfg.resume is not None:
+        from .runtime.checkpoint import default_path
+
+        if cfg.resume in ("auto", True):
+            cfg.resume = default_path(cfg.out)
+        if not os.path.exists(cfg.resume):
+            raise ConfigError(f"cannot resume: no checkpoint at {cfg.resume}")
     return cfg
+
+
+def check_writable(path: str) -> None:
+    """ConfigError unless ``path`` can be written (its folder made if missing)."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    probe = folder
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK) or \
+            (os.path.exists(folder) and not os.access(folder, os.W_OK | os.X_OK)) or \
+            (os.path.exists(path) and (os.path.isdir(path) or not os.access(path, os.W_OK))):
+        raise ConfigError(f"cannot write the output file {path}")

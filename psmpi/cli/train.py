@@ -34,6 +34,7 @@ OPTIONS = [
     ("--workers", int, "number of simulated workers (serial backend)  [default: 20]"),
     ("--device", click.Choice(["cpu", "gpu"]), "where worker computation runs  [default: cpu]"),
     ("--value-dtype", click.Choice(["float32", "float64"]), "precision of values on the wire  [default: float32]"),
+    ("--checkpoint-every", int, "write the whole state to OUT.ckpt every N rounds (atomically)"),
 ]
 
 
@@ -46,6 +47,8 @@ def _options(fn):
 @click.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="YAML file of options (the command line wins)")
 @_options
+@click.option("--resume", is_flag=False, flag_value="auto", default=None,
+              help="continue from a checkpoint FILE (alone: OUT.ckpt); the result equals an uninterrupted run")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="no progress bar or summary; errors still go to stderr")
 @friendly
 def train(config_file, **options):
@@ -58,13 +61,14 @@ def train(config_file, **options):
       psmpi train --config configs/ef21_vs_ef14.yaml --gamma-factor 4
     """
     from ..api import resolve_backend
-    from ..config import from_mapping, load_yaml, validate
+    from ..config import check_writable, from_mapping, load_yaml, validate
     from ..results import write_result
 
     data = load_yaml(config_file) if config_file else {}
     source = config_file or "options"
     data.update({k: v for k, v in options.items() if v is not None})
     cfg = validate(from_mapping(data, source))
+    check_writable(cfg.out)
     backend = resolve_backend(cfg)
     if backend == "mpi":
         from ..runtime.mpi import run_mpi
@@ -78,7 +82,7 @@ def train(config_file, **options):
         res = run_serial(cfg)
     write_result(cfg.out, res)
     m = res.metrics
-    if not cfg.quiet:
+    if not cfg.quiet and len(m["iteration"]):
         click.echo(f"{res.config['method']} with {res.config['compressor']} on {cfg.dataset}: "
                    f"{m['iteration'][-1]} rounds, ||grad f||^2 {m['grad_norm_sq'][0]:.3e} -> {m['grad_norm_sq'][-1]:.3e}, "
                    f"gamma {res.gamma:.4g}, {m['bits_up_per_worker'][-1] / 8e3:.1f} kB up per worker "
@@ -86,3 +90,5 @@ def train(config_file, **options):
         click.echo(f"wrote {cfg.out}")
     if res.diverged:
         fail(f"{res.stop_reason}; metrics up to there are in {cfg.out}", EXIT_DIVERGED)
+    if res.stop_reason.startswith("stopped by"):
+        click.echo(f"psmpi: {res.stop_reason}", err=True)

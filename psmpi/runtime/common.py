@@ -4,6 +4,7 @@ these in one place is what makes the serial and MPI iterates identical."""
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -16,11 +17,11 @@ from ..methods import Hyper, WorkerContext, get_method
 from ..problems import LogReg, Softmax, lambda_max
 from ..wire import decode, encode
 
-DIVERGED = 1e100  # a ||grad f||^2 above this (or non-finite) stops the run
+DIVERGED = 1e20  # ||grad f||^2 above DIVERGED * max(1, its value at x^0), or non-finite, stops the run
 
 
 class Diverged(RuntimeError):
-    pass
+    """The run diverged (the message says where); metrics up to there are kept."""
 
 
 # ---------------------------------------------------------------- seeds ---
@@ -174,6 +175,8 @@ def master_round(method, hp, mstate, x: np.ndarray, messages, t: int, d: int):
         try:
             payloads.append(decode(m, d))
         except ValueError as e:
+            if "non-finite" in str(e):  # an honest worker whose iterates blew up
+                raise Diverged(f"diverged at round {t}: worker {i} sent non-finite values") from None
             raise BadMessage(f"malformed message from worker {i} in round {t}: {e}") from None
     if t == 0:
         return method.master_init(hp, x, payloads)
@@ -225,7 +228,18 @@ class Recorder:
 
     def start(self):
         if self.t0 is None:
-            self.t0 = time.perf_counter()
+            self.t0 = time.perf_counter() - self.offset
+
+    offset = 0.0  # wall time already spent before a resume
+
+    def elapsed(self) -> float:
+        return self.offset if self.t0 is None else time.perf_counter() - self.t0
+
+    def restore(self, ck):
+        """Continue from a checkpoint's rows and counters."""
+        for k in self.NAMES:
+            self.rows[k] = list(ck.metrics[k])
+        self.bytes_up, self.bytes_down, self.offset = ck.bytes_up, ck.bytes_down, ck.elapsed
 
     def should_eval(self, t: int) -> bool:
         return t % self.cfg.eval_every == 0 or t == self.cfg.iters
@@ -239,11 +253,11 @@ class Recorder:
         r["bits_up_per_worker"].append(8.0 * self.bytes_up / self.n)
         r["bytes_up"].append(self.bytes_up)
         r["bytes_down"].append(self.bytes_down)
-        r["wall_time"].append(0.0 if self.t0 is None else time.perf_counter() - self.t0)
+        r["wall_time"].append(self.elapsed())
         if self.bar is not None:
             self.bar.n = t
             self.bar.set_postfix_str(f"|grad|^2={gns:.3e} up={self.bytes_up / 1e6:.2f}MB", refresh=True)
-        if not np.isfinite(gns) or gns > DIVERGED:
+        if not np.isfinite(gns) or gns > DIVERGED * max(1.0, r["grad_norm_sq"][0]):
             self.stop_reason = f"diverged at round {t} (||grad f||^2 = {gns:.3e})"
             return True
         if gns <= self.cfg.tol:
@@ -280,3 +294,65 @@ def _maybe(fn):
         return float(fn())
     except (NotImplementedError, AttributeError):
         return None
+
+
+class Control:
+    """Rank 0's decisions at the top of each round: checkpoint, stop on a signal,
+    flush the output file now and then (so a killed job leaves a readable file)."""
+
+    CONTINUE, CHECKPOINT, STOP = 0, 1, 2
+    FLUSH_SECONDS = float(os.environ.get("PSMPI_FLUSH_SECONDS", "10"))
+
+    def __init__(self, cfg: TrainConfig):
+        from .checkpoint import default_path
+
+        self.cfg = cfg
+        self.path = default_path(cfg.out)
+        self.signal = None
+        self.last_flush = time.monotonic()
+        self._old = {}
+
+    def install(self, ignore=False):
+        """Catch SIGTERM/SIGINT (Slurm's warning before the time limit)."""
+        import signal
+
+        def handler(signum, frame):
+            if not ignore:
+                self.signal = signal.Signals(signum).name
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread
+                pass
+
+    def uninstall(self):
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+    def action(self, t: int, start: int) -> int:
+        if self.signal is not None:
+            return self.STOP
+        every = self.cfg.checkpoint_every
+        if every and t > start and t % every == 0 and t < self.cfg.iters:
+            return self.CHECKPOINT
+        return self.CONTINUE
+
+    def checkpoint(self, t, x, mstate, blobs, rec):
+        from .checkpoint import write_checkpoint
+
+        write_checkpoint(self.path, self.cfg, t, x, mstate, blobs, rec)
+
+    def maybe_flush(self, make, force=False):
+        if force or time.monotonic() - self.last_flush > self.FLUSH_SECONDS:
+            from ..results import write_result
+
+            write_result(self.cfg.out, make())
+            self.last_flush = time.monotonic()
+
+    def stop_message(self, t: int) -> str:
+        return (f"stopped by {self.signal} at round {t}; checkpoint written to {self.path}; "
+                f"continue with --resume {self.path}")

@@ -28,12 +28,14 @@ import numpy as np
 
 from ..config import ConfigError, TrainConfig
 from ..problems.base import DENSE_EIG_MAX
-from .common import (WORKER_PHASES, EvalSum, Recorder, constants_from, describe_data, global_smoothness,
+from .checkpoint import pack_worker, read_checkpoint, restore_worker
+from .common import (WORKER_PHASES, Control, Diverged, EvalSum, Recorder, constants_from, describe_data, global_smoothness,
                      initial_point, local_problem, make_context, make_result, master_round, plan_run,
                      sum_in_order, worker_round)
 
 TAG_EVAL, TAG_CURV = 11, 12
-T, EVAL = 0, 1  # control word fields
+T, EVAL, ACTION = 0, 1, 2  # control word fields: round, evaluate?, checkpoint/stop
+END = 3  # ACTION: stop now without a checkpoint (the run diverged)
 
 
 class SetupFailed(SystemExit):
@@ -57,14 +59,19 @@ def run_mpi(cfg: TrainConfig):
     if comm.size < 2:
         raise ConfigError("--backend mpi needs at least 2 ranks (rank 0 is the master): mpirun -n N+1 psmpi train ...")
     cfg.workers = comm.size - 1
-    setup = _setup(MPI, comm, cfg)
+    ctl = Control(cfg)
+    ctl.install(ignore=comm.rank != 0)  # the master decides what a signal means
     try:
-        if comm.rank == 0:
-            return _master(MPI, comm, cfg, *setup)
-        _worker(MPI, comm, cfg, *setup)
-        return None
-    except Exception as e:  # noqa: BLE001 - any failure must take the whole world down
-        _abort(MPI, comm, e)
+        setup = _setup(MPI, comm, cfg)
+        try:
+            if comm.rank == 0:
+                return _master(MPI, comm, cfg, ctl, *setup)
+            _worker(MPI, comm, cfg, *setup)
+            return None
+        except Exception as e:  # noqa: BLE001 - any failure must take the whole world down
+            _abort(MPI, comm, e)
+    finally:
+        ctl.uninstall()
 
 
 def _abort(MPI, comm, e):
@@ -151,22 +158,90 @@ def _serve_matvec(comm, problem, hdim):
         comm.Send(np.ascontiguousarray(problem.hbound_matvec(v), dtype=np.float64), dest=0, tag=TAG_CURV)
 
 
-def _master(MPI, comm, cfg, info, _problem, consts, plan):
+def _resume_blobs(MPI, comm, cfg):
+    """On resume: the master reads the checkpoint (errors agreed on) and hands
+    each worker its state blob. -> (checkpoint on rank 0 / None, blob or None, start)"""
+    ck, error = None, None
+    if comm.rank == 0:
+        try:
+            ck = read_checkpoint(cfg.resume, cfg)
+        except ValueError as e:
+            error = e
+    _agree(MPI, comm, error)
+    blob = _scatter_bytes(MPI, comm, ck.worker_blobs if ck else None)
+    start = np.array([ck.round if ck else 0], dtype=np.int64)
+    comm.Bcast(start, root=0)
+    return ck, blob, int(start[0])
+
+
+def _scatter_bytes(MPI, comm, blobs):
+    sizes = np.zeros(comm.size, dtype=np.int64)
+    if comm.rank == 0:
+        sizes[1:] = [len(b) for b in blobs]
+    comm.Bcast(sizes, root=0)
+    if comm.rank == 0:
+        buf = np.frombuffer(b"".join(blobs), dtype=np.uint8)
+        displs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        comm.Scatterv([buf, sizes, displs, MPI.BYTE], np.zeros(0, dtype=np.uint8), root=0)
+        return None
+    out = np.empty(int(sizes[comm.rank]), dtype=np.uint8)
+    comm.Scatterv(None, out, root=0)
+    return out.tobytes()
+
+
+def _gather_bytes(MPI, comm, mine: bytes | None, scratch=None):
+    """Gather variable-size byte strings on rank 0 (sizes, then Gatherv).
+    -> (list of the workers' bytes in rank order, total bytes) on rank 0."""
+    size = np.array([0 if mine is None else len(mine)], dtype=np.int64)
+    if comm.rank != 0:
+        comm.Gather(size, None, root=0)
+        comm.Gatherv(np.frombuffer(mine, dtype=np.uint8), None, root=0)
+        return None, 0
+    sizes = np.zeros(comm.size, dtype=np.int64)
+    comm.Gather(size, sizes, root=0)
+    total = int(sizes.sum())
+    recv = scratch if scratch is not None and scratch.size >= total else np.empty(total, dtype=np.uint8)
+    displs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    comm.Gatherv(np.zeros(0, dtype=np.uint8), [recv, sizes, displs, MPI.BYTE], root=0)
+    return [recv[displs[i]:displs[i] + sizes[i]].tobytes() for i in range(1, comm.size)], total
+
+
+def _master(MPI, comm, cfg, ctl, info, _problem, consts, plan):
     n, d = cfg.workers, info.dim
     x = initial_point(cfg, d)
     rec = Recorder(cfg, n)
-    ctrl = np.zeros(2, dtype=np.int64)
+    ctrl = np.zeros(3, dtype=np.int64)
     go = np.zeros(1, dtype=np.int64)
-    sizes = np.zeros(comm.size, dtype=np.int64)
     evalbuf = np.empty(d + 1)
-    recv = np.empty(0, dtype=np.uint8)
-    mstate = None
+    scratch = np.empty(1 << 16, dtype=np.uint8)
+    mstate, start = None, 0
+    if cfg.resume:
+        ck, _, start = _resume_blobs(MPI, comm, cfg)
+        mstate = ck.master
+        x[:] = ck.x
+        if mstate is not None:
+            mstate.x = x
+        rec.restore(ck)
     timing = {"bcast": 0.0, "eval": 0.0, "gather": 0.0, "decode_aggregate": 0.0}
+    library = _library(MPI)
+
+    def result():
+        res = make_result(cfg, plan, consts, rec, x, "mpi", library, d)
+        res.attrs["timings"] = json.dumps({"master": timing, "rounds": int(rec.rows["iteration"][-1]) if rec.rows["iteration"] else 0})
+        return res
+
     try:
-        for t in range(cfg.iters + 1):
-            ctrl[T], ctrl[EVAL] = t, rec.should_eval(t)
+        for t in range(start, cfg.iters + 1):
+            ctrl[T], ctrl[EVAL], ctrl[ACTION] = t, rec.should_eval(t), ctl.action(t, start)
             t0 = time.perf_counter()
             comm.Bcast(ctrl, root=0)
+            if ctrl[ACTION] != ctl.CONTINUE:
+                blobs, _ = _gather_bytes(MPI, comm, None)
+                ctl.checkpoint(t, x, mstate, blobs, rec)
+                if ctrl[ACTION] == ctl.STOP:
+                    rec.stop_reason = ctl.stop_message(t)
+                    break
+                ctl.maybe_flush(result, force=True)
             comm.Bcast(x, root=0)
             t1 = time.perf_counter()
             timing["bcast"] += t1 - t0
@@ -181,19 +256,20 @@ def _master(MPI, comm, cfg, info, _problem, consts, plan):
                 timing["eval"] += time.perf_counter() - t1
                 if stop:
                     break
+                ctl.maybe_flush(result)
             rec.start()
             t2 = time.perf_counter()
-            comm.Gather(np.zeros(1, dtype=np.int64), sizes, root=0)
-            total = int(sizes.sum())
-            if recv.size < total:
-                recv = np.empty(total, dtype=np.uint8)
-            displs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-            comm.Gatherv(np.zeros(0, dtype=np.uint8), [recv, sizes, displs, MPI.BYTE], root=0)
+            messages, total = _gather_bytes(MPI, comm, None, scratch)
             t3 = time.perf_counter()
-            messages = [recv[displs[i]:displs[i] + sizes[i]].tobytes() for i in range(1, comm.size)]
             rec.bytes_down += n * x.nbytes
             rec.bytes_up += total
-            mstate = master_round(plan.method, plan.hp, mstate, x, messages, t, d)
+            try:
+                mstate = master_round(plan.method, plan.hp, mstate, x, messages, t, d)
+            except Diverged as e:
+                rec.stop_reason = str(e)
+                ctrl[ACTION] = END
+                comm.Bcast(ctrl, root=0)
+                break
             if mstate.x is not x:
                 x[:] = mstate.x
                 mstate.x = x
@@ -203,9 +279,10 @@ def _master(MPI, comm, cfg, info, _problem, consts, plan):
         rec.close()
     worker_times = np.zeros((comm.size, len(WORKER_PHASES)))
     comm.Gather(np.zeros(len(WORKER_PHASES)), worker_times, root=0)
-    res = make_result(cfg, plan, consts, rec, x, "mpi", _library(MPI), d)
-    res.attrs["timings"] = json.dumps({"master": timing, "rounds": int(rec.rows["iteration"][-1]),
-                                       "workers_mean": dict(zip(WORKER_PHASES, worker_times[1:].mean(axis=0)))})
+    res = result()
+    tim = json.loads(res.attrs["timings"])
+    tim["workers_mean"] = dict(zip(WORKER_PHASES, worker_times[1:].mean(axis=0)))
+    res.attrs["timings"] = json.dumps(tim)
     return res
 
 
@@ -213,13 +290,21 @@ def _worker(MPI, comm, cfg, info, problem, consts, plan):
     d = info.dim
     ctx = make_context(cfg, plan, comm.rank - 1, problem)
     state = None
+    if cfg.resume:
+        _, blob, _ = _resume_blobs(MPI, comm, cfg)
+        state = restore_worker(ctx, blob)
     x = np.empty(d)
-    ctrl = np.zeros(2, dtype=np.int64)
+    ctrl = np.zeros(3, dtype=np.int64)
     go = np.zeros(1, dtype=np.int64)
-    size = np.zeros(1, dtype=np.int64)
     evalbuf = np.empty(d + 1)
     while True:
         comm.Bcast(ctrl, root=0)
+        if ctrl[ACTION] == END:
+            break
+        if ctrl[ACTION] != Control.CONTINUE:
+            _gather_bytes(MPI, comm, pack_worker(ctx, state))
+            if ctrl[ACTION] == Control.STOP:
+                break
         comm.Bcast(x, root=0)
         t = int(ctrl[T])
         if ctrl[EVAL]:
@@ -232,9 +317,7 @@ def _worker(MPI, comm, cfg, info, problem, consts, plan):
             if not go[0]:
                 break
         state, msg = worker_round(plan.method, ctx, state, x, t)
-        size[0] = len(msg)
-        comm.Gather(size, None, root=0)
-        comm.Gatherv(np.frombuffer(msg, dtype=np.uint8), None, root=0)
+        _gather_bytes(MPI, comm, msg)
     comm.Gather(np.array([ctx.timings.get(k, 0.0) for k in WORKER_PHASES]), None, root=0)
 
 

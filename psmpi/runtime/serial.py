@@ -10,11 +10,22 @@ import json
 import time
 
 from ..config import TrainConfig
-from .common import (WORKER_PHASES, EvalSum, Recorder, constants_from, describe_data, global_smoothness, initial_point,
-                     local_problem, make_context, make_result, master_round, plan_run, sum_in_order, worker_round)
+from .checkpoint import pack_worker, read_checkpoint, restore_worker
+from .common import (WORKER_PHASES, Control, Diverged, EvalSum, Recorder, constants_from, describe_data, global_smoothness,
+                     initial_point, local_problem, make_context, make_result, master_round, plan_run, sum_in_order,
+                     worker_round)
 
 
 def run_serial(cfg: TrainConfig, problems=None):
+    ctl = Control(cfg)
+    ctl.install()
+    try:
+        return _run(cfg, problems, ctl)
+    finally:
+        ctl.uninstall()
+
+
+def _run(cfg, problems, ctl):
     n = cfg.workers
     if problems is None:
         info = describe_data(cfg)
@@ -28,12 +39,33 @@ def run_serial(cfg: TrainConfig, problems=None):
     plan = plan_run(cfg, d, consts)
     ctxs = [make_context(cfg, plan, i, p) for i, p in enumerate(problems)]
     states = [None] * n
-    x = initial_point(cfg, d)
     rec = Recorder(cfg, n)
-    mstate = None
+    mstate, start = None, 0
+    x = initial_point(cfg, d)
+    if cfg.resume:
+        ck = read_checkpoint(cfg.resume, cfg)
+        start, mstate = ck.round, ck.master
+        x = ck.x.copy() if mstate is None else mstate.x
+        states = [restore_worker(c, b) for c, b in zip(ctxs, ck.worker_blobs)]
+        rec.restore(ck)
     master_time = 0.0
+
+    def result():
+        res = make_result(cfg, plan, consts, rec, x, "serial", "", d)
+        res.attrs["timings"] = json.dumps({
+            "master": {"decode_aggregate": master_time}, "rounds": int(rec.rows["iteration"][-1]) if rec.rows["iteration"] else 0,
+            "workers_mean": {k: sum(c.timings.get(k, 0.0) for c in ctxs) / n for k in WORKER_PHASES}})
+        return res
+
     try:
-        for t in range(cfg.iters + 1):
+        for t in range(start, cfg.iters + 1):
+            action = ctl.action(t, start)
+            if action != ctl.CONTINUE:
+                ctl.checkpoint(t, x, mstate, [pack_worker(c, s) for c, s in zip(ctxs, states)], rec)
+                if action == ctl.STOP:
+                    rec.stop_reason = ctl.stop_message(t)
+                    break
+                ctl.maybe_flush(result, force=True)
             if rec.should_eval(t):
                 ev = EvalSum(n)
                 for ctx in ctxs:
@@ -41,6 +73,7 @@ def run_serial(cfg: TrainConfig, problems=None):
                     ev.add(*ctx.value_and_grad(x))
                 if rec.eval_row(t, *ev.result()) or t == cfg.iters:
                     break
+                ctl.maybe_flush(result)
             rec.start()
             messages = []
             for i, ctx in enumerate(ctxs):
@@ -49,13 +82,13 @@ def run_serial(cfg: TrainConfig, problems=None):
             rec.bytes_down += n * x.nbytes
             rec.bytes_up += sum(len(m) for m in messages)
             t0 = time.perf_counter()
-            mstate = master_round(plan.method, plan.hp, mstate, x, messages, t, d)
+            try:
+                mstate = master_round(plan.method, plan.hp, mstate, x, messages, t, d)
+            except Diverged as e:
+                rec.stop_reason = str(e)
+                break
             master_time += time.perf_counter() - t0
             x = mstate.x
     finally:
         rec.close()
-    res = make_result(cfg, plan, consts, rec, x, "serial", "", d)
-    res.attrs["timings"] = json.dumps({
-        "master": {"decode_aggregate": master_time}, "rounds": int(rec.rows["iteration"][-1]),
-        "workers_mean": {k: sum(c.timings.get(k, 0.0) for c in ctxs) / n for k in WORKER_PHASES}})
-    return res
+    return result()

@@ -1,0 +1,159 @@
+"""``psmpi bench round``: time per round of the runtimes, split into phases,
+next to a plain numpy simulation and a dense (uncompressed) baseline.
+
+Three things are measured side by side in one run, on the same problem:
+
+* the serial runtime and the MPI runtime (``mpirun -n n+1``, launched as a
+  subprocess) running ``--method`` with ``--compressor``; their per-phase
+  times come from the runtimes' own timers (``timings`` in the output file);
+* the same method with the identity compressor, i.e. an uncompressed Gather of
+  d floats per worker and round (the dense baseline);
+* a plain numpy single-process simulation of EF21 that loops over the n dense
+  local data matrices and computes each local gradient (the way the papers'
+  experiment code works).  Its iterates are checked against the serial
+  runtime run with float64 values, so the comparison is between equal work.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from ..results import read_result
+
+
+def naive_ef21(A_blocks, b_blocks, lam, gamma, k, rounds, x0=None):
+    """EF21 with Top-k and full gradients, simulated with dense numpy arrays in a
+    Python loop over workers. Returns (x, seconds per round)."""
+    d = A_blocks[0].shape[1]
+    n = len(A_blocks)
+    x = np.zeros(d) if x0 is None else x0.copy()
+
+    def grad(A, b, x):
+        z = b * (A @ x)
+        s = 1.0 / (1.0 + np.exp(z))
+        return -(A.T @ (b * s)) / A.shape[0] + 2.0 * lam * x / (1.0 + x * x) ** 2
+
+    g_i = [grad(A, b, x) for A, b in zip(A_blocks, b_blocks)]
+    g = sum(g_i) / n
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        x = x - gamma * g
+        for i in range(n):
+            diff = grad(A_blocks[i], b_blocks[i], x) - g_i[i]
+            idx = np.argpartition(np.abs(diff), d - k)[d - k:]
+            c = np.zeros(d)
+            c[idx] = diff[idx]
+            g_i[i] = g_i[i] + c
+            g = g + c / n
+    return x, (time.perf_counter() - t0) / rounds
+
+
+def _train_args(dataset, method, compressor, workers, rounds, value_dtype, out):
+    return ["train", "--dataset", dataset, "--method", method, "--compressor", compressor, "--iters", str(rounds),
+            "--eval-every", str(rounds), "--value-dtype", value_dtype, "--quiet", "--out", out,
+            "--workers", str(workers)]
+
+
+def _run(cmd):
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... failed: {proc.stderr.strip().splitlines()[-1:]}")
+
+
+def measure(dataset, method, compressor, workers, rounds, backend, value_dtype="float32", mpirun=None):
+    """Seconds per round and its phase split for one runtime; bytes per round."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "r.h5")
+        args = _train_args(dataset, method, compressor, workers, rounds, value_dtype, out)
+        base = [sys.executable, "-m", "psmpi"]
+        if backend == "mpi":
+            _run(mpirun + ["-n", str(workers + 1)] + base + args)
+        else:
+            _run(base + args + ["--backend", "serial"])
+        res = read_result(out)
+    m = res.metrics
+    r = int(m["iteration"][-1])
+    tim = json.loads(res.attrs["timings"])
+    w, ms = tim["workers_mean"], tim["master"]
+    phases = {"gradient": w["gradient"], "compression": w["step"] - w["gradient"], "encode": w["encode"],
+              "decode_aggregate": ms.get("decode_aggregate", 0.0)}
+    if backend == "mpi":
+        phases["broadcast"] = ms["bcast"]
+        phases["communication"] = max(0.0, ms["gather"] - w["step"] - w["encode"])
+    if backend == "serial":  # n workers run one after another in one process
+        for key in ("gradient", "compression", "encode"):
+            phases[key] *= workers
+    return {"backend": backend, "method": method, "compressor": compressor, "rounds": r,
+            "sec_per_round": float(m["wall_time"][-1]) / r,
+            "phases_ms_per_round": {k: 1e3 * v / r for k, v in phases.items()},
+            "bytes_up_per_round": float(m["bytes_up"][-1]) / r, "bytes_down_per_round": float(m["bytes_down"][-1]) / r,
+            "x": res.x, "gamma": res.gamma}
+
+
+def naive_on(dataset, workers, rounds, lam, gamma, k, split="contiguous", seed=0):
+    from ..config import TrainConfig
+    from ..runtime.common import describe_data, local_problem
+
+    cfg = TrainConfig(dataset=dataset, workers=workers, split=split, seed=seed, lam=lam)
+    info = describe_data(cfg)
+    probs = [local_problem(cfg, info, i) for i in range(workers)]
+    A = [p.A.toarray() for p in probs]
+    b = [p.b for p in probs]
+    return naive_ef21(A, b, lam, gamma, k, rounds)
+
+
+def run_round_bench(dataset, method, compressor, workers, rounds, mpi=True, sizes=(), mpirun=None):
+    rows = []
+    for backend in ("serial", "mpi") if mpi else ("serial",):
+        for comp in (compressor, "identity"):
+            meth = method if comp != "identity" else "gd"
+            rows.append(measure(dataset, meth, comp, workers, rounds, backend, mpirun=mpirun))
+    naive = None
+    if method == "ef21" and compressor.startswith("topk:") and not compressor.endswith("%"):
+        ref = measure(dataset, method, compressor, workers, rounds, "serial", "float64", mpirun)
+        x, spr = naive_on(dataset, workers, rounds, 0.1, ref["gamma"], int(compressor.split(":")[1]))
+        naive = {"sec_per_round": spr, "max_abs_diff_vs_serial_float64": float(np.max(np.abs(x - ref["x"])))}
+    scaling = []
+    for d in sizes:
+        ds = f"synthetic:rows={workers * 20},features={d},density={min(1.0, 50.0 / d)},seed=1"
+        for comp, meth in ((compressor, method), ("identity", "gd")):
+            r = measure(ds, meth, comp, workers, max(5, rounds // 10), "mpi" if mpi else "serial", mpirun=mpirun)
+            scaling.append({"d": d, "method": meth, "compressor": comp, "sec_per_round": r["sec_per_round"],
+                            "bytes_up_per_round": r["bytes_up_per_round"]})
+    for r in rows:
+        r.pop("x")
+    return {"dataset": dataset, "workers": workers, "rounds": rounds, "runs": rows, "naive_numpy_loop": naive,
+            "dense_vs_sparse_by_d": scaling}
+
+
+def format_table(res) -> str:
+    lines = [f"time per round: {res['dataset']}, {res['workers']} workers, {res['rounds']} rounds",
+             f"{'backend':8s} {'method':8s} {'compressor':10s} {'ms/round':>9s} {'B up/round':>11s} "
+             f"{'grad':>7s} {'compr':>7s} {'encode':>7s} {'comm':>7s} {'bcast':>7s} {'dec+agg':>7s}"]
+    for r in res["runs"]:
+        p = r["phases_ms_per_round"]
+        lines.append(f"{r['backend']:8s} {r['method']:8s} {r['compressor']:10s} {1e3 * r['sec_per_round']:9.3f} "
+                     f"{r['bytes_up_per_round']:11.0f} {p['gradient']:7.3f} {p['compression']:7.3f} "
+                     f"{p['encode']:7.3f} {p.get('communication', float('nan')):7.3f} "
+                     f"{p.get('broadcast', float('nan')):7.3f} {p['decode_aggregate']:7.3f}")
+    nv = res["naive_numpy_loop"]
+    if nv:
+        lines.append(f"plain numpy loop (dense local gradients): {1e3 * nv['sec_per_round']:.3f} ms/round "
+                     f"(max |x - x_serial| = {nv['max_abs_diff_vs_serial_float64']:.2e})")
+        for r in res["runs"]:
+            if r["compressor"] != "identity":
+                lines.append(f"  {r['backend']} runtime is {nv['sec_per_round'] / r['sec_per_round']:.2f}x "
+                             f"the speed of the plain loop")
+    if res["dense_vs_sparse_by_d"]:
+        lines.append(f"{'d':>10s} {'method':8s} {'compressor':10s} {'ms/round':>9s} {'B up/round':>12s}")
+        for s in res["dense_vs_sparse_by_d"]:
+            lines.append(f"{s['d']:10d} {s['method']:8s} {s['compressor']:10s} {1e3 * s['sec_per_round']:9.3f} "
+                         f"{s['bytes_up_per_round']:12.0f}")
+    return "\n".join(lines)

@@ -1,0 +1,215 @@
+"""Checkpoint and exact resume, signals, crash-safe outputs, divergence, validation."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from psmpi.results import read_result
+
+from conftest import mpirun
+from test_mpi import _find_rank_pid
+
+PSMPI = [sys.executable, "-m", "psmpi", "train"]
+EXACT = ("iteration", "grad_norm_sq", "loss", "bits_up_per_worker", "bytes_up", "bytes_down")
+
+
+def _same_run(a, b):
+    assert np.array_equal(a.x, b.x)
+    for k in EXACT:
+        assert np.array_equal(a.metrics[k], b.metrics[k]), k
+
+
+def _wait_for(path, proc, timeout=90):
+    deadline = time.time() + timeout
+    while not os.path.exists(path):
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else "process ended"
+        assert time.time() < deadline, f"{path} did not appear"
+        time.sleep(0.2)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("method,compressor", [("ef21-sgdm", "randk:2"), ("clag", "topk:2")])
+def test_sigkill_then_resume_under_mpi_equals_uninterrupted_run(tmp_path, method, compressor):
+    args = ["--method", method, "--compressor", compressor, "--iters", "3000", "--eval-every", "50", "--quiet",
+            "--seed", "5", "--batch-size", "2"]
+    full = tmp_path / "full.h5"
+    subprocess.run(PSMPI + args + ["--backend", "serial", "--workers", "3", "--out", str(full)], check=True)
+    out = tmp_path / "run.h5"
+    cmd = mpirun() + ["-n", "4"] + PSMPI + args + ["--out", str(out), "--checkpoint-every", "100"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for(f"{out}.ckpt", proc)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    with h5py.File(f"{out}.ckpt", "r") as f:
+        stopped_at = int(f.attrs["round"])
+    assert 0 < stopped_at < 3000
+    res = subprocess.run(mpirun() + ["-n", "4"] + PSMPI + args + ["--out", str(out), "--resume"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    _same_run(read_result(str(full)), read_result(str(out)))
+
+
+def test_checkpoint_and_resume_in_the_serial_runtime_is_exact(tmp_path):
+    args = ["--method", "ef21-sgd2m", "--compressor", "natural", "--iters", "60", "--eval-every", "7", "--quiet",
+            "--workers", "4", "--seed", "1"]
+    subprocess.run(PSMPI + args + ["--out", str(tmp_path / "full.h5")], check=True)
+    part = tmp_path / "part.h5"
+    subprocess.run(PSMPI + args + ["--iters", "25", "--checkpoint-every", "10", "--out", str(part)], check=True)
+    with h5py.File(f"{part}.ckpt", "r") as f:
+        assert int(f.attrs["round"]) == 20
+    subprocess.run(PSMPI + args + ["--out", str(part), "--resume", f"{part}.ckpt"], check=True)
+    _same_run(read_result(str(tmp_path / "full.h5")), read_result(str(part)))
+
+
+@pytest.mark.mpi
+def test_sigterm_to_the_ranks_writes_a_checkpoint_and_exits_cleanly(tmp_path):
+    """What Slurm does before the time limit: every task gets SIGTERM."""
+    out = tmp_path / "t.h5"
+    args = ["--iters", "1000000", "--eval-every", "100", "--quiet", "--out", str(out)]
+    env = dict(os.environ, PSMPI_FLUSH_SECONDS="0")
+    proc = subprocess.Popen(mpirun() + ["-n", "3"] + PSMPI + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, env=env)
+    try:
+        _wait_for(str(out), proc)  # the first flush: the round loop is running
+        pids = [p for p in (_find_rank_pid(proc.pid, r) for r in range(3)) if p]
+        assert len(pids) == 3
+        for p in pids:
+            os.kill(p, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, err
+    assert "stopped by SIGTERM at round" in err and "--resume" in err
+    res = read_result(str(out))
+    assert res.stop_reason.startswith("stopped by SIGTERM")
+    assert len(res.metrics["iteration"]) >= 1
+    with h5py.File(f"{out}.ckpt", "r") as f:
+        assert int(f.attrs["round"]) > res.metrics["iteration"][-1] - 1
+
+
+def test_sigint_in_the_serial_runtime_checkpoints_and_resume_finishes_exactly(tmp_path):
+    args = ["--iters", "400000", "--eval-every", "1000", "--quiet", "--workers", "3", "--method", "ef21"]
+    out = tmp_path / "i.h5"
+    proc = subprocess.Popen(PSMPI + args + ["--out", str(out)], stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PSMPI_FLUSH_SECONDS="0"))
+    _wait_for(str(out), proc)
+    time.sleep(1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped by SIGINT" in err
+    with h5py.File(f"{out}.ckpt", "r") as f:
+        t = int(f.attrs["round"])
+    # finish a short continuation and compare with an uninterrupted run to the same round count
+    end = str(t + 30)
+    subprocess.run(PSMPI + args + ["--iters", end, "--out", str(out), "--resume"], check=True)
+    subprocess.run(PSMPI + args + ["--iters", end, "--out", str(tmp_path / "ref.h5")], check=True)
+    _same_run(read_result(str(tmp_path / "ref.h5")), read_result(str(out)))
+
+
+def test_output_file_is_readable_while_the_job_runs(tmp_path):
+    out = tmp_path / "live.h5"
+    env = dict(os.environ, PSMPI_FLUSH_SECONDS="0.5")
+    proc = subprocess.Popen(PSMPI + ["--iters", "1000000", "--eval-every", "50", "--quiet", "--workers", "3",
+                                     "--out", str(out)], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(str(out), proc)
+        time.sleep(1.5)
+        first = read_result(str(out))
+        time.sleep(1.5)
+        second = read_result(str(out))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert len(second.metrics["iteration"]) > len(first.metrics["iteration"]) > 0
+    # and after the kill the last flushed file is still valid
+    assert read_result(str(out)).metrics["grad_norm_sq"].size >= len(second.metrics["iteration"])
+
+
+def test_divergence_stops_with_the_round_and_keeps_metrics(tmp_path):
+    out = tmp_path / "d.h5"
+    # gradient descent on 1/2||x||^2 with step 3 multiplies x by -2 each round
+    proc = subprocess.run(PSMPI + ["--method", "gd", "--gamma", "3", "--workers", "2", "--iters", "1000",
+                                   "--dataset", "quad:identity,d=4,noise=0", "--x0", "ones",
+                                   "--eval-every", "1", "--quiet", "--out", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 3
+    assert "diverged at round" in proc.stderr and "Traceback" not in proc.stderr
+    res = read_result(str(out))
+    assert res.diverged and 0 < res.metrics["iteration"][-1] < 1000
+
+
+def test_resume_with_another_number_of_workers_is_refused(tmp_path):
+    out = tmp_path / "w.h5"
+    subprocess.run(PSMPI + ["--iters", "30", "--checkpoint-every", "10", "--workers", "3", "-q", "--out", str(out)],
+                   check=True)
+    proc = subprocess.run(PSMPI + ["--iters", "30", "--workers", "4", "-q", "--out", str(out), "--resume"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+    assert "3 workers" in proc.stderr and "4" in proc.stderr
+    proc = subprocess.run(PSMPI + ["--iters", "30", "--workers", "3", "--method", "ef14", "-q", "--out", str(out),
+                                   "--resume"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "option 'method'" in proc.stderr
+
+
+BAD = [
+    (["--method", "ef99"], "unknown method 'ef99'"),
+    (["--compressor", "topq:3"], "unknown compressor 'topq'"),
+    (["--compressor", "topk:0"], "K must be in [1"),
+    (["--compressor", "topk:31"], "K must be in [1, d=30]"),
+    (["--eta", "0"], "--eta must be in (0, 1]"),
+    (["--eta", "1.5"], "--eta must be in (0, 1]"),
+    (["--gamma", "-1"], "--gamma must be positive"),
+    (["--gamma", "0"], "--gamma must be positive"),
+    (["--method", "marina", "--compressor", "topk:1"], "needs an unbiased compressor"),
+    (["--workers", "600"], "more workers than rows"),
+    (["--dataset", "/nonexistent/file.txt"], "not found"),
+    (["--out", "{file}/sub/out.h5"], "cannot write the output file"),
+    (["--x0", "maybe"], "--x0 must be"),
+    (["--split", "diagonal"], "unknown split 'diagonal'"),
+    (["--iters", "-3"], "--iters must be a positive integer"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
+    (tmp_path / "afile").write_text("not a folder")
+    args = [a.replace("{file}", str(tmp_path / "afile")) for a in args]
+    proc = subprocess.run(PSMPI + ["--iters", "5", "--out", str(tmp_path / "o.h5")] + args,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("psmpi: error:"), err
+    assert message in err
+    assert not (tmp_path / "o.h5").exists()
+
+
+def test_unknown_config_key_suggests_the_nearest(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("method: ef21\ngama_factor: 2\n")
+    proc = subprocess.run(PSMPI + ["--config", str(cfg)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "unknown key 'gama_factor' (did you mean 'gamma-factor'?)" in proc.stderr
+
+
+def test_malformed_dataset_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("+1 1:0.5 2:abc\n-1 3:1\n")
+    proc = subprocess.run(PSMPI + ["--dataset", str(bad), "--workers", "1", "--iters", "2"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "bad.txt" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
