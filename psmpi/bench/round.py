@@ -93,7 +93,8 @@ def measure(dataset, method, compressor, workers, rounds, backend, value_dtype="
     return {"backend": backend, "method": method, "compressor": compressor, "rounds": r,
             "sec_per_round": float(m["wall_time"][-1]) / r,
             "phases_ms_per_round": {k: 1e3 * v / r for k, v in phases.items()},
-            "bytes_up_per_round": float(m["bytes_up"][-1]) / r, "bytes_down_per_round": float(m["bytes_down"][-1]) / r,
+            "bytes_up_per_round": (float(m["bytes_up"][-1]) - tim.get("bytes_up_round0", 0)) / max(1, r - 1),
+            "bytes_down_per_round": float(m["bytes_down"][-1]) / r,
             "x": res.x, "gamma": res.gamma}
 
 

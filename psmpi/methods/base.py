@@ -65,17 +65,19 @@ class WorkerContext:
         self._cache = None
         self.timings = {"gradient": 0.0, "compress": 0.0}  # seconds spent, for `psmpi bench round`
 
-    def value_and_grad(self, x):
-        """Exact f_i(x) and grad f_i(x), computed once per round."""
+    def grad(self, x):
+        """Exact grad f_i(x), computed once per round."""
         if self._cache_round != self.round:
             t0 = time.perf_counter()
-            self._cache = self.problem.value_and_grad(x)
+            self._cache = self.problem.grad_aux(x)
             self.timings["gradient"] += time.perf_counter() - t0
             self._cache_round = self.round
-        return self._cache
+        return self._cache[0]
 
-    def grad(self, x):
-        return self.value_and_grad(x)[1]
+    def value_and_grad(self, x):
+        """Exact f_i(x) and grad f_i(x) (the value from the gradient's by-products)."""
+        g = self.grad(x)
+        return self.problem.value_from(x, self._cache[1]), g
 
     def sgrad(self, x, batch=None):
         """A minibatch gradient with ``batch`` (default: the run's batch size); exact when None."""

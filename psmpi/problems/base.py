@@ -24,6 +24,14 @@ class LocalProblem:
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         raise NotImplementedError
 
+    def grad_aux(self, x: np.ndarray):
+        """grad f_i(x) and what ``value_from`` needs to give f_i(x) cheaply later."""
+        v, g = self.value_and_grad(x)
+        return g, v
+
+    def value_from(self, x: np.ndarray, aux) -> float:
+        return aux
+
     def stoch_grad(self, x: np.ndarray, rng: np.random.Generator, batch: int) -> np.ndarray:
         raise NotImplementedError
 

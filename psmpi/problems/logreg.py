@@ -14,6 +14,7 @@ from .base import LocalProblem, gram_dense, nonconvex_reg
 class LogReg(LocalProblem):
     def __init__(self, A, b, lam: float = 0.1):
         self.A = A
+        self.AT = A.T.tocsr() if hasattr(A, "tocsr") else np.ascontiguousarray(A.T)  # once, not per gradient
         self.b = np.asarray(b, dtype=np.float64)
         self.lam = float(lam)
         self.rows, self.dim = A.shape
@@ -27,7 +28,19 @@ class LogReg(LocalProblem):
         return loss + r, grad + rg
 
     def value_and_grad(self, x):
-        return self._vg(self.A, self.b, x)
+        g, z = self.grad_aux(x)
+        return self.value_from(x, z), g
+
+    def grad_aux(self, x):
+        """The gradient and the margins z = b * (A x), from which the loss follows."""
+        z = self.b * (self.A @ x)
+        grad = self.AT @ (self.b * expit(-z))
+        grad *= -1.0 / self.rows
+        grad += (2.0 * self.lam) * x / (1.0 + x * x) ** 2
+        return grad, z
+
+    def value_from(self, x, z):
+        return float(np.mean(np.logaddexp(0.0, -z))) + nonconvex_reg(x, self.lam)[0]
 
     def stoch_grad(self, x, rng, batch):
         idx = rng.integers(0, self.rows, batch)

@@ -231,6 +231,14 @@ class Recorder:
             self.t0 = time.perf_counter() - self.offset
 
     offset = 0.0  # wall time already spent before a resume
+    bytes_up_round0 = 0  # the initial round's messages (often dense), for per-round rates
+
+    def add_round(self, t: int, up: int, down: int):
+        """Count the bytes of round t: ``up`` from the workers, ``down`` to them."""
+        self.bytes_up += up
+        self.bytes_down += down
+        if t == 0:
+            self.bytes_up_round0 = up
 
     def elapsed(self) -> float:
         return self.offset if self.t0 is None else time.perf_counter() - self.t0

@@ -227,7 +227,8 @@ def _master(MPI, comm, cfg, ctl, info, _problem, consts, plan):
 
     def result():
         res = make_result(cfg, plan, consts, rec, x, "mpi", library, d)
-        res.attrs["timings"] = json.dumps({"master": timing, "rounds": int(rec.rows["iteration"][-1]) if rec.rows["iteration"] else 0})
+        rounds = int(rec.rows["iteration"][-1]) if rec.rows["iteration"] else 0
+        res.attrs["timings"] = json.dumps({"master": timing, "bytes_up_round0": rec.bytes_up_round0, "rounds": rounds})
         return res
 
     try:
@@ -261,8 +262,7 @@ def _master(MPI, comm, cfg, ctl, info, _problem, consts, plan):
             t2 = time.perf_counter()
             messages, total = _gather_bytes(MPI, comm, None, scratch)
             t3 = time.perf_counter()
-            rec.bytes_down += n * x.nbytes
-            rec.bytes_up += total
+            rec.add_round(t, total, n * x.nbytes)
             try:
                 mstate = master_round(plan.method, plan.hp, mstate, x, messages, t, d)
             except Diverged as e:

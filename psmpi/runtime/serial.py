@@ -52,8 +52,9 @@ def _run(cfg, problems, ctl):
 
     def result():
         res = make_result(cfg, plan, consts, rec, x, "serial", "", d)
+        rounds = int(rec.rows["iteration"][-1]) if rec.rows["iteration"] else 0
         res.attrs["timings"] = json.dumps({
-            "master": {"decode_aggregate": master_time}, "rounds": int(rec.rows["iteration"][-1]) if rec.rows["iteration"] else 0,
+            "master": {"decode_aggregate": master_time}, "bytes_up_round0": rec.bytes_up_round0, "rounds": rounds,
             "workers_mean": {k: sum(c.timings.get(k, 0.0) for c in ctxs) / n for k in WORKER_PHASES}})
         return res
 
@@ -79,8 +80,7 @@ def _run(cfg, problems, ctl):
             for i, ctx in enumerate(ctxs):
                 states[i], msg = worker_round(plan.method, ctx, states[i], x, t)
                 messages.append(msg)
-            rec.bytes_down += n * x.nbytes
-            rec.bytes_up += sum(len(m) for m in messages)
+            rec.add_round(t, sum(len(m) for m in messages), n * x.nbytes)
             t0 = time.perf_counter()
             try:
                 mstate = master_round(plan.method, plan.hp, mstate, x, messages, t, d)
