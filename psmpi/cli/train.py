@@ -12,9 +12,12 @@ OPTIONS = [
     ("--compressor", str, "NAME[:PARAM]: identity, topk:K, topk:P%, randk:K, sign, natural, qsgd:S  "
                           "[default: topk:1; identity for gd/lag; randk:1 for marina/diana]"),
     ("--problem", click.Choice(["logreg", "softmax", "quadratic"]), "default: logreg for 2 classes, else softmax"),
-    ("--dataset", str, "embedded name (breast-cancer, digits, iris, wine), FILE.h5, a LIBSVM file, "
-                       "or synthetic:rows=..,features=..,classes=..  [default: breast-cancer]"),
-    ("--split", str, "contiguous (file order, remainder to the last worker), shuffle, label-sorted"),
+    ("--dataset", str, "embedded name (breast-cancer, digits, iris, wine), FILE.h5, a LIBSVM file (.bz2/.gz ok), "
+                       "a name such as a9a found in $PSMPI_DATA (see psmpi data fetch), "
+                       "synthetic:rows=..,features=..,classes=..,density=..,hetero=.., or quad:beznosikov / "
+                       "quad:identity,d=..,noise=..  [default: breast-cancer]"),
+    ("--split", str, "contiguous (file order, remainder to the last worker), shuffle, label-sorted, "
+                     "dirichlet:ALPHA (label skew; small ALPHA = more heterogeneous)  [default: contiguous]"),
     ("--lam", float, "weight of the nonconvex regulariser lam*sum x^2/(1+x^2)  [default: 0.1]"),
     ("--gamma", str, "step size, or 'theory' (the method's theoretical step)  [default: theory]"),
     ("--gamma-factor", float, "multiplier of the step size (1, 2, 4, ... as in the papers)  [default: 1]"),

@@ -32,12 +32,13 @@ class QSGD(Compressor):
         return min(self.d / self.s**2, math.sqrt(self.d) / self.s)
 
     def compress(self, x, rng):
-        norm = self.wire_values(np.array([np.linalg.norm(x)]))[0]
         dt = np.uint8 if self.s < 256 else np.uint16
+        norm = float(np.linalg.norm(x))
+        sent = self.wire_values(np.array([norm]))[0]  # the norm on the wire, times scale (1/(omega+1) if contractive)
         if norm == 0:
-            return Quantized(self.d, norm, self.s, np.zeros(self.d, bool), np.zeros(self.d, dt))
-        r = np.abs(x) * (self.s / np.float64(norm))
+            return Quantized(self.d, sent, self.s, np.zeros(self.d, bool), np.zeros(self.d, dt))
+        r = np.abs(x) * (self.s / norm)
         lo = np.floor(r)
         levels = lo + (rng.random(self.d) < (r - lo))
         np.minimum(levels, self.s, out=levels)
-        return Quantized(self.d, norm, self.s, np.signbit(x), levels.astype(dt))
+        return Quantized(self.d, sent, self.s, np.signbit(x), levels.astype(dt))

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 
 
 class DataError(ValueError):
-    """A dataset that cannot be read or split as asked."""
+    """A dataset that cannot be read or split as asked; the message is one line for the user."""
 
 
 EMBEDDED = {
@@ -20,6 +20,13 @@ EMBEDDED = {
     "wine": ("load_wine", "3 classes, 178 x 13 (scikit-learn), features scaled to [0, 1]"),
 }
 DEFAULT_DATASET = "breast-cancer"
+DATA_ENV = "PSMPI_DATA"
+TEXT_SUFFIXES = (".txt", ".libsvm", ".svm", ".svmlight", ".bz2", ".gz", ".xz")
+
+
+def data_dir() -> str:
+    """Where well-known datasets live: $PSMPI_DATA, else ~/.cache/psmpi/data."""
+    return os.path.expanduser(os.environ.get(DATA_ENV) or os.path.join("~", ".cache", "psmpi", "data"))
 
 
 @dataclass
@@ -36,8 +43,10 @@ class Dataset:
     n_rows: int
     n_features: int
     labels: np.ndarray
+    nnz: int | None = None  # stored nonzeros when known without reading the rows
 
     def read_rows(self, rows: np.ndarray) -> sp.csr_matrix:
+        """CSR (float64) of the given global rows, in the order given."""
         raise NotImplementedError
 
     @property
@@ -51,9 +60,10 @@ class InMemory(Dataset):
         self.X = sp.csr_matrix(X, dtype=np.float64)
         self.labels = np.asarray(y, dtype=np.float64)
         self.n_rows, self.n_features = self.X.shape
+        self.nnz = int(self.X.nnz)
 
     def read_rows(self, rows):
-        return self.X[rows]
+        return self.X[np.asarray(rows, dtype=np.int64)]
 
 
 def _embedded(name):
@@ -67,24 +77,76 @@ def _embedded(name):
     return InMemory(name, X / scale, y)
 
 
+def stem(path: str) -> str:
+    """a9a.txt.bz2 -> a9a; /x/w8a.h5 -> w8a."""
+    base = os.path.basename(str(path))
+    while True:
+        root, ext = os.path.splitext(base)
+        if ext.lower() in TEXT_SUFFIXES + (".h5", ".hdf5") and root:
+            base = root
+        else:
+            return base
+
+
+def _is_hdf5(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == b"\x89HDF\r\n\x1a\n"
+    except OSError:
+        return False
+
+
+def resolve(spec: str) -> str | None:
+    """The file a dataset spec names: the path itself, or NAME.h5 / NAME / NAME.txt in the data directory."""
+    if os.path.exists(spec):
+        return spec
+    if spec.startswith("~") and os.path.exists(os.path.expanduser(spec)):
+        return os.path.expanduser(spec)
+    if os.sep in spec or (os.altsep and os.altsep in spec):
+        return None
+    folder = data_dir()
+    for cand in (f"{spec}.h5", spec, f"{spec}.txt"):
+        p = os.path.join(folder, cand)
+        if os.path.isfile(p):
+            return p
+    return None
+
+
+def open_file(path: str, name: str | None = None) -> Dataset:
+    if os.path.isdir(path):
+        raise DataError(f"dataset '{path}' is a directory, not a dataset file")
+    if _is_hdf5(path):
+        from .store import H5Dataset
+
+        return H5Dataset(path, name=name)
+    from .libsvm import read_libsvm
+
+    X, y = read_libsvm(path)
+    ds = InMemory(name or stem(path), X, y)
+    ds.path = path
+    return ds
+
+
 def open_dataset(spec: str) -> Dataset:
+    """An embedded name, ``synthetic:...``, a file (.h5 or LIBSVM text, optionally
+    compressed) or a well-known name found in the data directory (see :func:`data_dir`)."""
     spec = str(spec)
     if spec in EMBEDDED:
         return _embedded(spec)
-    if spec.startswith("synthetic:"):
+    if spec.startswith("synthetic:") or spec == "synthetic":
         from .synthetic import synthetic
 
         return synthetic(spec)
-    if not os.path.exists(spec):
-        raise DataError(f"dataset '{spec}' not found: not an embedded name ({', '.join(EMBEDDED)}) nor a file")
-    if spec.endswith((".h5", ".hdf5")):
-        from .store import H5Dataset
+    path = resolve(spec)
+    if path is None and (os.sep in spec or stem(spec) != spec):
+        raise DataError(f"dataset file '{spec}' not found")
+    if path is None:
+        from .fetch import CATALOG
 
-        return H5Dataset(spec)
-    from .libsvm import read_libsvm
-
-    X, y = read_libsvm(spec)
-    return InMemory(os.path.basename(spec), X, y)
+        hint = f"; `psmpi data fetch {spec}` downloads it" if spec in CATALOG else ""
+        raise DataError(f"dataset '{spec}' not found: not an embedded name ({', '.join(EMBEDDED)}), "
+                        f"not a file, and not in the data directory {data_dir()} (set ${DATA_ENV}){hint}")
+    return open_file(path, name=stem(spec) if path != spec else None)
 
 
 def class_labels(labels: np.ndarray, classes: np.ndarray, binary: bool):
@@ -96,8 +158,24 @@ def class_labels(labels: np.ndarray, classes: np.ndarray, binary: bool):
     return np.searchsorted(classes, labels).astype(np.int64)
 
 
-def load_shard(ds: Dataset, n_workers: int, index: int, split: str = "contiguous", seed: int = 0) -> Shard:
+_LAST_SPLIT: list = [None, None]  # (key, parts): serial runs ask n times for the same split
+
+
+def _cached_split(ds: Dataset, n_workers: int, split: str, seed: int):
     from .splits import split_rows
 
-    rows = split_rows(ds.n_rows, n_workers, split, seed, ds.labels)[index]
+    key = (ds.n_rows, n_workers, split, seed)
+    cached_key, parts = _LAST_SPLIT
+    if cached_key is not None and cached_key[0] is ds.labels and cached_key[1:] == key:
+        return parts
+    parts = split_rows(ds.n_rows, n_workers, split, seed, ds.labels)
+    _LAST_SPLIT[:] = [(ds.labels, *key), parts]
+    return parts
+
+
+def load_shard(ds: Dataset, n_workers: int, index: int, split: str = "contiguous", seed: int = 0) -> Shard:
+    """Worker ``index``'s rows (0-based among ``n_workers``), reading only those rows."""
+    if not 0 <= index < n_workers:
+        raise DataError(f"worker index {index} out of range for {n_workers} workers")
+    rows = _cached_split(ds, n_workers, split, seed)[index]
     return Shard(ds.read_rows(rows), ds.labels[rows], rows)

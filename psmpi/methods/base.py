@@ -90,8 +90,15 @@ class WorkerContext:
         return g
 
     def init_grad(self, x):
-        """The gradient estimate for initial states (batch B_init)."""
-        return self.sgrad(x, self.hp.init_batch_size if self.hp.batch_size is not None else None)
+        """The gradient estimate for initial states (batch B_init).
+
+        Exact when the run uses exact gradients or when B_init is 'full'
+        (``init_batch_size`` None); ``sgrad(x, None)`` would instead fall back
+        to the run's minibatch size.
+        """
+        if self.hp.batch_size is None or self.hp.init_batch_size is None:
+            return self.grad(x)
+        return self.sgrad(x, self.hp.init_batch_size)
 
     def dense(self, v, flag=False) -> Dense:
         """An uncompressed message of v at the wire precision."""

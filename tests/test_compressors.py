@@ -1,0 +1,308 @@
+"""Compressors: the class each one declares (contractive with alpha, or unbiased
+with omega) checked statistically on many random vectors, and the registry.
+
+Only the public API is used: ``make_compressor(spec, d, value_dtype)``,
+``.compress(x, rng) -> payload``, ``payload.to_dense()``, ``.as_contractive()``.
+
+Statistical checks use fixed seeds (so they are deterministic) and one-sided
+confidence bounds of Z standard errors: a declared bound that is wrong by more
+than the sampling noise fails, a correct one passes for any seed except with
+probability ~1e-7 per check.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from psmpi.compressors import REGISTRY, CompressorError, make_compressor
+
+DTYPES = (np.float32, np.float64)
+DIMS = (1, 10, 64, 300)  # 300 > 256: sparse indices that do not fit a byte
+Z = 5.5  # standard errors of slack in statistical bounds
+UNBIASED_SPECS = ("identity", "randk:1", "randk:10%", "randk:50%", "randk:100%", "natural", "qsgd:1", "qsgd:4",
+                  "qsgd:300")
+BIASED_SPECS = ("topk:1", "topk:10%", "topk:50%", "topk:100%", "sign")
+
+
+def rounding(dtype) -> float:
+    """Relative slack for values rounded to the wire dtype (and float64 sums)."""
+    return 8 * float(np.finfo(dtype).eps) + 1e-13
+
+
+def test_vectors(d: int, seed: int = 0):
+    """Named test vectors of dimension d: Gaussian, heavy-tailed, wide dynamic
+    range, sparse, all-ties (equal magnitudes) and one-hot."""
+    rng = np.random.default_rng([seed, d])
+    signs = rng.choice([-1.0, 1.0], d)
+    sparse = np.where(rng.random(d) < 0.1, rng.standard_normal(d), 0.0)
+    sparse[rng.integers(d)] = 3.0  # at least one nonzero
+    onehot = np.zeros(d)
+    onehot[d // 2] = -2.5
+    return {
+        "gaussian": rng.standard_normal(d),
+        "student-t(1.5)": rng.standard_t(1.5, d),
+        "lognormal(3)": signs * rng.lognormal(0.0, 3.0, d),
+        "sparse": sparse,
+        "ties": 0.7 * signs,
+        "onehot": onehot,
+    }
+
+
+test_vectors.__test__ = False  # a helper, not a test
+
+
+def specs_for(specs, d):
+    """The specs that are valid at dimension d (K <= d)."""
+    out = []
+    for s in specs:
+        name, _, p = s.partition(":")
+        if name in ("topk", "randk") and not p.endswith("%") and int(p) > d:
+            continue
+        out.append(s)
+    return out
+
+
+def samples(comp, x, n, seed):
+    """n draws of C(x) as float64 dense vectors, shape (n, d)."""
+    rng = np.random.default_rng(seed)
+    return np.stack([comp.compress(x, rng).to_dense() for _ in range(n)])
+
+
+# ------------------------------------------------------------------ classes ---
+def test_every_registered_compressor_declares_unbiased_omega_or_contractive_alpha():
+    for name in REGISTRY:
+        spec = {"topk": "topk:3", "randk": "randk:3", "qsgd": "qsgd:4"}.get(name, name)
+        c = make_compressor(spec, 20)
+        if c.unbiased:
+            assert c.omega >= 0 and math.isfinite(c.omega), name
+            assert not c.as_contractive().unbiased
+            assert c.as_contractive().alpha == pytest.approx(1.0 / (c.omega + 1.0))
+        else:
+            assert 0.0 < c.alpha <= 1.0, name
+            assert c.as_contractive() is c  # a biased compressor is used as is
+
+
+@pytest.mark.parametrize("spec,d,expected", [
+    ("topk:5", 100, ("alpha", 0.05)), ("topk:1%", 1000, ("alpha", 0.01)), ("sign", 40, ("alpha", 1 / 40)),
+    ("randk:5", 100, ("omega", 19.0)), ("natural", 10, ("omega", 0.125)), ("identity", 10, ("omega", 0.0)),
+    ("qsgd:4", 100, ("omega", min(100 / 16, 10 / 4))), ("qsgd:2", 100, ("omega", min(100 / 4, 10 / 2))),
+    ("qsgd:1", 4, ("omega", min(4.0, 2.0))),
+])
+def test_declared_constants_match_the_papers_formulas(spec, d, expected):
+    """TopK alpha = K/d, scaled sign 1/d, RandK omega = d/K - 1, natural 1/8,
+    QSGD min(d/s^2, sqrt(d)/s), identity 0."""
+    c = make_compressor(spec, d)
+    kind, value = expected
+    assert c.unbiased == (kind == "omega")
+    assert getattr(c, kind) == pytest.approx(value, rel=1e-12)
+
+
+# ---------------------------------------------------- biased (deterministic) ---
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("spec", BIASED_SPECS)
+def test_biased_compressor_error_is_within_declared_contraction_on_every_vector(spec, dtype):
+    """||C(x) - x||^2 <= (1 - alpha)||x||^2 holds for each vector (TopK and
+    scaled sign are deterministic, so no expectation is needed); ties and
+    one-hot vectors hit the bound with equality for TopK / sign."""
+    for d in DIMS:
+        for s in specs_for([spec], d):
+            c = make_compressor(s, d, dtype)
+            assert not c.unbiased
+            for kind, x in test_vectors(d).items():
+                cx = c.compress(x, np.random.default_rng(0)).to_dense()
+                err = float(np.sum((cx - x) ** 2))
+                nx = float(x @ x)
+                assert err <= (1.0 - c.alpha) * nx + rounding(dtype) * nx, (s, d, kind, err / nx, c.alpha)
+
+
+@pytest.mark.parametrize("d,k", [(10, 1), (10, 3), (300, 7)])
+def test_topk_keeps_exactly_the_k_largest_magnitudes(d, k):
+    rng = np.random.default_rng(d + k)
+    x = rng.standard_normal(d) * rng.lognormal(0, 2, d)
+    cx = make_compressor(f"topk:{k}", d, np.float64).compress(x, rng).to_dense()
+    kept = np.flatnonzero(cx)
+    assert set(kept) == set(np.argsort(-np.abs(x))[:k])
+    np.testing.assert_array_equal(cx[kept], x[kept])  # float64: values travel exactly
+
+
+@pytest.mark.parametrize("d,k", [(1 << 15, 1), (100_000, 100), (100_000, 5000), (300_000, 3)])
+def test_topk_on_long_vectors_is_exact(d, k):
+    """Long vectors (where a fast selection path may kick in) still give the
+    exact top-k set, also for heavy-tailed entries with a few huge ones."""
+    rng = np.random.default_rng(k)
+    x = rng.standard_t(1.2, d)
+    x[rng.integers(d, size=3)] *= 1e6
+    p = make_compressor(f"topk:{k}", d, np.float64).compress(x, rng)
+    cx = p.to_dense()
+    kept = np.flatnonzero(cx)
+    assert set(kept) == set(np.argsort(-np.abs(x), kind="stable")[:k])
+    np.testing.assert_array_equal(cx[kept], x[kept])
+
+
+@pytest.mark.parametrize("d,k", [(20, 5), (1000, 37), (100_000, 999)])
+def test_topk_with_ties_keeps_k_entries_none_smaller_than_any_dropped(d, k):
+    """With many equal magnitudes any tie-break is allowed, but exactly k
+    entries are kept and each is at least as large as every dropped one."""
+    rng = np.random.default_rng(d)
+    x = rng.integers(-3, 4, d).astype(float)  # magnitudes 0..3, massive ties
+    for dtype in (np.float32, np.float64):
+        p = make_compressor(f"topk:{k}", d, dtype).compress(x, rng)
+        idx = np.asarray(p.indices)
+        assert len(idx) == k and np.all(np.diff(idx) > 0)
+        dropped = np.delete(np.abs(x), idx)
+        assert np.abs(x[idx]).min() >= dropped.max()
+        np.testing.assert_array_equal(p.to_dense()[idx], x[idx])
+
+
+def test_scaled_sign_is_l1_mean_times_sign():
+    x = np.array([3.0, -1.0, 0.5, -0.5])
+    cx = make_compressor("sign", 4, np.float64).compress(x, np.random.default_rng(0)).to_dense()
+    np.testing.assert_allclose(cx, (5.0 / 4) * np.array([1, -1, 1, -1]), rtol=1e-15)
+
+
+# -------------------------------------------------------- unbiased (random) ---
+def n_samples(omega: float) -> int:
+    """Enough draws that the rare outcomes of high-variance compressors are seen."""
+    return int(min(8000, max(1500, 20 * (omega + 1))))
+
+
+def bias_ratio(cs: np.ndarray, x: np.ndarray, dtype) -> float:
+    """||mean C(x) - x||^2 divided by what unbiasedness predicts for it.
+
+    For an unbiased C, E||mean - x||^2 = E||C(x) - x||^2 / n; a bias b adds
+    ||b||^2.  The ratio is a weighted chi-square with mean 1 (<= 1 + sqrt(2) Z
+    with overwhelming probability) for an unbiased C and grows like
+    n ||b||^2 / E||C(x) - x||^2 for a biased one.  Per-coordinate z-tests would
+    misfire on coordinates a sparse compressor never picked.  Wire rounding of
+    the values is allowed for.
+    """
+    n = cs.shape[0]
+    dev = cs - x
+    t = float(np.sum(dev.mean(axis=0) ** 2))
+    v = float(np.mean(np.sum(dev * dev, axis=1)))
+    allowance = (rounding(dtype) ** 2) * float(x @ x)
+    return t / (v / n + allowance)
+
+
+BIAS_LIMIT = 1 + math.sqrt(2) * Z + Z  # generous: a chi-square tail with one dominant direction
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("spec", UNBIASED_SPECS)
+def test_unbiased_compressor_has_mean_x_and_variance_within_omega(spec, dtype):
+    """E[C(x)] = x (the squared distance of the sample mean to x is what
+    sampling noise explains) and E||C(x) - x||^2 <= omega ||x||^2 within Z
+    standard errors; RandK attains the variance bound with equality, so the
+    slack matters there."""
+    for d in DIMS:
+        for s in specs_for([spec], d):
+            c = make_compressor(s, d, dtype)
+            assert c.unbiased
+            n = n_samples(c.omega)
+            for i, (kind, x) in enumerate(test_vectors(d).items()):
+                cs = samples(c, x, n, seed=[d, i])
+                ratio = bias_ratio(cs, x, dtype)
+                assert ratio <= BIAS_LIMIT, (s, d, kind, ratio)
+                nx = float(x @ x)
+                errs = np.sum((cs - x) ** 2, axis=1)
+                bound = c.omega * nx + Z * errs.std(ddof=1) / math.sqrt(n) + rounding(dtype) * (1 + c.omega) * nx
+                assert errs.mean() <= bound, (s, d, kind, errs.mean() / nx, c.omega)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("spec", UNBIASED_SPECS)
+def test_unbiased_compressor_made_contractive_meets_alpha_bound(spec, dtype):
+    """C/(omega+1), what EF-type methods run with, satisfies
+    E||C(x) - x||^2 <= (1 - alpha)||x||^2 with alpha = 1/(omega+1)."""
+    for d in DIMS:
+        for s in specs_for([spec], d):
+            c = make_compressor(s, d, dtype).as_contractive()
+            assert not c.unbiased
+            n = n_samples(1.0 / c.alpha - 1.0) // 2
+            for i, (kind, x) in enumerate(test_vectors(d, seed=1).items()):
+                errs = np.sum((samples(c, x, n, seed=[d, i, 7]) - x) ** 2, axis=1)
+                nx = float(x @ x)
+                bound = (1 - c.alpha) * nx + Z * errs.std(ddof=1) / math.sqrt(n) + rounding(dtype) * nx
+                assert errs.mean() <= bound, (s, d, kind, errs.mean() / nx, c.alpha)
+
+
+@pytest.mark.parametrize("spec,d", [("randk:8", 64), ("natural", 64), ("qsgd:4", 64)])
+def test_unbiasedness_check_detects_the_bias_of_a_scaled_compressor(spec, d):
+    """The check has power: C/(omega+1) is biased (mean x/(omega+1)) and is
+    flagged, even for natural compression where the bias is only 11%."""
+    c = make_compressor(spec, d, np.float64)
+    x = test_vectors(d)["gaussian"]
+    assert bias_ratio(samples(c, x, 1500, seed=3), x, np.float64) <= BIAS_LIMIT
+    assert bias_ratio(samples(c.as_contractive(), x, 1500, seed=3), x, np.float64) > 10 * BIAS_LIMIT
+
+
+@pytest.mark.parametrize("spec", UNBIASED_SPECS + BIASED_SPECS)
+def test_zero_vector_compresses_to_zero(spec):
+    d = 16
+    for dtype in DTYPES:
+        c = make_compressor(spec, d, dtype)
+        for comp in (c, c.as_contractive()):
+            out = comp.compress(np.zeros(d), np.random.default_rng(0)).to_dense()
+            np.testing.assert_array_equal(out, np.zeros(d))
+
+
+@pytest.mark.parametrize("spec", ["randk:3", "natural", "qsgd:4"])
+def test_random_compressor_is_reproducible_from_its_rng(spec):
+    d = 50
+    x = np.random.default_rng(1).standard_normal(d)
+    c = make_compressor(spec, d)
+    a = c.compress(x, np.random.default_rng(42)).to_dense()
+    b = c.compress(x, np.random.default_rng(42)).to_dense()
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("spec", [s for s in UNBIASED_SPECS + BIASED_SPECS if not s.startswith("qsgd")])
+def test_values_are_rounded_to_the_wire_dtype(spec):
+    """A float32 payload carries float32 numbers; float64 keeps more precision.
+    (QSGD carries a norm and integer levels, so norm*level/s need not be a float32.)"""
+    d = 32
+    x = np.random.default_rng(5).standard_normal(d) / 3.0
+    out32 = make_compressor(spec, d, np.float32).compress(x, np.random.default_rng(0)).to_dense()
+    np.testing.assert_array_equal(out32.astype(np.float32).astype(np.float64), out32)
+    if spec in ("identity", "topk:100%"):
+        out64 = make_compressor(spec, d, np.float64).compress(x, np.random.default_rng(0)).to_dense()
+        np.testing.assert_array_equal(out64, x)
+        assert not np.array_equal(out32, x)
+
+
+# ------------------------------------------------------------------ registry ---
+@pytest.mark.parametrize("spec,d,attr,value", [
+    ("topk:5", 100, "k", 5), ("topk:1%", 1000, "k", 10), ("topk:1%", 50, "k", 1), ("topk:100%", 7, "k", 7),
+    ("TopK:3", 10, "k", 3), ("randk:2", 10, "k", 2), ("randk:25%", 8, "k", 2), ("qsgd:4", 10, "s", 4),
+])
+def test_registry_parses_counts_percentages_and_levels(spec, d, attr, value):
+    c = make_compressor(spec, d)
+    assert getattr(c, attr) == value
+    assert c.name == spec.split(":")[0].lower()
+
+
+@pytest.mark.parametrize("spec", ["foo", "top", "topk5", "rand:3", ""])
+def test_unknown_compressor_name_is_one_line_error_listing_valid_names(spec):
+    with pytest.raises(CompressorError) as ei:
+        make_compressor(spec, 10)
+    msg = str(ei.value)
+    assert "\n" not in msg
+    for name in REGISTRY:
+        assert name in msg
+
+
+@pytest.mark.parametrize("spec", ["topk:0", "topk:-1", "topk:11", "topk:0%", "topk:150%", "topk:abc", "topk",
+                                  "topk:", "randk:0", "randk:11", "randk:1.5", "qsgd:0", "qsgd:x", "qsgd",
+                                  "sign:3", "identity:1", "natural:2"])
+def test_bad_parameter_is_one_line_compressor_error(spec):
+    """K <= 0 or K > d (d = 10), malformed parameters, a parameter for a
+    compressor that takes none, and a missing one are all refused."""
+    with pytest.raises(CompressorError) as ei:
+        make_compressor(spec, 10)
+    assert "\n" not in str(ei.value) and str(ei.value)
+
+
+def test_compressor_error_is_a_value_error():
+    assert issubclass(CompressorError, ValueError)
