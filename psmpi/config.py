@@ -180,6 +180,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"unknown backend '{cfg.backend}'; valid: {', '.join(BACKENDS)}")
     if cfg.device not in ("cpu", "gpu"):
         raise ConfigError(f"unknown device '{cfg.device}'; valid: cpu, gpu")
+    if cfg.device == "gpu":
+        # The CuPy kernels exist (psmpi/kernels) but the runtimes do not yet keep worker state on the device.
+        raise ConfigError("--device gpu is not available yet: the runtimes run workers on the CPU (numpy)")
     if cfg.value_dtype not in ("float32", "float64"):
         raise ConfigError(f"--value-dtype must be float32 or float64 (got {cfg.value_dtype!r})")
     if str(cfg.x0) not in ("zeros", "ones", "normal") and not str(cfg.x0).endswith(".npy"):

@@ -35,7 +35,7 @@ OPTIONS = [
     ("--out", str, "output HDF5 file  [default: results/METHOD_DATASET_COMPRESSOR.h5]"),
     ("--backend", click.Choice(["auto", "serial", "mpi"]), "auto: mpi when launched with several ranks"),
     ("--workers", int, "number of simulated workers (serial backend)  [default: 20]"),
-    ("--device", click.Choice(["cpu", "gpu"]), "where worker computation runs  [default: cpu]"),
+    ("--device", click.Choice(["cpu", "gpu"]), "where worker computation runs; gpu is not available yet  [default: cpu]"),
     ("--value-dtype", click.Choice(["float32", "float64"]), "precision of values on the wire  [default: float32]"),
     ("--checkpoint-every", int, "write the whole state to OUT.ckpt every N rounds (atomically)"),
 ]
