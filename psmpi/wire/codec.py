@@ -1,52 +1,79 @@
 """The message codec: every worker message becomes bytes here and back.
 
-Layout (little endian)::
+Layout (little endian), wire version 2::
 
     byte 0      magic 0xEF
-    byte 1      version (1)
+    byte 1      version (2)
     byte 2      kind: 0 empty, 1 dense, 2 sparse, 3 signs, 4 natural, 5 quantized
-    byte 3      value dtype code (1 float32, 2 float64) | index width code << 4
+    byte 3      value dtype code (bits 0-3: 1 float32, 2 float64)
+                | index encoding << 4 (bits 4-6, sparse only, else 0)
                 | method flag << 7
     varint      d, the dimension
-    varint      count: nonzeros (sparse), levels s (quantized), else 0
-    body        kind specific, see ``_BODY``
+    varint      count: nonzeros K (sparse), levels s (quantized), else 0
+    body        kind specific, below
 
-Sparse indices are strictly increasing and written with the narrowest unsigned
-integer width that holds d - 1 (1, 2, 4 or 8 bytes).  Sign bits are packed
-eight per byte; natural-compression exponents are one byte (float32) or two
-(float64); quantisation levels use ceil(log2(s+1)) bits each, packed.
+Sparse body: the support (indices, strictly increasing, in [0, d)) in one of
+three encodings, then the K values in the value dtype (lossless).  The encoder
+picks, per message, the encoding with the fewest bytes; every size below is a
+function of (d, K) only, so the choice is exact and cheap:
 
-``decode`` validates everything it reads: magic, version, kind, dtype, sizes
-against the buffer length, indices in [0, d) and increasing, finite values.
-A malformed message raises :class:`WireError`, never a wrong vector.
+* 1 ``absolute``: K fields of w = bit_length(d - 1) bits (at least 1);
+* 2 ``bitmap``: d bits, bit i set iff i is in the support;
+* 3 ``elias-fano``: index i = h << l | r.  The l low bits r of each index,
+  then a bit vector of K + ((d-1) >> l) + 1 bits with a one at position
+  h_j + j for the j-th index (the high parts in unary).  l is the smallest
+  value minimising the size, a function of (d, K); it is not sent.  The size,
+  about K (l + 1) + (d >> l) bits, exceeds the information bound
+  log2 C(d, K) by about half a bit per index (0.47 to 0.56, plus byte
+  rounding), for any support.
+
+Groups of w-bit fields are stored as bit planes: plane 0 holds the most
+significant bit of every field, plane w-1 the least; the planes are
+concatenated.  Every bit string is packed eight bits per byte, most
+significant bit first, and starts on a byte boundary; unused trailing bits are
+zero.  Sign bits are packed the same way, one per coordinate;
+natural-compression exponents are one byte (float32) or two (float64);
+quantisation levels use max(1, bit_length(s)) bits each, packed as contiguous
+fields.
+
+``decode`` validates everything it reads: magic, version, kind, dtype,
+encoding, sizes against the buffer length, indices in [0, d) and strictly
+increasing, the number of set bits, zero padding, finite values.  A malformed
+message raises :class:`WireError`, never a wrong vector.
 """
 from __future__ import annotations
 
-import dataclasses
+import functools
+import math
 
 import numpy as np
 
-from ..compressors.payload import Dense, Empty, Natural, Payload, Quantized, Signs, Sparse
+from ..compressors.payload import (
+    Dense,
+    Empty,
+    Natural,
+    Payload,
+    Quantized,
+    Signs,
+    Sparse,
+)
 
 MAGIC = 0xEF
-VERSION = 1
+VERSION = 2
 EMPTY, DENSE, SPARSE, SIGNS, NATURAL, QUANTIZED = range(6)
 _DTYPES = {1: np.dtype("<f4"), 2: np.dtype("<f8")}
 _DTYPE_CODES = {np.dtype(np.float32): 1, np.dtype(np.float64): 2}
-_IDX = {1: np.dtype("<u1"), 2: np.dtype("<u2"), 3: np.dtype("<u4"), 4: np.dtype("<u8")}
+ABSOLUTE, BITMAP, ELIAS_FANO = 1, 2, 3
+ENCODINGS = {"absolute": ABSOLUTE, "bitmap": BITMAP, "elias-fano": ELIAS_FANO}
+ENCODING_NAMES = {v: k for k, v in ENCODINGS.items()}
+MAX_D = 1 << 62
 
 
 class WireError(ValueError):
     """A message that does not decode to a valid payload."""
 
 
-def index_code(d: int) -> int:
-    for code, dt in _IDX.items():
-        if d - 1 <= np.iinfo(dt).max:
-            return code
-    raise WireError(f"dimension {d} too large")
-
-
+# ------------------------------------------------------------ primitives ---
 def _varint(n: int) -> bytes:
     out = bytearray()
     while True:
@@ -64,12 +91,55 @@ def _read_varint(buf, pos):
     while True:
         if pos >= len(buf) or shift > 63:
             raise WireError("truncated or overlong varint in header")
-        b = int(buf[pos])
+        b = buf[pos]
         pos += 1
         n |= (b & 0x7F) << shift
         shift += 7
         if not b & 0x80:
             return n, pos
+
+
+def _uint_dtype(bits: int) -> np.dtype:
+    for dt in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if bits <= 8 * np.dtype(dt).itemsize:
+            return np.dtype(dt)
+    raise WireError(f"{bits}-bit fields are not supported")
+
+
+def _nbytes(bits: int) -> int:
+    return (bits + 7) >> 3
+
+
+def pack_planes(v: np.ndarray, w: int) -> bytes:
+    """Non-negative integers below 2**w as w bit planes (most significant first)."""
+    k = v.shape[0]
+    if w == 0 or k == 0:
+        return b""
+    dt = _uint_dtype(w)
+    if w <= 8:  # one masked AND per plane, on bytes
+        bit = (np.ones(1, dt) << np.arange(w - 1, -1, -1, dtype=dt))[:, None]
+        return np.packbits(v.astype(dt, copy=False)[None, :] & bit).tobytes()
+    # wide fields: big-endian bytes, unpacked along the value axis = bit planes
+    be = v.astype(dt.newbyteorder(">"))
+    planes = np.unpackbits(be.view(np.uint8).reshape(k, dt.itemsize).T, axis=0)
+    return np.packbits(planes[8 * dt.itemsize - w:]).tobytes()
+
+
+def unpack_planes(buf: np.ndarray, count: int, w: int) -> np.ndarray:
+    """Inverse of :func:`pack_planes` on exactly ``_nbytes(count * w)`` bytes."""
+    if w == 0 or count == 0:
+        return np.zeros(count, np.uint64)
+    _check_padding(buf, count * w)
+    dt = _uint_dtype(w)
+    planes = np.unpackbits(buf, count=count * w).reshape(w, count).astype(dt)
+    planes <<= np.arange(w - 1, -1, -1, dtype=dt)[:, None]
+    return np.bitwise_or.reduce(planes, axis=0)
+
+
+def _check_padding(buf: np.ndarray, nbits: int):
+    pad = 8 * buf.shape[0] - nbits
+    if pad and int(buf[-1]) & ((1 << pad) - 1):
+        raise WireError("nonzero padding bits")
 
 
 def _level_bits(s: int) -> int:
@@ -92,6 +162,123 @@ def unpack_uint(buf: np.ndarray, count: int, bits: int) -> np.ndarray:
     return (m << np.arange(bits - 1, -1, -1, dtype=np.uint32)).sum(axis=1, dtype=np.uint32)
 
 
+# ------------------------------------------------------ index encodings ---
+def index_width(d: int) -> int:
+    """Bits of one absolute index in [0, d)."""
+    return max(1, (d - 1).bit_length())
+
+
+@functools.lru_cache(maxsize=256)
+def ef_low_bits(d: int, k: int) -> int:
+    """The Elias-Fano split l for K indices in [0, d): the smallest l that
+    minimises the encoded size (byte-rounded sections)."""
+    if k == 0:
+        return 0
+    l0 = max(0, (d // k).bit_length() - 1)  # floor(log2(d / K))
+    return min(range(max(0, l0 - 1), min(index_width(d), l0 + 1) + 1), key=lambda l: _ef_size(d, k, l))
+
+
+def _ef_size(d: int, k: int, l: int) -> int:
+    return _nbytes(k * l) + _nbytes(k + ((d - 1) >> l) + 1)
+
+
+def index_sizes(d: int, k: int) -> dict[int, int]:
+    """Bytes of the support of K indices in [0, d) in each encoding."""
+    return {ABSOLUTE: _nbytes(k * index_width(d)), BITMAP: _nbytes(d),
+            ELIAS_FANO: _ef_size(d, k, ef_low_bits(d, k)) if k else 0}
+
+
+@functools.lru_cache(maxsize=256)
+def best_encoding(d: int, k: int) -> int:
+    sizes = index_sizes(d, k)
+    return min((ABSOLUTE, ELIAS_FANO, BITMAP), key=lambda e: sizes[e])
+
+
+def information_bound_bits(d: int, k: int, value_bits: int = 32) -> float:
+    """value_bits * K + log2 C(d, K): the fewest bits any encoding of a K-sparse
+    vector with arbitrary values and uniformly random support can average."""
+    return value_bits * k + (math.lgamma(d + 1) - math.lgamma(k + 1) - math.lgamma(d - k + 1)) / math.log(2)
+
+
+def encode_indices(idx: np.ndarray, d: int, enc: int) -> bytes:
+    k = idx.shape[0]
+    if enc == ABSOLUTE:
+        w = index_width(d)
+        if k == 1:  # one field: its w bits, most significant first (the Top-1 message)
+            return (int(idx[0]) << (-w % 8)).to_bytes(_nbytes(w), "big")
+        return pack_planes(idx, w)
+    if enc == BITMAP:
+        bits = np.zeros(d, np.bool_)
+        bits[idx] = True
+        return np.packbits(bits).tobytes()
+    if enc == ELIAS_FANO:
+        if k == 0:
+            return b""
+        l = ef_low_bits(d, k)
+        idx = idx.astype(np.int64, copy=False)
+        low = pack_planes(idx & ((1 << l) - 1), l) if l else b""
+        bits = np.zeros(k + ((d - 1) >> l) + 1, np.bool_)
+        pos = idx >> l
+        pos += np.arange(k)
+        bits[pos] = True
+        return low + np.packbits(bits).tobytes()
+    raise WireError(f"unknown index encoding {enc}")
+
+
+def decode_indices(buf: np.ndarray, d: int, k: int, enc: int) -> np.ndarray:
+    """Indices from exactly the bytes of their section; validated."""
+    if enc == ABSOLUTE:
+        w = index_width(d)
+        if buf.shape[0] != _nbytes(k * w):
+            raise WireError("absolute index section has the wrong length")
+        if k == 1:
+            v = int.from_bytes(buf.tobytes(), "big")
+            if v & ((1 << (-w % 8)) - 1):
+                raise WireError("nonzero padding bits")
+            idx = np.array([v >> (-w % 8)], np.int64)
+        else:
+            idx = unpack_planes(buf, k, w).astype(np.int64)
+    elif enc == BITMAP:
+        if buf.shape[0] != _nbytes(d):
+            raise WireError("bitmap section has the wrong length")
+        _check_padding(buf, d)
+        idx = np.flatnonzero(np.unpackbits(buf, count=d).view(np.bool_))
+        if idx.shape[0] != k:
+            raise WireError(f"bitmap has {idx.shape[0]} set bits, header says {k}")
+    elif enc == ELIAS_FANO:
+        if k == 0:
+            if buf.shape[0]:
+                raise WireError("elias-fano section of an empty support is not empty")
+            return np.empty(0, np.int64)
+        l = ef_low_bits(d, k)
+        nlow, nhigh = _nbytes(k * l), k + ((d - 1) >> l) + 1
+        if buf.shape[0] != nlow + _nbytes(nhigh):
+            raise WireError("elias-fano section has the wrong length")
+        hb = buf[nlow:]
+        _check_padding(hb, nhigh)
+        ones = np.flatnonzero(np.unpackbits(hb, count=nhigh).view(np.bool_))
+        if ones.shape[0] != k:
+            raise WireError(f"elias-fano high bits have {ones.shape[0]} ones, header says {k}")
+        ones -= np.arange(k)
+        idx = ones
+        if l:
+            idx <<= l
+            idx |= unpack_planes(buf[:nlow], k, l).astype(np.int64)
+    else:
+        raise WireError(f"unknown index encoding {enc}")
+    if not _valid_support(idx, d):
+        raise WireError("sparse indices out of range or not strictly increasing")
+    return idx
+
+
+def _valid_support(idx: np.ndarray, d: int) -> bool:
+    """Indices strictly increasing, in [0, d)."""
+    if idx.shape[0] == 1:
+        return 0 <= idx[0] < d
+    return idx.shape[0] == 0 or (0 <= idx[0] and idx[-1] < d and bool(np.greater(idx[1:], idx[:-1]).all()))
+
+
+# ---------------------------------------------------------------- encode ---
 def _value_code(arr_or_scalar) -> int:
     dt = np.asarray(arr_or_scalar).dtype
     code = _DTYPE_CODES.get(np.dtype(dt))
@@ -100,134 +287,155 @@ def _value_code(arr_or_scalar) -> int:
     return code
 
 
-def encode(p: Payload) -> bytes:
-    """Bytes of a payload (the exact bytes handed to MPI)."""
-    out = bytearray(_encode(p))
-    if p.flag:
-        out[3] |= 0x80
-    return bytes(out)
+def _header(kind: int, flags: int, d: int, count: int, flag: bool) -> bytes:
+    return bytes((MAGIC, VERSION, kind, flags | (0x80 if flag else 0))) + _varint(d) + _varint(count)
 
 
-def _encode(p: Payload) -> bytes:
+def encode(p: Payload, index_encoding: str | int | None = None) -> bytes:
+    """Bytes of a payload (the exact bytes handed to MPI).
+
+    ``index_encoding`` forces the support encoding of a sparse payload
+    ('absolute', 'bitmap' or 'elias-fano'); by default the smallest is used.
+    """
     d = p.d
+    if not 1 <= d < MAX_D:
+        raise WireError(f"dimension {d} cannot go on the wire")
+    flag = bool(p.flag)
     if isinstance(p, Empty):
-        return bytes((MAGIC, VERSION, EMPTY, 0)) + _varint(d) + _varint(0)
+        return _header(EMPTY, 0, d, 0, flag)
     if isinstance(p, Dense):
         vc = _value_code(p.values)
-        return bytes((MAGIC, VERSION, DENSE, vc)) + _varint(d) + _varint(0) + p.values.astype(_DTYPES[vc]).tobytes()
+        return _header(DENSE, vc, d, 0, flag) + p.values.astype(_DTYPES[vc], copy=False).tobytes()
     if isinstance(p, Sparse):
         vc = _value_code(p.values)
-        ic = index_code(d)
-        k = len(p.indices)
-        return (bytes((MAGIC, VERSION, SPARSE, vc | ic << 4)) + _varint(d) + _varint(k)
-                + p.indices.astype(_IDX[ic]).tobytes() + p.values.astype(_DTYPES[vc]).tobytes())
+        idx = np.asarray(p.indices)
+        k = idx.shape[0]
+        if idx.ndim != 1 or p.values.shape != (k,) or idx.dtype.kind not in "iu" \
+                or not _valid_support(idx, d):
+            raise WireError("sparse payload: indices must be strictly increasing integers in [0, d), "
+                            "one value each")
+        if index_encoding is None:
+            enc = best_encoding(d, k)
+        else:
+            enc = ENCODINGS.get(index_encoding, index_encoding)
+            if enc not in ENCODING_NAMES:
+                raise WireError(f"unknown index encoding {index_encoding!r}; valid: {', '.join(ENCODINGS)}")
+        return b"".join((_header(SPARSE, vc | enc << 4, d, k, flag), encode_indices(idx, d, enc),
+                         p.values.astype(_DTYPES[vc], copy=False).tobytes()))
     if isinstance(p, Signs):
         vc = _value_code(p.scale)
-        return (bytes((MAGIC, VERSION, SIGNS, vc)) + _varint(d) + _varint(0)
-                + np.asarray(p.scale, _DTYPES[vc]).tobytes() + np.packbits(p.negative).tobytes())
+        return (_header(SIGNS, vc, d, 0, flag) + np.asarray(p.scale, _DTYPES[vc]).tobytes()
+                + np.packbits(p.negative).tobytes())
     if isinstance(p, Natural):
         vc = _value_code(p.scale)
         ed = np.dtype("<i1") if vc == 1 else np.dtype("<i2")
         exps = p.exponents
         if vc == 1:
             exps = np.where(exps == Natural.ZERO, -128, exps)
-        return (bytes((MAGIC, VERSION, NATURAL, vc)) + _varint(d) + _varint(0)
-                + np.asarray(p.scale, _DTYPES[vc]).tobytes() + np.packbits(p.negative).tobytes()
-                + exps.astype(ed).tobytes())
+        return (_header(NATURAL, vc, d, 0, flag) + np.asarray(p.scale, _DTYPES[vc]).tobytes()
+                + np.packbits(p.negative).tobytes() + exps.astype(ed).tobytes())
     if isinstance(p, Quantized):
         vc = _value_code(p.norm)
-        return (bytes((MAGIC, VERSION, QUANTIZED, vc)) + _varint(d) + _varint(p.s)
-                + np.asarray(p.norm, _DTYPES[vc]).tobytes() + np.packbits(p.negative).tobytes()
-                + pack_uint(p.levels, _level_bits(p.s)))
+        return (_header(QUANTIZED, vc, d, p.s, flag) + np.asarray(p.norm, _DTYPES[vc]).tobytes()
+                + np.packbits(p.negative).tobytes() + pack_uint(p.levels, _level_bits(p.s)))
     raise WireError(f"cannot encode {type(p).__name__}")
 
 
+# ---------------------------------------------------------------- decode ---
 def _finite(v, what):
-    if not np.all(np.isfinite(v)):
+    if not np.isfinite(v).all():
         raise WireError(f"non-finite {what} in message")
     return v
 
 
+def _signs(buf: np.ndarray, d: int) -> np.ndarray:
+    _check_padding(buf, d)
+    return np.unpackbits(buf, count=d).view(np.bool_)
+
+
 def decode(buf, d_expected: int | None = None) -> Payload:
     """Payload of a message; raises WireError on anything malformed."""
-    p = _decode(buf, d_expected)
-    flag = bool(np.frombuffer(buf, np.uint8, count=4)[3] & 0x80)
-    return dataclasses.replace(p, flag=True) if flag else p
-
-
-def _decode(buf, d_expected):
-    mv = np.frombuffer(buf, dtype=np.uint8)
-    if len(mv) < 6:
-        raise WireError(f"message of {len(mv)} bytes is shorter than a header")
-    if mv[0] != MAGIC:
+    try:
+        raw = memoryview(buf).cast("B")  # bytes, bytearray, a contiguous numpy buffer
+    except (TypeError, ValueError) as e:
+        raise WireError(f"not a contiguous byte buffer: {e}") from None
+    if len(raw) < 6:
+        raise WireError(f"message of {len(raw)} bytes is shorter than a header")
+    if raw[0] != MAGIC:
         raise WireError("bad magic byte")
-    if mv[1] != VERSION:
-        raise WireError(f"unsupported wire version {mv[1]}")
-    kind, flags = int(mv[2]), int(mv[3]) & 0x7F
-    d, pos = _read_varint(mv, 4)
-    count, pos = _read_varint(mv, pos)
-    if d < 1 or (d_expected is not None and d != d_expected):
+    if raw[1] != VERSION:
+        raise WireError(f"unsupported wire version {raw[1]} (this is version {VERSION})")
+    kind, b3 = raw[2], raw[3]
+    flag, enc, vc = bool(b3 & 0x80), (b3 >> 4) & 0x7, b3 & 0x0F
+    d, pos = _read_varint(raw, 4)
+    count, pos = _read_varint(raw, pos)
+    mv = np.frombuffer(raw, dtype=np.uint8)
+    if not 1 <= d < MAX_D or (d_expected is not None and d != d_expected):
         raise WireError(f"message dimension {d} != expected {d_expected}")
+    if enc and kind != SPARSE:
+        raise WireError(f"index encoding bits set on a message of kind {kind}")
     body = mv[pos:]
-    vc, ic = flags & 0x0F, flags >> 4
-    if kind != EMPTY and vc not in _DTYPES:
+    if kind == EMPTY:
+        if vc or count or body.shape[0]:
+            raise WireError("bad empty message")
+        return Empty(d, flag)
+    if vc not in _DTYPES:
         raise WireError(f"bad value dtype code {vc}")
-    vdt = _DTYPES.get(vc)
+    vdt = _DTYPES[vc]
+    native = vdt.newbyteorder("=")
 
     def need(nbytes):
-        if len(body) != nbytes:
-            raise WireError(f"body has {len(body)} bytes, header implies {nbytes}")
+        if body.shape[0] != nbytes:
+            raise WireError(f"body has {body.shape[0]} bytes, header implies {nbytes}")
 
-    if kind == EMPTY:
-        need(0)
-        if flags or count:
-            raise WireError("bad empty message header")
-        return Empty(d)
+    if kind != QUANTIZED and kind != SPARSE and count:
+        raise WireError(f"nonzero count {count} on a message of kind {kind}")
     if kind == DENSE:
         need(d * vdt.itemsize)
-        return Dense(_finite(body.view(vdt).astype(vdt.newbyteorder("=")), "value"))
+        return Dense(_finite(body.view(vdt).astype(native), "value"), flag)
     if kind == SPARSE:
-        if ic not in _IDX or ic != index_code(d):
-            raise WireError(f"bad index width code {ic} for d={d}")
-        idt = _IDX[ic]
+        if enc not in ENCODING_NAMES:
+            raise WireError(f"unknown index encoding {enc}")
         if count > d:
             raise WireError(f"sparse message with {count} > d={d} entries")
-        need(count * (idt.itemsize + vdt.itemsize))
-        idx = body[: count * idt.itemsize].view(idt).astype(np.int64)
-        vals = body[count * idt.itemsize:].view(vdt).astype(vdt.newbyteorder("="))
-        if count and (idx[-1] >= d or np.any(np.diff(idx) <= 0)):
-            raise WireError("sparse indices out of range or not strictly increasing")
-        return Sparse(d, idx, _finite(vals, "value"))
-    nsign = (d + 7) // 8
+        nidx = body.shape[0] - count * vdt.itemsize
+        if nidx < 0:
+            raise WireError(f"body has {body.shape[0]} bytes, too few for {count} values")
+        idx = decode_indices(body[:nidx], d, count, enc)
+        vals = body[nidx:].view(vdt).astype(native)
+        return Sparse(d, idx, _finite(vals, "value"), flag)
+    nsign = _nbytes(d)
     if kind == SIGNS:
         need(vdt.itemsize + nsign)
-        scale = _finite(body[: vdt.itemsize].view(vdt), "scale")[0]
-        neg = np.unpackbits(body[vdt.itemsize:], count=d).astype(bool)
-        return Signs(d, scale, neg)
+        scale = _finite(body[: vdt.itemsize].view(vdt), "scale").astype(native)[0]
+        return Signs(d, scale, _signs(body[vdt.itemsize:], d), flag)
     if kind == NATURAL:
         ed = np.dtype("<i1") if vc == 1 else np.dtype("<i2")
         need(vdt.itemsize + nsign + d * ed.itemsize)
-        scale = _finite(body[: vdt.itemsize].view(vdt), "scale")[0]
-        neg = np.unpackbits(body[vdt.itemsize: vdt.itemsize + nsign], count=d).astype(bool)
+        scale = _finite(body[: vdt.itemsize].view(vdt), "scale").astype(native)[0]
+        neg = _signs(body[vdt.itemsize: vdt.itemsize + nsign], d)
         exps = body[vdt.itemsize + nsign:].view(ed).astype(np.int16)
         info = np.finfo(vdt)
         zero = exps == (-128 if vc == 1 else Natural.ZERO)
         if np.any((exps[~zero] < info.minexp) | (exps[~zero] >= info.maxexp)):
             raise WireError("natural-compression exponent out of range")
         exps[zero] = Natural.ZERO
-        return Natural(d, scale, neg, exps)
+        return Natural(d, scale, neg, exps, flag)
     if kind == QUANTIZED:
         s = count
         if not 1 <= s <= 65535:
             raise WireError(f"bad number of levels {s}")
         bits = _level_bits(s)
-        need(vdt.itemsize + nsign + (d * bits + 7) // 8)
-        norm = _finite(body[: vdt.itemsize].view(vdt), "norm")[0]
+        need(vdt.itemsize + nsign + _nbytes(d * bits))
+        norm = _finite(body[: vdt.itemsize].view(vdt), "norm").astype(native)[0]
         if norm < 0:
             raise WireError("negative norm")
-        neg = np.unpackbits(body[vdt.itemsize: vdt.itemsize + nsign], count=d).astype(bool)
-        levels = unpack_uint(body[vdt.itemsize + nsign:], d, bits)
+        neg = _signs(body[vdt.itemsize: vdt.itemsize + nsign], d)
+        lv = body[vdt.itemsize + nsign:]
+        if bits != 8:
+            _check_padding(lv, d * bits)
+        levels = unpack_uint(lv, d, bits)
         if np.any(levels > s):
             raise WireError("quantisation level above s")
-        return Quantized(d, norm, s, neg, levels.astype(np.uint8 if s < 256 else np.uint16))
+        return Quantized(d, norm, s, neg, levels.astype(np.uint8 if s < 256 else np.uint16), flag)
     raise WireError(f"unknown message kind {kind}")

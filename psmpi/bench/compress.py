@@ -1,0 +1,154 @@
+"""``psmpi bench compress``: every compressor on one vector per size.
+
+For each size d (10^5 ... 10^8 as memory allows) one float64 vector is drawn;
+every compressor compresses it (TopK and RandK at each K/d), and in the same
+repetitions -- alternating, so they see the same machine load -- the same
+vector is copied with ``numpy.copy`` (the yardstick: one read and one write of
+x) and, for TopK, selected with ``numpy.argpartition(numpy.abs(x), d - K)``
+(the usual exact TopK).  Reported: best time, GB/s of input read, the ratio
+to the copy, the speed-up over argpartition and whether both return the same
+set.  With CuPy and a device the GPU path is measured too (TopK by radix
+select, scaled sign by the sign-packing kernel; copy = ``cupy.copy``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..compressors import REGISTRY, make_compressor
+from .common import (
+    Column,
+    available_memory,
+    format_rows,
+    interleaved,
+    k_of,
+    machine_info,
+    machine_line,
+    percent,
+)
+
+SPARSE = ("topk", "randk")  # compressors run at every K/d
+BYTES_PER_ENTRY_PEAK = 96  # peak memory per coordinate of the most memory-hungry compressor (natural, qsgd)
+
+
+def default_specs(qsgd_levels: int = 4) -> list[str]:
+    return [n if n != "qsgd" else f"qsgd:{qsgd_levels}" for n in sorted(REGISTRY)]
+
+
+def _vector(d: int, dist: str, rng) -> np.ndarray:
+    if dist == "normal":
+        return rng.standard_normal(d)
+    if dist == "laplace":
+        return rng.laplace(size=d)
+    if dist == "cauchy":
+        return rng.standard_cauchy(d)
+    raise ValueError(f"unknown distribution {dist!r} (normal, laplace, cauchy)")
+
+
+def _cpu_rows(x, specs, fractions, repeat, warmup, budget_s, seed):
+    d = x.shape[0]
+    rows = []
+    for spec in specs:
+        name = spec.partition(":")[0]
+        for frac in fractions if name in SPARSE else [None]:
+            full = f"{name}:{percent(frac)}" if frac is not None else spec
+            comp = make_compressor(full, d)
+            rng = np.random.default_rng(seed)
+            fns = {"copy": lambda: np.copy(x), "compress": lambda: comp.compress(x, rng)}
+            k = getattr(comp, "k", None)
+            if name == "topk":
+                fns["argpartition"] = lambda: np.argpartition(np.abs(x), d - k)
+            t = interleaved(fns, repeat, warmup, budget_s)
+            row = {"device": "cpu", "compressor": full, "d": d, "frac": frac, "k": k,
+                   "ms": 1e3 * t["compress"].best, "median_ms": 1e3 * t["compress"].median,
+                   "gbps": x.nbytes / t["compress"].best / 1e9, "copy_ms": 1e3 * t["copy"].best,
+                   "x_copy": t["compress"].best / t["copy"].best, "reps": t["compress"].reps}
+            if name == "topk":
+                ref = np.sort(np.argpartition(np.abs(x), d - k)[d - k:])
+                row.update(argpartition_ms=1e3 * t["argpartition"].best,
+                           speedup=t["argpartition"].best / t["compress"].best,
+                           same_set=bool(np.array_equal(ref, comp.compress(x, rng).indices)))
+            rows.append(row)
+    return rows
+
+
+def _gpu_rows(x, specs, fractions, repeat, warmup, budget_s):
+    from ..backend import cupy_or_none, synchronize
+    from ..compressors.topk import top_k_indices
+    from ..kernels import pack_signs_device, top_k_device
+
+    cp = cupy_or_none()
+    d = x.shape[0]
+    xg = cp.asarray(x)
+    rows = []
+    names = {s.partition(":")[0] for s in specs}
+    jobs = []
+    if "topk" in names:
+        jobs += [(f"topk:{percent(f)}", k_of(f, d), f) for f in fractions]
+    if "sign" in names:
+        jobs.append(("sign", None, None))
+    for label, k, frac in jobs:
+        if k is not None:
+            fn = (lambda k=k: top_k_device(xg, k))
+        else:
+            fn = (lambda: (pack_signs_device(xg), cp.abs(xg).sum()))
+        t = interleaved({"copy": lambda: cp.copy(xg), "compress": fn}, repeat, warmup, budget_s, sync=synchronize)
+        row = {"device": "gpu", "compressor": label, "d": d, "frac": frac, "k": k,
+               "ms": 1e3 * t["compress"].best, "median_ms": 1e3 * t["compress"].median,
+               "gbps": x.nbytes / t["compress"].best / 1e9, "copy_ms": 1e3 * t["copy"].best,
+               "x_copy": t["compress"].best / t["copy"].best, "reps": t["compress"].reps}
+        if k is not None:
+            row["same_set"] = bool(np.array_equal(cp.asnumpy(top_k_device(xg, k)), top_k_indices(x, k)))
+        rows.append(row)
+    return rows
+
+
+def run_compress_bench(sizes=(10**5, 10**6, 10**7, 10**8), fractions=(0.001, 0.01, 0.1), specs=None,
+                       repeat: int = 5, warmup: int = 1, budget_s: float = 20.0, device: str = "auto",
+                       dist: str = "normal", seed: int = 0) -> dict:
+    """Time every compressor (``specs``: names or NAME:PARAM) at every size."""
+    from ..backend import has_gpu
+
+    specs = list(specs) if specs else default_specs()
+    for s in specs:
+        make_compressor(s if s.partition(":")[0] not in SPARSE else f"{s.partition(':')[0]}:1", 10)  # validate
+    if device not in ("auto", "cpu", "gpu"):
+        raise ValueError(f"unknown device {device!r} (auto, cpu, gpu)")
+    if device == "gpu" and not has_gpu():
+        raise ValueError("--device gpu: no CuPy or no CUDA device (psmpi info)")
+    gpu = device == "gpu" or (device == "auto" and has_gpu())
+    rows, skipped = [], []
+    for d in sizes:
+        avail = available_memory()
+        need = BYTES_PER_ENTRY_PEAK * d
+        if avail is not None and need > 0.8 * avail:
+            skipped.append({"d": d, "reason": f"needs about {need / 2**30:.1f} GiB, {avail / 2**30:.1f} GiB available"})
+            continue
+        x = _vector(d, dist, np.random.default_rng(seed))
+        if device in ("auto", "cpu"):
+            rows += _cpu_rows(x, specs, fractions, repeat, warmup, budget_s, seed)
+        if gpu:
+            rows += _gpu_rows(x, specs, fractions, repeat, warmup, budget_s)
+        del x
+    return {"benchmark": "compress", "machine": machine_info(),
+            "params": {"sizes": list(sizes), "fractions": list(fractions), "specs": specs, "repeat": repeat,
+                       "warmup": warmup, "budget_s": budget_s, "device": device, "dist": dist, "seed": seed,
+                       "dtype": "float64"},
+            "rows": rows, "skipped": skipped}
+
+
+COLUMNS = [Column("device", "dev", ">4s"), Column("compressor", "compressor", ">12s"), Column("d", "d", ">10d"),
+           Column("k", "K", ">9d"), Column("ms", "ms", ">9.3f"), Column("gbps", "GB/s", ">7.2f"),
+           Column("copy_ms", "copy ms", ">8.3f"), Column("x_copy", "x copy", ">7.2f"),
+           Column("argpartition_ms", "argpart ms", ">10.2f"), Column("speedup", "x faster", ">8.1f"),
+           Column("same_set", "same set", ">8")]
+
+
+def format_table(res: dict) -> str:
+    p = res["params"]
+    rows = [dict(r, same_set=None if "same_set" not in r else ("yes" if r["same_set"] else "NO")) for r in res["rows"]]
+    lines = [f"compress: {p['dtype']} {p['dist']} vectors, best of {p['repeat']} after {p['warmup']} warm-up; "
+             f"'x copy' = time / numpy.copy of the same vector, 'x faster' = argpartition(|x|) time / TopK time",
+             machine_line(res["machine"]), format_rows(COLUMNS, rows)]
+    for s in res["skipped"]:
+        lines.append(f"skipped d={s['d']}: {s['reason']}")
+    return "\n".join(lines)

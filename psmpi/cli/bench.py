@@ -1,0 +1,130 @@
+"""``psmpi bench``: throughput and bandwidth benchmarks.
+
+Each subcommand calls one library function of :mod:`psmpi.bench` (``run_*``),
+prints its fixed-width table and, with ``--json FILE``, writes the full result.
+Options every benchmark takes live in :func:`common_options`; adding a
+benchmark is one module in ``psmpi/bench/`` plus one short command here.
+"""
+from __future__ import annotations
+
+import functools
+
+import click
+
+from .errors import fail
+
+
+def common_options(fn):
+    """--repeat, --warmup, --budget, --seed and --json, shared by every benchmark."""
+    fn = click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+                      help="also write the full result (rows, parameters, machine) as JSON")(fn)
+    fn = click.option("--seed", type=int, default=0, show_default=True, help="seed of the benchmark vectors")(fn)
+    fn = click.option("--budget", type=float, default=20.0, show_default=True,
+                      help="seconds per measurement after which repetitions stop (at least two run)")(fn)
+    fn = click.option("--warmup", type=click.IntRange(0), default=1, show_default=True, help="untimed runs first")(fn)
+    fn = click.option("--repeat", type=click.IntRange(1), default=5, show_default=True,
+                      help="timed repetitions (the best is reported)")(fn)
+    return fn
+
+
+def size_options(default_sizes: str, default_fractions: str = "0.1%,1%,10%"):
+    def deco(fn):
+        fn = click.option("--fractions", default=default_fractions, show_default=True,
+                          help="K/d values, comma separated (percent or fraction)")(fn)
+        fn = click.option("--sizes", default=default_sizes, show_default=True,
+                          help="dimensions d, comma separated (100000, 1e5 or 10^5)")(fn)
+        return fn
+    return deco
+
+
+def report(result: dict, format_table, json_path):
+    from ..bench.common import write_json
+
+    click.echo(format_table(result))
+    if json_path:
+        write_json(result, json_path)
+        click.echo(f"wrote {json_path}")
+
+
+def bench_errors(fn):
+    """Bad option values and missing devices: one line on stderr, exit 2."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, RuntimeError, OSError) as e:
+            fail(str(e))
+    return wrapper
+
+
+@click.group()
+def bench():
+    """Throughput and bandwidth benchmarks (tables on stdout, JSON with --json)."""
+
+
+@bench.command()
+@size_options("1e5,1e6,1e7,1e8")
+@click.option("--compressors", default=None,
+              help="comma-separated names or NAME:PARAM (default: all; topk/randk run at every K/d)")
+@click.option("--device", type=click.Choice(["auto", "cpu", "gpu"]), default="auto", show_default=True,
+              help="auto: numpy, and CuPy too when a device is present")
+@click.option("--dist", type=click.Choice(["normal", "laplace", "cauchy"]), default="normal", show_default=True,
+              help="distribution of the vector's entries")
+@common_options
+@bench_errors
+def compress(sizes, fractions, compressors, device, dist, repeat, warmup, budget, seed, json_path):
+    """Every compressor at each d and K/d: time, GB/s, numpy.copy and argpartition side by side.
+
+    \b
+    Example (CI size):
+      psmpi bench compress --sizes 1e4 --repeat 2 --warmup 0 --json c.json
+    """
+    from ..bench.common import parse_fractions, parse_sizes
+    from ..bench.compress import format_table, run_compress_bench
+
+    specs = [s.strip() for s in compressors.split(",") if s.strip()] if compressors else None
+    res = run_compress_bench(parse_sizes(sizes), parse_fractions(fractions), specs, repeat, warmup, budget,
+                             device, dist, seed)
+    report(res, format_table, json_path)
+
+
+@bench.command()
+@size_options("1e5,1e6,1e7")
+@click.option("--encodings", default=None, help="comma-separated support encodings (default: all of the codec)")
+@common_options
+@bench_errors
+def wire(sizes, fractions, encodings, repeat, warmup, budget, seed, json_path):
+    """TopK message bytes per support encoding against the information bound; encode/decode throughput.
+
+    \b
+    Example (CI size):
+      psmpi bench wire --sizes 1e4 --repeat 2 --warmup 0 --json w.json
+    """
+    from ..bench.common import parse_fractions, parse_sizes
+    from ..bench.wire import format_table, run_wire_bench
+
+    encs = [e.strip() for e in encodings.split(",") if e.strip()] if encodings else None
+    res = run_wire_bench(parse_sizes(sizes), parse_fractions(fractions), encs, repeat, warmup, budget, seed)
+    report(res, format_table, json_path)
+
+
+@bench.command("round")
+@click.option("--dataset", default="a9a", show_default=True,
+              help="any --dataset of psmpi train (a9a is looked up in $PSMPI_DATA)")
+@click.option("--method", default="ef21", show_default=True)
+@click.option("--compressor", default="topk:1", show_default=True)
+@click.option("--workers", type=click.IntRange(1), default=20, show_default=True)
+@click.option("--rounds", type=click.IntRange(2), default=200, show_default=True)
+@click.option("--mpi/--no-mpi", default=True, show_default=True, help="also run under mpirun -n workers+1")
+@click.option("--sizes", default="", help="dimensions d for the sparse-vs-dense table on synthetic data, e.g. 1e3,1e5")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
+@bench_errors
+def round_(dataset, method, compressor, workers, rounds, mpi, sizes, json_path):
+    """Time per round of the serial and MPI runtimes, split into phases, next to
+    the dense baseline (gd with the identity compressor: an uncompressed Gather of
+    d floats) and a plain numpy loop over the workers' dense local gradients."""
+    from ..bench.common import parse_sizes
+    from ..bench.round import format_table, run_round_bench
+
+    dims = parse_sizes(sizes) if sizes else ()
+    report(run_round_bench(dataset, method, compressor, workers, rounds, mpi=mpi, sizes=dims), format_table, json_path)

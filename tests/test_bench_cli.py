@@ -1,0 +1,109 @@
+"""`psmpi bench compress` and `psmpi bench wire` run at a tiny size: a table on
+stdout, the JSON file with every row, one-line errors for bad options."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from psmpi.bench.common import (
+    Column,
+    format_rows,
+    interleaved,
+    parse_fractions,
+    parse_sizes,
+    timeit,
+)
+from psmpi.cli import main
+from psmpi.compressors import REGISTRY
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_bench_compress_tiny_prints_a_table_and_writes_json(tmp_path):
+    out = tmp_path / "c.json"
+    r = invoke("bench", "compress", "--sizes", "3000,40000", "--fractions", "1%,10%", "--repeat", "2",
+               "--warmup", "0", "--device", "cpu", "--json", str(out))
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    rows = res["rows"]
+    names = {row["compressor"].partition(":")[0] for row in rows}
+    assert names == set(REGISTRY)  # every compressor is measured
+    topk = [row for row in rows if row["compressor"].startswith("topk")]
+    assert len(topk) == 4 and all(row["same_set"] for row in topk)  # 2 sizes x 2 fractions, exact
+    for row in rows:
+        assert row["ms"] > 0 and row["copy_ms"] > 0 and row["gbps"] > 0 and row["device"] == "cpu"
+        assert row["x_copy"] == pytest.approx(row["ms"] / row["copy_ms"])
+    assert {row["k"] for row in topk} == {30, 300, 400, 4000}
+    assert res["machine"]["numpy"] == np.__version__ and res["params"]["repeat"] == 2
+    lines = r.output.splitlines()
+    header = next(i for i, line in enumerate(lines) if "compressor" in line and "GB/s" in line)
+    table = lines[header:header + 2 + len(rows)]
+    assert len({len(line) for line in table}) == 1  # fixed width
+    assert f"wrote {out}" in r.output
+
+
+def test_bench_compress_subset_of_compressors():
+    r = invoke("bench", "compress", "--sizes", "2000", "--fractions", "5%", "--repeat", "1", "--warmup", "0",
+               "--compressors", "topk,sign")
+    assert r.exit_code == 0
+    assert "topk:5%" in r.output and "sign" in r.output and "natural" not in r.output
+
+
+def test_bench_wire_tiny_reports_every_encoding_against_the_bound(tmp_path):
+    out = tmp_path / "w.json"
+    r = invoke("bench", "wire", "--sizes", "20000", "--fractions", "0.5%,10%", "--repeat", "2", "--warmup", "0",
+               "--json", str(out))
+    assert r.exit_code == 0, r.output
+    rows = json.loads(out.read_text())["rows"]
+    for frac in (0.005, 0.1):
+        group = {row["encoding"]: row for row in rows if row["frac"] == frac}
+        auto = next(v for name, v in group.items() if name.startswith("auto="))
+        coded = [group[e] for e in ("absolute", "bitmap", "elias-fano")]
+        assert auto["bytes"] == min(row["bytes"] for row in coded)
+        assert all(row["lossless"] for row in coded + [auto])
+        assert all(row["bytes"] > row["bound_bytes"] for row in group.values())
+        assert auto["x_bound"] < group["int32 (ref)"]["x_bound"] < group["int64 (ref)"]["x_bound"]
+        assert auto["compress_ms"] > 0 and auto["codec_over_compress"] > 0
+    assert "elias-fano" in r.output and "x bound" in r.output
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["compress", "--sizes", "abc"], "bad size"),
+    (["compress", "--sizes", "100", "--fractions", "200%"], "not in"),
+    (["compress", "--sizes", "100", "--compressors", "nope"], "unknown compressor"),
+    (["wire", "--sizes", "100", "--encodings", "golomb"], "unknown encoding"),
+])
+def test_bad_options_fail_with_one_line(args, msg):
+    r = CliRunner().invoke(main, ["bench"] + args)
+    assert r.exit_code == 2
+    assert msg in r.output and "Traceback" not in r.output
+    assert len([line for line in r.output.splitlines() if line.strip()]) == 1
+
+
+def test_gpu_device_without_a_gpu_is_a_clear_error(monkeypatch):
+    from psmpi import backend
+
+    monkeypatch.setattr(backend, "has_gpu", lambda: False)
+    r = CliRunner().invoke(main, ["bench", "compress", "--sizes", "100", "--device", "gpu"])
+    assert r.exit_code == 2 and "CuPy" in r.output
+
+
+def test_parsers_and_table_helpers():
+    assert parse_sizes("1e5, 10^3,42") == [100000, 1000, 42]
+    assert parse_fractions("0.1%,1%,0.5") == [0.001, 0.01, 0.5]
+    with pytest.raises(ValueError):
+        parse_sizes("1.5")
+    text = format_rows([Column("a", "A", ">5d"), Column("b", "bee", ">6.2f")], [{"a": 1, "b": 2.0}, {"a": 10}])
+    assert text.splitlines() == ["    A     bee", "-----  ------", "    1    2.00", "   10       -"]
+
+
+def test_timer_counts_warmup_and_repetitions():
+    calls = []
+    t = timeit(lambda: calls.append(1), repeat=4, warmup=2)
+    assert len(calls) == 6 and t.reps == 4 and 0 <= t.best <= t.median
+    seen = []
+    res = interleaved({"a": lambda: seen.append("a"), "b": lambda: seen.append("b")}, repeat=3, warmup=1)
+    assert seen == ["a", "b"] * 4 and res["a"].reps == 3
