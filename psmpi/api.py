@@ -40,6 +40,8 @@ def train(config=None, problems=None, write: bool | None = None, **overrides):
         data["workers"] = len(problems)
         data.setdefault("dataset", "user-problems")
     cfg = validate(from_mapping(data, "train()"))
+    will_write = bool(write or (write is None and explicit_out))
+    cfg.extra["write"] = will_write  # no periodic flushes to a file the caller did not ask for
     backend = resolve_backend(cfg)
     if backend == "mpi":
         if problems is not None:
@@ -53,7 +55,7 @@ def train(config=None, problems=None, write: bool | None = None, **overrides):
         from .runtime.serial import run_serial
 
         res = run_serial(cfg, problems)
-    if res is not None and (write or (write is None and explicit_out)):
+    if res is not None and will_write:
         from .results import write_result
 
         write_result(cfg.out, res)

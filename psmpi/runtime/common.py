@@ -264,7 +264,8 @@ class Recorder:
         r["wall_time"].append(self.elapsed())
         if self.bar is not None:
             self.bar.n = t
-            self.bar.set_postfix_str(f"|grad|^2={gns:.3e} up={self.bytes_up / 1e6:.2f}MB", refresh=True)
+            self.bar.set_postfix_str(f"|grad|^2={gns:.3e} up={self.bytes_up / 1e6:.2f}MB "
+                                    f"down={self.bytes_down / 1e6:.2f}MB", refresh=True)
         if not np.isfinite(gns) or gns > DIVERGED * max(1.0, r["grad_norm_sq"][0]):
             self.stop_reason = f"diverged at round {t} (||grad f||^2 = {gns:.3e})"
             return True
@@ -355,6 +356,8 @@ class Control:
         write_checkpoint(self.path, self.cfg, t, x, mstate, blobs, rec)
 
     def maybe_flush(self, make, force=False):
+        if not self.cfg.extra.get("write", True):  # a Python API run that writes no file
+            return
         if force or time.monotonic() - self.last_flush > self.FLUSH_SECONDS:
             from ..results import write_result
 

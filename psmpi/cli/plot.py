@@ -1,0 +1,48 @@
+"""``psmpi plot``: paper-style figures from run outputs."""
+from __future__ import annotations
+
+import click
+
+from .errors import fail
+
+
+@click.command()
+@click.argument("runs", nargs=-1, required=True, metavar="RUN.h5|DIR ...")
+@click.option("-o", "--out", required=True, metavar="FIG.png|pdf|svg", help="the figure file to write")
+@click.option("--x", "x_axis", default="all", show_default=True, metavar="bits|rounds|time|all",
+              help="x axis: #bits/n, rounds, wall time, all three (rows), or a comma list")
+@click.option("--y", "y_axis", type=click.Choice(["grad", "loss"]), default="grad", show_default=True,
+              help="||grad f(x^t)||^2 (log scale) or f(x^t)")
+@click.option("--panels", metavar="KEY", help="one column per value of this config key (e.g. dataset, workers)")
+@click.option("--select", "selects", multiple=True, metavar="KEY=V1,V2",
+              help="only runs whose config has one of these values (repeatable)")
+@click.option("--best-gamma", is_flag=True,
+              help="of runs differing only in the step size, draw the one with the smallest final ||grad f||^2")
+@click.option("--smooth", "smooth_window", type=click.IntRange(min=1), default=1, metavar="N",
+              help="draw the running mean of N logged rows (noisy stochastic runs)  [default: 1]")
+@click.option("--sharey", is_flag=True, help="one y scale for all panels")
+@click.option("--title", help="figure title")
+def plot(runs, out, x_axis, y_axis, panels, selects, best_gamma, smooth_window, sharey, title):
+    """Plot ||grad f(x^t)||^2 against #bits/n, rounds and wall time, one curve
+    per run (labelled from its config), from run outputs or folders of them.
+
+    \b
+    Examples:
+      psmpi plot results/ef21_a9a_topk1.h5 -o fig.png
+      psmpi plot results/sweep-ef21_vs_ef14 --panels dataset --x bits -o fig1.pdf
+      psmpi plot results/sweep-ef21_sgdm_batch --best-gamma --select batch_size=1 -o fig.png
+    """
+    from ..plotting import PlotError, best_gamma as pick_best, figure, load_runs, parse_select, select
+
+    try:
+        loaded = load_runs(runs)
+        sel = parse_select(selects)
+        if sel:
+            loaded = select(loaded, sel)
+        if best_gamma:
+            loaded = pick_best(loaded)
+        path = figure(loaded, out, x=x_axis, y=y_axis, panels=panels, title=title, smooth_window=smooth_window,
+                      sharey=sharey)
+    except PlotError as e:
+        fail(str(e))
+    click.echo(f"wrote {path} ({len(loaded)} runs)")

@@ -1,0 +1,332 @@
+"""Paper-style figures from run outputs: ||grad f(x^t)||^2 on a log scale
+against #bits/n (payload bits sent per worker), rounds and wall time; one curve
+per run, labelled from its config.  Uses matplotlib's Agg backend (no display).
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+X_AXES = {
+    "bits": ("bits_up_per_worker", "#bits/n"),
+    "rounds": ("iteration", "rounds t"),
+    "time": ("wall_time", "wall time (s)"),
+}
+Y_AXES = {
+    "grad": ("grad_norm_sq", r"$\|\nabla f(x^t)\|^2$", True),
+    "loss": ("loss", r"$f(x^t)$", False),
+}
+FORMATS = (".png", ".pdf", ".svg")
+
+# Config keys that tell runs apart, in the order they appear in a label.
+LABEL_KEYS = ("method", "compressor", "dataset", "workers", "batch_size", "eta", "zeta", "lam", "gamma",
+              "gamma_factor", "split", "seed", "p", "shift_step", "init_batch_size", "value_dtype", "x0", "backend",
+              "device")
+GAMMA_KEYS = ("gamma", "gamma_factor")
+# Keys that mean something for some methods only (not shown in other methods' labels).
+ONLY_FOR = {
+    "zeta": ("lag", "clag"),
+    "eta": ("ef21-sgdm", "ef21-sgd2m", "ef21-sgdm-ideal"),
+    "p": ("marina",),
+    "shift_step": ("diana",),
+}
+
+
+class PlotError(ValueError):
+    """A run file or option the plot cannot use; the message is one line."""
+
+
+@dataclass
+class Run:
+    path: str
+    result: object  # psmpi.results.Result
+
+    @property
+    def config(self) -> dict:
+        return self.result.config
+
+
+# ------------------------------------------------------------- inputs ---
+def expand_paths(paths) -> list:
+    """Files as given; a directory contributes its ``*.h5`` files (sorted)."""
+    out = []
+    for p in paths:
+        p = str(p)
+        if os.path.isdir(p):
+            found = sorted((os.path.join(p, f) for f in os.listdir(p) if f.endswith((".h5", ".hdf5"))),
+                           key=natural_key)
+            if not found:
+                raise PlotError(f"{p}: no .h5 run outputs in this directory")
+            out.extend(found)
+        elif not os.path.exists(p):
+            raise PlotError(f"{p}: no such file or directory")
+        else:
+            out.append(p)
+    if not out:
+        raise PlotError("no run outputs given")
+    return out
+
+
+def natural_key(path: str) -> list:
+    """Sort key with numbers compared as numbers: gamma_factor-2 before gamma_factor-16."""
+    parts = re.split(r"(\d+(?:\.\d+)?)", os.path.basename(path))
+    return [(0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts)]
+
+
+def load_run(path: str) -> Run:
+    import h5py
+
+    from .results import read_result
+
+    try:
+        with h5py.File(path, "r") as f:
+            if "metrics" not in f or "config" not in f.attrs:
+                raise PlotError(f"{path}: not a psmpi run output (no /metrics or config attribute)")
+        res = read_result(path)
+    except PlotError:
+        raise
+    except OSError:
+        raise PlotError(f"{path}: not an HDF5 file (or unreadable)") from None
+    except (KeyError, ValueError, TypeError) as e:
+        raise PlotError(f"{path}: not a valid psmpi run output ({e})") from None
+    m = res.metrics
+    missing = [k for k in ("iteration", "grad_norm_sq", "bits_up_per_worker", "wall_time") if k not in m]
+    if missing:
+        raise PlotError(f"{path}: not a valid psmpi run output (missing metrics: {', '.join(missing)})")
+    return Run(path, res)
+
+
+def load_runs(paths) -> list:
+    return [load_run(p) for p in expand_paths(paths)]
+
+
+def parse_select(items) -> dict:
+    """``["method=ef21,ef14", ...]`` -> {"method": ["ef21", "ef14"]}."""
+    sel = {}
+    for item in items or ():
+        key, eq, values = str(item).partition("=")
+        if not eq or not key.strip():
+            raise PlotError(f"--select expects KEY=V1,V2 (got {item!r})")
+        sel[key.strip().replace("-", "_")] = [v.strip() for v in values.split(",")]
+    return sel
+
+
+def _matches(value, wanted: list) -> bool:
+    for w in wanted:
+        if _text(value) == w or str(value) == w:
+            return True
+        try:
+            if float(value) == float(w):
+                return True
+        except (TypeError, ValueError):
+            pass
+    return False
+
+
+def select(runs: list, sel: dict) -> list:
+    out = [r for r in runs if all(_matches(r.config.get(k), v) for k, v in sel.items())]
+    if not out:
+        raise PlotError("no run matches " + " ".join(f"{k}={','.join(v)}" for k, v in sel.items()))
+    return out
+
+
+def final_grad(run: Run) -> float:
+    g = run.result.metrics["grad_norm_sq"]
+    if run.result.diverged or not len(g) or not math.isfinite(float(g[-1])):
+        return math.inf
+    return float(g[-1])
+
+
+def best_gamma(runs: list) -> list:
+    """Of runs that differ only in the step size, keep the one with the smallest
+    final ||grad f||^2 (the papers' tuned step sizes)."""
+    groups: dict = {}
+    for r in runs:
+        key = tuple(_text(r.config.get(k)) for k in LABEL_KEYS if k not in GAMMA_KEYS)
+        groups.setdefault(key, []).append(r)
+    return [min(g, key=final_grad) for g in groups.values()]
+
+
+# ------------------------------------------------------------- labels ---
+def _text(v) -> str:
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    s = str(v)
+    if os.sep in s or s.endswith((".txt", ".h5", ".libsvm", ".svm")):
+        s = os.path.splitext(os.path.basename(s))[0]
+    return s
+
+
+def _fmt(key: str, v) -> str:
+    t = _text(v)
+    return {
+        "method": t.upper(),
+        "compressor": t.replace("topk:", "Top-").replace("randk:", "Rand-"),
+        "gamma_factor": f"{t}x",
+        "gamma": f"γ={t}",
+        "workers": f"n={t}",
+        "batch_size": f"B={t}",
+        "init_batch_size": f"B_init={t}",
+        "eta": f"η={t}",
+        "zeta": f"ζ={t}",
+        "lam": f"λ={t}",
+        "seed": f"seed {t}",
+        "p": f"p={t}",
+        "shift_step": f"α={t}",
+    }.get(key, t)
+
+
+def _shown(key: str, run: Run) -> bool:
+    if key == "init_batch_size" and _text(run.config.get(key)) == _text(run.config.get("batch_size")):
+        return False
+    methods = ONLY_FOR.get(key)
+    return methods is None or _text(run.config.get("method")) in methods
+
+
+def _varying(runs: list, skip=()) -> list:
+    return [k for k in LABEL_KEYS if k not in skip and len({_text(r.config.get(k)) for r in runs}) > 1]
+
+
+def labels(runs: list, skip=()) -> list:
+    """One legend label per run: its ``label`` if set, else the method and the
+    settings that differ between the runs (a lone run: method, compressor, step)."""
+    vary = _varying(runs, skip)
+    if len(runs) == 1:
+        vary = ["compressor", "gamma_factor"]
+    auto = []
+    for r in runs:
+        parts = [_fmt("method", r.config.get("method"))]
+        parts += [_fmt(k, r.config.get(k)) for k in vary if k != "method" and _shown(k, r)]
+        auto.append(", ".join(parts))
+    out = []
+    given = [r.config.get("label") for r in runs]
+    for r, lab, a in zip(runs, given, auto):
+        if lab:
+            dup = sum(1 for g in given if g == lab) > 1
+            extra = ", ".join(_fmt(k, r.config.get(k)) for k in vary if k != "method" and _shown(k, r))
+            out.append(f"{lab} ({extra})" if dup and extra else str(lab))
+        else:
+            out.append(a)
+    return out
+
+
+# ------------------------------------------------------------- figure ---
+def parse_x(x: str) -> list:
+    names = ["bits", "rounds", "time"] if x == "all" else [v.strip() for v in str(x).split(",") if v.strip()]
+    bad = [v for v in names if v not in X_AXES]
+    if bad or not names:
+        raise PlotError(f"--x must be bits, rounds, time, all or a comma list of them (got {x!r})")
+    return names
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Running mean over the last ``window`` rows (the first rows average what there is)."""
+    if window <= 1 or len(values) == 0:
+        return values
+    c = np.cumsum(np.insert(values, 0, 0.0))
+    idx = np.arange(1, len(values) + 1)
+    lo = np.maximum(0, idx - window)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def figure(runs: list, out: str, x="all", y="grad", panels: str | None = None, title: str | None = None,
+           dpi: int = 110, smooth_window: int = 1, sharey: bool = False) -> str:
+    """Draw the runs and save to ``out`` (.png, .pdf or .svg); returns ``out``.
+
+    ``smooth_window`` > 1 draws the running mean of that many logged rows
+    (for noisy stochastic runs); ``sharey`` gives the panels one y scale."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    ext = os.path.splitext(out)[1].lower()
+    if ext not in FORMATS:
+        raise PlotError(f"-o {out}: the figure must be .png, .pdf or .svg")
+    if y not in Y_AXES:
+        raise PlotError(f"--y must be one of {', '.join(Y_AXES)} (got {y!r})")
+    xs = parse_x(x)
+    ykey, ylabel, log = Y_AXES[y]
+    if panels:
+        panels = panels.replace("-", "_")
+        groups: dict = {}
+        for r in runs:
+            groups.setdefault(_text(r.config.get(panels)), []).append(r)
+    else:
+        groups = {None: runs}
+    skip = (panels,) if panels else ()
+    # one label and colour per distinct setting, shared by every panel
+    all_labels = labels(runs, skip)
+    label_of = {id(r): lab for r, lab in zip(runs, all_labels)}
+    distinct = list(dict.fromkeys(all_labels))
+    cmap = plt.get_cmap("tab10" if len(distinct) <= 10 else "tab20")
+    color = {lab: cmap(i % cmap.N) for i, lab in enumerate(distinct)}
+    methods = list(dict.fromkeys(_text(r.config.get("method")) for r in runs))
+    styles = ["-", "--", "-.", ":"]
+    style = {m: styles[i % len(styles)] for i, m in enumerate(methods)}
+
+    # rows: x axes, columns: panels; a single panel puts its x axes side by side,
+    # and one x axis with more than three panels wraps them two per row
+    single = len(groups) == 1
+    wrap = not single and len(xs) == 1 and len(groups) > 3
+    if single:
+        nrow, ncol = 1, len(xs)
+    elif wrap:
+        nrow, ncol = (len(groups) + 1) // 2, 2
+    else:
+        nrow, ncol = len(xs), len(groups)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.4 * ncol, 3.3 * nrow), squeeze=False,
+                             sharey=("all" if wrap else "row") if sharey and not single else False)
+    for ax in axes.ravel()[len(groups):] if wrap else ():
+        ax.set_visible(False)
+    for j, (gname, members) in enumerate(groups.items()):
+        for i, xname in enumerate(xs):
+            ax = axes[0][i] if single else (axes[j // 2][j % 2] if wrap else axes[i][j])
+            xkey, xlabel = X_AXES[xname]
+            for r in members:
+                m = r.result.metrics
+                xv = np.asarray(m[xkey], dtype=float)
+                yv = np.asarray(m[ykey], dtype=float)
+                ok = np.isfinite(xv) & np.isfinite(yv) & ((yv > 0) if log else True)
+                if smooth_window > 1:
+                    xv, yv = xv[ok], smooth(yv[ok], smooth_window)
+                    ok = np.ones(len(xv), dtype=bool)
+                lab = label_of[id(r)]
+                if r.result.diverged:
+                    lab += " (diverged)"
+                line, = ax.plot(xv[ok], yv[ok], style[_text(r.config.get("method"))], color=color[label_of[id(r)]],
+                                lw=1.4, label=lab)
+                if r.result.diverged and ok.any():
+                    ax.plot(xv[ok][-1:], yv[ok][-1:], "x", color=line.get_color(), ms=7)
+            if log:
+                ax.set_yscale("log")
+            ax.set_xlabel(xlabel)
+            ax.xaxis.set_major_locator(MaxNLocator(5))
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+            ax.set_ylabel(ylabel)
+            ax.grid(True, which="major", alpha=0.3)
+            if (single or wrap or i == 0) and gname is not None:
+                ax.set_title(f"{panels}: {gname}" if panels not in ("dataset",) else gname)
+    handles, labs = [], []
+    for ax in axes.ravel():
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labs:
+                handles.append(h)
+                labs.append(lab)
+    if len(labs) <= 6 and nrow * ncol == 1:
+        axes[0][0].legend(handles, labs, fontsize=8)
+    else:
+        fig.legend(handles, labs, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    folder = os.path.dirname(os.path.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    fig.savefig(out, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return out
