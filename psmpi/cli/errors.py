@@ -34,6 +34,13 @@ def is_rank0() -> bool:
 def fail(message: str, code: int = EXIT_USAGE):
     if is_rank0():
         click.echo(f"psmpi: error: {message}", err=True)
+        sys.stderr.flush()
+    else:
+        # Every rank finds the same bad option; the launcher ends the job at the first exit,
+        # so the other ranks wait a moment for rank 0's line to get out.
+        import time
+
+        time.sleep(1.0)
     sys.exit(code)
 
 

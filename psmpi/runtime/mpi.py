@@ -1,11 +1,12 @@
 """The MPI runtime: rank 0 is the master (parameter server), ranks 1..n are workers.
 
-Each round t the master broadcasts a control word and x^t (``Bcast`` of typed
-buffers); on evaluation rounds every worker sends its exact f_i(x^t) and
-grad f_i(x^t) (``Send``, received in rank order so the sum is the serial one);
-every worker runs the same ``worker_round`` as the serial runtime and the
-master collects the encoded messages with ``Gather`` (sizes) + ``Gatherv``
-(bytes), decodes and aggregates them in worker order with ``master_round``.
+Each round t the master broadcasts one float64 buffer holding a control word
+(round, evaluate?, checkpoint/stop) followed by x^t (``Bcast``). On evaluation
+rounds every worker sends its exact f_i(x^t) and grad f_i(x^t) (``Send``,
+received in rank order so the sum is the serial one). Every worker runs the
+same ``worker_round`` as the serial runtime; the master collects the encoded
+messages with ``Gather`` (sizes) + ``Gatherv`` (bytes), then decodes and
+aggregates them in worker order with ``master_round``.
 No pickle is used: every call is an uppercase mpi4py call on a numpy buffer.
 
 ``bytes_up`` counts the message bytes handed to Gatherv, ``bytes_down`` the
@@ -34,7 +35,7 @@ from .common import (WORKER_PHASES, Control, Diverged, EvalSum, Recorder, consta
                      sum_in_order, worker_round)
 
 TAG_EVAL, TAG_CURV = 11, 12
-T, EVAL, ACTION = 0, 1, 2  # control word fields: round, evaluate?, checkpoint/stop
+T, EVAL, ACTION, NCTRL = 0, 1, 2, 3  # control word fields: round, evaluate?, checkpoint/stop (exact in float64)
 END = 3  # ACTION: stop now without a checkpoint (the run diverged)
 
 
@@ -208,9 +209,10 @@ def _gather_bytes(MPI, comm, mine: bytes | None, scratch=None):
 
 def _master(MPI, comm, cfg, ctl, info, _problem, consts, plan):
     n, d = cfg.workers, info.dim
-    x = initial_point(cfg, d)
+    buf = np.empty(NCTRL + d)  # control word + x, one Bcast a round
+    ctrl, x = buf[:NCTRL], buf[NCTRL:]
+    x[:] = initial_point(cfg, d)
     rec = Recorder(cfg, n)
-    ctrl = np.zeros(3, dtype=np.int64)
     go = np.zeros(1, dtype=np.int64)
     evalbuf = np.empty(d + 1)
     scratch = np.empty(1 << 16, dtype=np.uint8)
@@ -235,7 +237,7 @@ def _master(MPI, comm, cfg, ctl, info, _problem, consts, plan):
         for t in range(start, cfg.iters + 1):
             ctrl[T], ctrl[EVAL], ctrl[ACTION] = t, rec.should_eval(t), ctl.action(t, start)
             t0 = time.perf_counter()
-            comm.Bcast(ctrl, root=0)
+            comm.Bcast(buf, root=0)
             if ctrl[ACTION] != ctl.CONTINUE:
                 blobs, _ = _gather_bytes(MPI, comm, None)
                 ctl.checkpoint(t, x, mstate, blobs, rec)
@@ -243,7 +245,6 @@ def _master(MPI, comm, cfg, ctl, info, _problem, consts, plan):
                     rec.stop_reason = ctl.stop_message(t)
                     break
                 ctl.maybe_flush(result, force=True)
-            comm.Bcast(x, root=0)
             t1 = time.perf_counter()
             timing["bcast"] += t1 - t0
             if ctrl[EVAL]:
@@ -268,7 +269,7 @@ def _master(MPI, comm, cfg, ctl, info, _problem, consts, plan):
             except Diverged as e:
                 rec.stop_reason = str(e)
                 ctrl[ACTION] = END
-                comm.Bcast(ctrl, root=0)
+                comm.Bcast(buf, root=0)
                 break
             if mstate.x is not x:
                 x[:] = mstate.x
@@ -293,19 +294,18 @@ def _worker(MPI, comm, cfg, info, problem, consts, plan):
     if cfg.resume:
         _, blob, _ = _resume_blobs(MPI, comm, cfg)
         state = restore_worker(ctx, blob)
-    x = np.empty(d)
-    ctrl = np.zeros(3, dtype=np.int64)
+    buf = np.empty(NCTRL + d)
+    ctrl, x = buf[:NCTRL], buf[NCTRL:]
     go = np.zeros(1, dtype=np.int64)
     evalbuf = np.empty(d + 1)
     while True:
-        comm.Bcast(ctrl, root=0)
+        comm.Bcast(buf, root=0)
         if ctrl[ACTION] == END:
             break
         if ctrl[ACTION] != Control.CONTINUE:
             _gather_bytes(MPI, comm, pack_worker(ctx, state))
             if ctrl[ACTION] == Control.STOP:
                 break
-        comm.Bcast(x, root=0)
         t = int(ctrl[T])
         if ctrl[EVAL]:
             ctx.round = t
