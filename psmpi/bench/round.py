@@ -95,7 +95,7 @@ def measure(dataset, method, compressor, workers, rounds, backend, value_dtype="
             "phases_ms_per_round": {k: 1e3 * v / r for k, v in phases.items()},
             "bytes_up_per_round": (float(m["bytes_up"][-1]) - tim.get("bytes_up_round0", 0)) / max(1, r - 1),
             "bytes_down_per_round": float(m["bytes_down"][-1]) / r,
-            "x": res.x, "gamma": res.gamma}
+            "peak_rss_mb": tim.get("peak_rss_mb", {}), "x": res.x, "gamma": res.gamma}
 
 
 def naive_on(dataset, workers, rounds, lam, gamma, k, split="contiguous", seed=0):
@@ -147,16 +147,23 @@ def run_round_bench(dataset, method, compressor, workers, rounds, mpi=True, size
             "dense_vs_sparse_by_d": scaling}
 
 
+def _peak(r) -> str:
+    m = r.get("peak_rss_mb", {})
+    if "master" in m:
+        return f"{m['master']:.0f} m/{m['worker_max']:.0f} w"
+    return f"{m.get('process', float('nan')):.0f} (1 proc)"
+
+
 def format_table(res) -> str:
     lines = [f"time per round: {res['dataset']}, {res['workers']} workers, {res['rounds']} rounds",
              f"{'backend':8s} {'method':8s} {'compressor':10s} {'ms/round':>9s} {'B up/round':>11s} "
-             f"{'grad':>7s} {'compr':>7s} {'encode':>7s} {'comm':>7s} {'bcast':>7s} {'dec+agg':>7s}"]
+             f"{'grad':>7s} {'compr':>7s} {'encode':>7s} {'comm':>7s} {'bcast':>7s} {'dec+agg':>7s} {'peak MB':>16s}"]
     for r in res["runs"]:
         p = r["phases_ms_per_round"]
         lines.append(f"{r['backend']:8s} {r['method']:8s} {r['compressor']:10s} {1e3 * r['sec_per_round']:9.3f} "
                      f"{r['bytes_up_per_round']:11.0f} {p['gradient']:7.3f} {p['compression']:7.3f} "
                      f"{p['encode']:7.3f} {p.get('communication', float('nan')):7.3f} "
-                     f"{p.get('broadcast', float('nan')):7.3f} {p['decode_aggregate']:7.3f}")
+                     f"{p.get('broadcast', float('nan')):7.3f} {p['decode_aggregate']:7.3f} {_peak(r):>16s}")
     nv = res["naive_numpy_loop"]
     if nv:
         lines.append(f"plain numpy loop (dense local gradients): {1e3 * nv['sec_per_round']:.3f} ms/round "

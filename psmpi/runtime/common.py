@@ -186,6 +186,13 @@ def master_round(method, hp, mstate, x: np.ndarray, messages, t: int, d: int):
 WORKER_PHASES = ("gradient", "compress", "step", "encode")
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux reports kB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 class EvalSum:
     """f(x) and grad f(x) as (1/n) sums of the workers' exact values, in order."""
 

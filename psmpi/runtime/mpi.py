@@ -30,9 +30,9 @@ import numpy as np
 from ..config import ConfigError, TrainConfig
 from ..problems.base import DENSE_EIG_MAX
 from .checkpoint import pack_worker, read_checkpoint, restore_worker
-from .common import (WORKER_PHASES, Control, Diverged, EvalSum, Recorder, constants_from, describe_data, global_smoothness,
-                     initial_point, local_problem, make_context, make_result, master_round, plan_run,
-                     sum_in_order, worker_round)
+from .common import (WORKER_PHASES, Control, Diverged, EvalSum, Recorder, constants_from, describe_data,
+                     global_smoothness, initial_point, local_problem, make_context, make_result, master_round,
+                     peak_rss_mb, plan_run, sum_in_order, worker_round)
 
 TAG_EVAL, TAG_CURV = 11, 12
 T, EVAL, ACTION, NCTRL = 0, 1, 2, 3  # control word fields: round, evaluate?, checkpoint/stop (exact in float64)
@@ -278,11 +278,12 @@ def _master(MPI, comm, cfg, ctl, info, _problem, consts, plan):
             timing["gather"] += t3 - t2
     finally:
         rec.close()
-    worker_times = np.zeros((comm.size, len(WORKER_PHASES)))
-    comm.Gather(np.zeros(len(WORKER_PHASES)), worker_times, root=0)
+    worker_times = np.zeros((comm.size, len(WORKER_PHASES) + 1))
+    comm.Gather(np.zeros(len(WORKER_PHASES) + 1), worker_times, root=0)
     res = result()
     tim = json.loads(res.attrs["timings"])
-    tim["workers_mean"] = dict(zip(WORKER_PHASES, worker_times[1:].mean(axis=0)))
+    tim["workers_mean"] = dict(zip(WORKER_PHASES, worker_times[1:, :-1].mean(axis=0)))
+    tim["peak_rss_mb"] = {"master": peak_rss_mb(), "worker_max": float(worker_times[1:, -1].max())}
     res.attrs["timings"] = json.dumps(tim)
     return res
 
@@ -318,7 +319,7 @@ def _worker(MPI, comm, cfg, info, problem, consts, plan):
                 break
         state, msg = worker_round(plan.method, ctx, state, x, t)
         _gather_bytes(MPI, comm, msg)
-    comm.Gather(np.array([ctx.timings.get(k, 0.0) for k in WORKER_PHASES]), None, root=0)
+    comm.Gather(np.array([ctx.timings.get(k, 0.0) for k in WORKER_PHASES] + [peak_rss_mb()]), None, root=0)
 
 
 def _library(MPI) -> str:

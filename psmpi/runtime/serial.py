@@ -11,9 +11,9 @@ import time
 
 from ..config import TrainConfig
 from .checkpoint import pack_worker, read_checkpoint, restore_worker
-from .common import (WORKER_PHASES, Control, Diverged, EvalSum, Recorder, constants_from, describe_data, global_smoothness,
-                     initial_point, local_problem, make_context, make_result, master_round, plan_run, sum_in_order,
-                     worker_round)
+from .common import (WORKER_PHASES, Control, Diverged, EvalSum, Recorder, constants_from, describe_data,
+                     global_smoothness, initial_point, local_problem, make_context, make_result, master_round,
+                     peak_rss_mb, plan_run, sum_in_order, worker_round)
 
 
 def run_serial(cfg: TrainConfig, problems=None):
@@ -55,7 +55,8 @@ def _run(cfg, problems, ctl):
         rounds = int(rec.rows["iteration"][-1]) if rec.rows["iteration"] else 0
         res.attrs["timings"] = json.dumps({
             "master": {"decode_aggregate": master_time}, "bytes_up_round0": rec.bytes_up_round0, "rounds": rounds,
-            "workers_mean": {k: sum(c.timings.get(k, 0.0) for c in ctxs) / n for k in WORKER_PHASES}})
+            "workers_mean": {k: sum(c.timings.get(k, 0.0) for c in ctxs) / n for k in WORKER_PHASES},
+            "peak_rss_mb": {"process": peak_rss_mb()}})
         return res
 
     try:
