@@ -7,7 +7,8 @@ Three things are measured side by side in one run, on the same problem:
   subprocess) running ``--method`` with ``--compressor``; their per-phase
   times come from the runtimes' own timers (``timings`` in the output file);
 * the same method with the identity compressor, i.e. an uncompressed Gather of
-  d floats per worker and round (the dense baseline);
+  d floats per worker and round (the dense baseline; EF21 with the identity
+  compressor is gradient descent, up to rounding);
 * a plain numpy single-process simulation of EF21 that loops over the n dense
   local data matrices and computes each local gradient (the way the papers'
   experiment code works).  Its iterates are checked against the serial
@@ -124,10 +125,9 @@ def default_mpirun() -> list[str]:
 def run_round_bench(dataset, method, compressor, workers, rounds, mpi=True, sizes=(), mpirun=None):
     if mpi and mpirun is None:
         mpirun = default_mpirun()
-    rows = []
+    rows = []  # every method accepts the identity compressor: that run is the dense baseline
     for backend in ("serial", "mpi") if mpi else ("serial",):
-        for comp in (compressor, "identity"):
-            meth = method if comp != "identity" else "gd"
+        for meth, comp in ((method, compressor), (method, "identity")):
             rows.append(measure(dataset, meth, comp, workers, rounds, backend, mpirun=mpirun))
     naive = None
     if method == "ef21" and compressor.startswith("topk:") and not compressor.endswith("%"):
@@ -137,7 +137,7 @@ def run_round_bench(dataset, method, compressor, workers, rounds, mpi=True, size
     scaling = []
     for d in sizes:
         ds = f"synthetic:rows={workers * 20},features={int(d)},density={min(1.0, 50.0 / d)},seed=1"
-        for comp, meth in ((compressor, method), ("identity", "gd")):
+        for comp, meth in ((compressor, method), ("identity", method)):
             r = measure(ds, meth, comp, workers, max(5, rounds // 10), "mpi" if mpi else "serial", mpirun=mpirun)
             scaling.append({"d": int(d), "method": meth, "compressor": comp, "sec_per_round": r["sec_per_round"],
                             "bytes_up_per_round": r["bytes_up_per_round"]})
