@@ -213,3 +213,31 @@ def test_malformed_dataset_is_a_clear_error(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "bad.txt" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.mpi
+def test_a_corrupted_message_aborts_the_job_naming_the_worker(tmp_path):
+    """Rank 2 (worker 1) flips an index byte of its Top-2 message in round 5: the
+    master's decoder must refuse it and the whole job must end, naming worker 1."""
+    script = tmp_path / "corrupt.py"
+    script.write_text(
+        "import sys\n"
+        "from mpi4py import MPI\n"
+        "import psmpi.runtime.common as common\n"
+        "orig = common.worker_round\n"
+        "def corrupt(method, ctx, state, x, t):\n"
+        "    state, msg = orig(method, ctx, state, x, t)\n"
+        "    if MPI.COMM_WORLD.rank == 2 and t == 5:\n"
+        "        msg = msg[:-3]  # truncated: the header promises more bytes\n"
+        "    return state, msg\n"
+        "import psmpi.runtime.mpi as mpi\n"
+        "mpi.worker_round = corrupt\n"
+        "from psmpi.cli import main\n"
+        "sys.argv = ['psmpi', 'train', '--compressor', 'topk:2', '--iters', '50', '--quiet', '--out', sys.argv[1]]\n"
+        "main()\n")
+    out = tmp_path / "c.h5"
+    proc = subprocess.run(mpirun() + ["-n", "4", sys.executable, str(script), str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "psmpi: error on rank 0 (master): BadMessage: malformed message from worker 1 in round 5" in proc.stderr
+    assert not out.exists()
