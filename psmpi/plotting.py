@@ -117,7 +117,7 @@ def parse_select(items) -> dict:
 
 def _matches(value, wanted: list) -> bool:
     for w in wanted:
-        if _text(value) == w or str(value) == w:
+        if value_label(value) == w or str(value) == w:
             return True
         try:
             if float(value) == float(w):
@@ -146,13 +146,14 @@ def best_gamma(runs: list) -> list:
     final ||grad f||^2 (the papers' tuned step sizes)."""
     groups: dict = {}
     for r in runs:
-        key = tuple(_text(r.config.get(k)) for k in LABEL_KEYS if k not in GAMMA_KEYS)
+        key = tuple(value_label(r.config.get(k)) for k in LABEL_KEYS if k not in GAMMA_KEYS)
         groups.setdefault(key, []).append(r)
     return [min(g, key=final_grad) for g in groups.values()]
 
 
 # ------------------------------------------------------------- labels ---
-def _text(v) -> str:
+def value_label(v) -> str:
+    """A config value as a short label: whole floats as ints, file paths as their stem."""
     if isinstance(v, float) and v.is_integer():
         v = int(v)
     s = str(v)
@@ -162,7 +163,7 @@ def _text(v) -> str:
 
 
 def _fmt(key: str, v) -> str:
-    t = _text(v)
+    t = value_label(v)
     return {
         "method": t.upper(),
         "compressor": t.replace("topk:", "Top-").replace("randk:", "Rand-"),
@@ -181,14 +182,14 @@ def _fmt(key: str, v) -> str:
 
 
 def _shown(key: str, run: Run) -> bool:
-    if key == "init_batch_size" and _text(run.config.get(key)) == _text(run.config.get("batch_size")):
+    if key == "init_batch_size" and value_label(run.config.get(key)) == value_label(run.config.get("batch_size")):
         return False
     methods = ONLY_FOR.get(key)
-    return methods is None or _text(run.config.get("method")) in methods
+    return methods is None or value_label(run.config.get("method")) in methods
 
 
 def _varying(runs: list, skip=()) -> list:
-    return [k for k in LABEL_KEYS if k not in skip and len({_text(r.config.get(k)) for r in runs}) > 1]
+    return [k for k in LABEL_KEYS if k not in skip and len({value_label(r.config.get(k)) for r in runs}) > 1]
 
 
 def labels(runs: list, skip=()) -> list:
@@ -256,7 +257,7 @@ def figure(runs: list, out: str, x="all", y="grad", panels: str | None = None, t
         panels = panels.replace("-", "_")
         groups: dict = {}
         for r in runs:
-            groups.setdefault(_text(r.config.get(panels)), []).append(r)
+            groups.setdefault(value_label(r.config.get(panels)), []).append(r)
     else:
         groups = {None: runs}
     skip = (panels,) if panels else ()
@@ -266,7 +267,7 @@ def figure(runs: list, out: str, x="all", y="grad", panels: str | None = None, t
     distinct = list(dict.fromkeys(all_labels))
     cmap = plt.get_cmap("tab10" if len(distinct) <= 10 else "tab20")
     color = {lab: cmap(i % cmap.N) for i, lab in enumerate(distinct)}
-    methods = list(dict.fromkeys(_text(r.config.get("method")) for r in runs))
+    methods = list(dict.fromkeys(value_label(r.config.get("method")) for r in runs))
     styles = ["-", "--", "-.", ":"]
     style = {m: styles[i % len(styles)] for i, m in enumerate(methods)}
 
@@ -299,7 +300,7 @@ def figure(runs: list, out: str, x="all", y="grad", panels: str | None = None, t
                 lab = label_of[id(r)]
                 if r.result.diverged:
                     lab += " (diverged)"
-                line, = ax.plot(xv[ok], yv[ok], style[_text(r.config.get("method"))], color=color[label_of[id(r)]],
+                line, = ax.plot(xv[ok], yv[ok], style[value_label(r.config.get("method"))], color=color[label_of[id(r)]],
                                 lw=1.4, label=lab)
                 if r.result.diverged and ok.any():
                     ax.plot(xv[ok][-1:], yv[ok][-1:], "x", color=line.get_color(), ms=7)

@@ -255,11 +255,10 @@ def relevant(key: str, method) -> bool:
 
 
 def _short(v) -> str:
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
-    s = str(v)
-    if os.sep in s or s.endswith((".txt", ".h5", ".svm", ".libsvm")):
-        s = os.path.splitext(os.path.basename(s))[0]
+    """A config value as a file-name fragment (the plot label, sanitised)."""
+    from .plotting import value_label
+
+    s = value_label(v)
     return re.sub(r"[^A-Za-z0-9.+-]+", "", s.replace(":", "").replace("%", "pct")) or "x"
 
 
