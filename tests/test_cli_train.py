@@ -178,7 +178,7 @@ def assert_usage_error(r):
     (["--method", "foo"], "foo"),
     (["--compressor", "foo"], "foo"),
     (["--compressor", "topk:0"], "topk:0"),
-    (["--compressor", "topk:31"], "topk:31"),
+    (["--compressor", "topk:31"], "K must be in [1, d=30]"),
     (["--eta", "2"], "eta"),
     (["--method", "marina", "--compressor", "topk:1"], "unbiased"),
     (["--method", "gd", "--compressor", "topk:1"], "identity"),
@@ -191,8 +191,17 @@ def assert_usage_error(r):
     (["--dataset", "no-such-dataset"], "no-such-dataset"),
     (["--split", "diagonal"], "diagonal"),
     (["--dataset", "quad:beznosikov", "--workers", "4"], "3"),
+    # the list of issue 7 (validation before any work starts)
+    (["--eta", "0"], "--eta must be in (0, 1]"),
+    (["--gamma", "0"], "--gamma must be positive"),
+    (["--workers", "600"], "more workers than rows"),
+    (["--dataset", "/nonexistent/file.txt"], "not found"),
+    (["--out", "{file}/sub/out.h5"], "cannot write the output file"),
+    (["--iters", "-3"], "--iters must be a positive integer"),
 ])
 def test_bad_input_is_one_line_error_with_exit_code_2(tmp_path, args, needle):
+    (tmp_path / "afile").write_text("a file, not a folder")
+    args = [a.replace("{file}", str(tmp_path / "afile")) for a in args]
     r = invoke("train", "--iters", "3", "--workers", "3", "--out", str(tmp_path / "o.h5"), *args)
     assert_usage_error(r)
     assert needle in r.stderr
