@@ -94,6 +94,17 @@ def batch_or_none(v):
     return None if v == "full" else int(v)
 
 
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _number(name: str, v, what: str = "a number") -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--{_flag(name)} must be {what} (got {v!r})") from None
+
+
 def _positive_int(name, v, allow_full=False):
     if allow_full and str(v).lower() == "full":
         return None
@@ -102,7 +113,8 @@ def _positive_int(name, v, allow_full=False):
         if iv != float(v) or iv < 1:
             raise ValueError
     except (TypeError, ValueError):
-        raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer{' or full' if allow_full else ''} (got {v!r})") from None
+        full = " or full" if allow_full else ""
+        raise ConfigError(f"--{_flag(name)} must be a positive integer{full} (got {v!r})") from None
     return iv
 
 
@@ -142,39 +154,25 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.eval_every is None:
         cfg.eval_every = max(1, cfg.iters // 200)
     cfg.eval_every = _positive_int("eval_every", cfg.eval_every)
-    for name, lo, hi, lo_open in (("eta", 0.0, 1.0, True), ("p", 0.0, 1.0, True), ("shift_step", 0.0, 1.0, True)):
-        v = getattr(cfg, name)
-        if v is None:
-            continue
-        try:
-            v = float(v)
-        except (TypeError, ValueError):
-            raise ConfigError(f"--{name.replace('_', '-')} must be a number (got {v!r})") from None
-        if not (lo < v <= hi):
-            raise ConfigError(f"--{name.replace('_', '-')} must be in (0, 1] (got {v})")
-        setattr(cfg, name, v)
+    for name in ("eta", "p", "shift_step"):
+        if getattr(cfg, name) is not None:
+            v = _number(name, getattr(cfg, name))
+            if not 0.0 < v <= 1.0:
+                raise ConfigError(f"--{_flag(name)} must be in (0, 1] (got {v})")
+            setattr(cfg, name, v)
     for name in ("lam", "zeta", "tol"):
-        try:
-            v = float(getattr(cfg, name))
-        except (TypeError, ValueError):
-            raise ConfigError(f"--{name} must be a number (got {getattr(cfg, name)!r})") from None
+        v = _number(name, getattr(cfg, name))
         if v < 0 or not np.isfinite(v):
             raise ConfigError(f"--{name} must be finite and >= 0 (got {v})")
         setattr(cfg, name, v)
-    if str(cfg.gamma).lower() != "theory":
-        try:
-            cfg.gamma = float(cfg.gamma)
-        except (TypeError, ValueError):
-            raise ConfigError(f"--gamma must be a positive number or 'theory' (got {cfg.gamma!r})") from None
-        if not cfg.gamma > 0 or not np.isfinite(cfg.gamma):
-            raise ConfigError(f"--gamma must be positive (got {cfg.gamma})")
-    else:
+    if str(cfg.gamma).lower() == "theory":
         cfg.gamma = "theory"
-    try:
-        cfg.gamma_factor = float(cfg.gamma_factor)
-    except (TypeError, ValueError):
-        raise ConfigError(f"--gamma-factor must be a positive number (got {cfg.gamma_factor!r})") from None
-    if not cfg.gamma_factor > 0:
+    else:
+        cfg.gamma = _number("gamma", cfg.gamma, "a positive number or 'theory'")
+        if not (cfg.gamma > 0 and np.isfinite(cfg.gamma)):
+            raise ConfigError(f"--gamma must be positive (got {cfg.gamma})")
+    cfg.gamma_factor = _number("gamma_factor", cfg.gamma_factor, "a positive number")
+    if not (cfg.gamma_factor > 0 and np.isfinite(cfg.gamma_factor)):
         raise ConfigError(f"--gamma-factor must be positive (got {cfg.gamma_factor})")
     if cfg.backend not in BACKENDS:
         raise ConfigError(f"unknown backend '{cfg.backend}'; valid: {', '.join(BACKENDS)}")
@@ -189,8 +187,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"--x0 must be zeros, ones, normal or a .npy file (got {cfg.x0!r})")
     try:
         cfg.seed = int(cfg.seed)
+        if cfg.seed < 0:
+            raise ValueError
     except (TypeError, ValueError):
-        raise ConfigError(f"--seed must be an integer (got {cfg.seed!r})") from None
+        raise ConfigError(f"--seed must be a non-negative integer (got {cfg.seed!r})") from None
     if cfg.checkpoint_every is not None:
         cfg.checkpoint_every = _positive_int("checkpoint_every", cfg.checkpoint_every)
     if cfg.out is None:

@@ -83,6 +83,7 @@ def measure(dataset, method, compressor, workers, rounds, backend, value_dtype="
     r = int(m["iteration"][-1])
     tim = json.loads(res.attrs["timings"])
     w, ms = tim["workers_mean"], tim["master"]
+    # "compression": the method's step without its gradients, i.e. compression plus state updates
     phases = {"gradient": w["gradient"], "compression": w["step"] - w["gradient"], "encode": w["encode"],
               "decode_aggregate": ms.get("decode_aggregate", 0.0)}
     if backend == "mpi":

@@ -22,13 +22,9 @@ def user_errors():
 
 def is_rank0() -> bool:
     """True unless launched as a non-zero MPI rank (only rank 0 reports errors)."""
-    import os
+    from ..api import launch_rank
 
-    for var in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"):
-        v = os.environ.get(var)
-        if v is not None and v.isdigit():
-            return int(v) == 0
-    return True
+    return launch_rank() == 0
 
 
 def fail(message: str, code: int = EXIT_USAGE):

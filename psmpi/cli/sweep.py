@@ -6,7 +6,7 @@ import shlex
 
 import click
 
-from .errors import fail, friendly
+from .errors import fail, friendly, is_rank0
 
 
 def _csv(ctx, param, value):
@@ -90,7 +90,7 @@ def sweep(config_file, gamma_factors, grid, sets, iters, smoke, out_dir, best_by
     if only is not None and not 0 <= only < n:
         fail(f"--point {only} is out of range: the sweep has {n} points (0..{n - 1})")
 
-    rank0 = _is_rank0()
+    rank0 = is_rank0()
     log = (lambda line: click.echo(line)) if (rank0 and not quiet) else None
     if summary_only:
         rows = [sw.read_row(p) for p in s.points]
@@ -112,11 +112,3 @@ def sweep(config_file, gamma_factors, grid, sets, iters, smoke, out_dir, best_by
     if failed:
         fail(f"{len(failed)} of {n} points failed or are missing (see the summary)")
 
-
-def _is_rank0() -> bool:
-    """True unless this process is a non-zero rank of an MPI launch."""
-    for var in ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"):
-        v = os.environ.get(var)
-        if v and v.isdigit():
-            return int(v) == 0
-    return True

@@ -3,8 +3,9 @@
 A payload holds exactly the numbers that travel on the wire (values already
 rounded to the wire dtype), so the worker that built it and the master that
 decodes it from bytes see the same vector, bit for bit.  Every payload can add
-itself into a dense float64 vector; the master aggregates by doing exactly that,
-in worker order, in both runtimes.
+itself (times a weight) into a dense float64 vector, touching only what it
+carries: the master aggregates by doing exactly that, in worker order, in both
+runtimes, and worker states (EF14's error, DIANA's shift) update the same way.
 """
 from __future__ import annotations
 
@@ -20,7 +21,14 @@ class Payload:
     d: int
     flag: bool
 
-    def add_to(self, out: np.ndarray) -> None:  # pragma: no cover - abstract
+    def add_to(self, out: np.ndarray, weight: float = 1.0) -> None:
+        """out += weight * C(x), in float64."""
+        v = self.dense_values()
+        if weight != 1.0:
+            v = np.float64(weight) * v
+        out += v
+
+    def dense_values(self) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def to_dense(self) -> np.ndarray:
@@ -38,8 +46,8 @@ class Dense(Payload):
     def d(self) -> int:
         return self.values.shape[0]
 
-    def add_to(self, out):
-        out += self.values
+    def dense_values(self):
+        return self.values
 
 
 @dataclass(frozen=True)
@@ -51,8 +59,9 @@ class Sparse(Payload):
     values: np.ndarray
     flag: bool = False  # method-defined bit (MARINA full sync, EF21+ replace)
 
-    def add_to(self, out):
-        out[self.indices] += self.values
+    def add_to(self, out, weight=1.0):
+        v = self.values if weight == 1.0 else np.float64(weight) * self.values
+        out[self.indices] += v
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,7 @@ class Empty(Payload):
     d: int
     flag: bool = False  # method-defined bit (MARINA full sync, EF21+ replace)
 
-    def add_to(self, out):
+    def add_to(self, out, weight=1.0):
         pass
 
 
@@ -75,9 +84,9 @@ class Signs(Payload):
     negative: np.ndarray
     flag: bool = False  # method-defined bit (MARINA full sync, EF21+ replace)
 
-    def add_to(self, out):
+    def dense_values(self):
         s = np.float64(self.scale)
-        out += np.where(self.negative, -s, s)
+        return np.where(self.negative, -s, s)
 
 
 @dataclass(frozen=True)
@@ -91,11 +100,11 @@ class Natural(Payload):
     flag: bool = False  # method-defined bit (MARINA full sync, EF21+ replace)
     ZERO = -32768
 
-    def add_to(self, out):
+    def dense_values(self):
         mag = np.ldexp(1.0, self.exponents.astype(np.int32))
         mag[self.exponents == self.ZERO] = 0.0
         mag *= np.float64(self.scale)
-        out += np.where(self.negative, -mag, mag)
+        return np.where(self.negative, -mag, mag)
 
 
 @dataclass(frozen=True)
@@ -109,6 +118,6 @@ class Quantized(Payload):
     levels: np.ndarray  # uint8/uint16, in [0, s]
     flag: bool = False  # method-defined bit (MARINA full sync, EF21+ replace)
 
-    def add_to(self, out):
+    def dense_values(self):
         mag = self.levels * (np.float64(self.norm) / self.s)
-        out += np.where(self.negative, -mag, mag)
+        return np.where(self.negative, -mag, mag)

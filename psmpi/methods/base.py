@@ -63,7 +63,8 @@ class WorkerContext:
         self.round = -1
         self._cache_round = None
         self._cache = None
-        self.timings = {"gradient": 0.0, "compress": 0.0}  # seconds spent, for `psmpi bench round`
+        # seconds spent, for `psmpi bench round` (step and encode are added by the runtime's worker_round)
+        self.timings = {"gradient": 0.0, "compress": 0.0, "step": 0.0, "encode": 0.0}
 
     def grad(self, x):
         """Exact grad f_i(x), computed once per round."""

@@ -46,7 +46,7 @@ class DIANA(Method):
 
     def worker_step(self, ctx, st, x):
         m = ctx.compress(ctx.sgrad(x) - st.h)
-        st.h += ctx.hp.shift_step * m.to_dense()
+        m.add_to(st.h, ctx.hp.shift_step)
         return st, m
 
     def master_init(self, hp, x0, payloads):

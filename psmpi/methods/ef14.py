@@ -35,7 +35,7 @@ class EF14(Method):
     def worker_step(self, ctx, st, x):
         st.e += ctx.hp.gamma * ctx.sgrad(x)
         w = ctx.compress(st.e)
-        st.e -= w.to_dense()
+        w.add_to(st.e, -1.0)
         return st, w
 
     def master_init(self, hp, x0, payloads):

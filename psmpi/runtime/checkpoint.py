@@ -119,7 +119,8 @@ def read_checkpoint(path, cfg) -> Checkpoint:
         saved = json.loads(f.attrs["config"])
         now = cfg.to_dict()
         if saved.get("workers") != now.get("workers"):
-            raise ConfigError(f"cannot resume {path}: it has {saved.get('workers')} workers, this run has {now.get('workers')}")
+            raise ConfigError(f"cannot resume {path}: it has {saved.get('workers')} workers, "
+                              f"this run has {now.get('workers')}")
         diff = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
         if diff:
             k = diff[0]

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..compressors import make_compressor
 from ..config import ConfigError, TrainConfig, batch_or_none
-from ..data import DataError, class_labels, load_shard, open_dataset
+from ..data import class_labels, load_shard, open_dataset
 from ..methods import Hyper, WorkerContext, get_method
 from ..problems import LogReg, Softmax, lambda_max
 from ..wire import decode, encode
@@ -75,11 +75,10 @@ def describe_data(cfg: TrainConfig) -> DataInfo:
     classes = ds.classes
     problem = cfg.problem or ("logreg" if len(classes) == 2 else "softmax")
     if problem == "quadratic":
-        raise ConfigError("the quadratic problem takes matrices from the Python API (psmpi.train(config, problems=...))")
+        raise ConfigError("the quadratic problem takes matrices from the Python API "
+                          "(psmpi.train(config, problems=...)) or --dataset quad:...")
     if problem == "logreg" and len(classes) != 2:
         raise ConfigError(f"logreg needs 2 label values; {cfg.dataset} has {len(classes)} (use --problem softmax)")
-    if cfg.workers > ds.n_rows:
-        raise DataError(f"cannot split {ds.n_rows} rows across {cfg.workers} workers (more workers than rows)")
     dim = ds.n_features if problem == "logreg" else ds.n_features * len(classes)
     return DataInfo(ds, problem, classes, dim, ds.n_features, 2.0 * cfg.lam)
 
@@ -98,7 +97,10 @@ def sum_in_order(items, n: int) -> np.ndarray:
     """(1/n) sum of arrays in the given order: the one reduction both runtimes use."""
     acc = None
     for a in items:
-        acc = np.array(a, dtype=np.float64) if acc is None else acc.__iadd__(a)
+        if acc is None:
+            acc = np.array(a, dtype=np.float64)
+        else:
+            acc += a
     acc /= n
     return acc
 
@@ -159,8 +161,8 @@ def worker_round(method, ctx: WorkerContext, state, x: np.ndarray, t: int):
         state, payload = method.worker_step(ctx, state, x)
     t1 = time.perf_counter()
     msg = encode(payload)
-    ctx.timings["step"] = ctx.timings.get("step", 0.0) + (t1 - t0)
-    ctx.timings["encode"] = ctx.timings.get("encode", 0.0) + (time.perf_counter() - t1)
+    ctx.timings["step"] += t1 - t0
+    ctx.timings["encode"] += time.perf_counter() - t1
     return state, msg
 
 
@@ -203,7 +205,10 @@ class EvalSum:
 
     def add(self, loss: float, grad: np.ndarray):
         self.loss += loss
-        self.grad = np.array(grad, dtype=np.float64) if self.grad is None else self.grad.__iadd__(grad)
+        if self.grad is None:
+            self.grad = np.array(grad, dtype=np.float64)
+        else:
+            self.grad += grad
 
     def result(self):
         g = self.grad / self.n
@@ -222,6 +227,8 @@ class Recorder:
         self.rows = {k: [] for k in self.NAMES}
         self.bytes_up = 0
         self.bytes_down = 0
+        self.bytes_up_round0 = 0  # the initial round's messages (often dense), for per-round rates
+        self.offset = 0.0  # wall time already spent before a resume
         self.t0 = None
         self.bar = None
         self.stop_reason = "iters"
@@ -236,9 +243,6 @@ class Recorder:
     def start(self):
         if self.t0 is None:
             self.t0 = time.perf_counter() - self.offset
-
-    offset = 0.0  # wall time already spent before a resume
-    bytes_up_round0 = 0  # the initial round's messages (often dense), for per-round rates
 
     def add_round(self, t: int, up: int, down: int):
         """Count the bytes of round t: ``up`` from the workers, ``down`` to them."""
@@ -260,7 +264,7 @@ class Recorder:
         return t % self.cfg.eval_every == 0 or t == self.cfg.iters
 
     def eval_row(self, t: int, loss: float, gns: float) -> bool:
-        """Record a row; True when the run should stop here."""
+        """Record a row; True when the run should stop here (last round, tol, divergence)."""
         r = self.rows
         r["iteration"].append(t)
         r["grad_norm_sq"].append(gns)
@@ -279,16 +283,15 @@ class Recorder:
         if gns <= self.cfg.tol:
             self.stop_reason = "tol"
             return True
-        return False
+        return t == self.cfg.iters
 
     def close(self):
         if self.bar is not None:
             self.bar.close()
 
     def arrays(self) -> dict:
-        out = {k: np.asarray(v, dtype=np.int64 if k in ("iteration", "bytes_up", "bytes_down") else np.float64)
-               for k, v in self.rows.items()}
-        return out
+        return {k: np.asarray(v, dtype=np.int64 if k in ("iteration", "bytes_up", "bytes_down") else np.float64)
+                for k, v in self.rows.items()}
 
 
 def make_result(cfg: TrainConfig, plan: Plan, consts: Constants, rec: Recorder, x, backend: str, mpi_library: str,

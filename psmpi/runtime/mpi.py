@@ -252,7 +252,7 @@ def _master(MPI, comm, cfg, ctl, info, _problem, consts, plan):
                 for src in range(1, comm.size):
                     comm.Recv(evalbuf, source=src, tag=TAG_EVAL)
                     ev.add(float(evalbuf[0]), evalbuf[1:])
-                stop = rec.eval_row(t, *ev.result()) or t == cfg.iters
+                stop = rec.eval_row(t, *ev.result())
                 go[0] = not stop
                 comm.Bcast(go, root=0)
                 timing["eval"] += time.perf_counter() - t1
@@ -319,7 +319,7 @@ def _worker(MPI, comm, cfg, info, problem, consts, plan):
                 break
         state, msg = worker_round(plan.method, ctx, state, x, t)
         _gather_bytes(MPI, comm, msg)
-    comm.Gather(np.array([ctx.timings.get(k, 0.0) for k in WORKER_PHASES] + [peak_rss_mb()]), None, root=0)
+    comm.Gather(np.array([ctx.timings[k] for k in WORKER_PHASES] + [peak_rss_mb()]), None, root=0)
 
 
 def _library(MPI) -> str:

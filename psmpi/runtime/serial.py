@@ -55,7 +55,7 @@ def _run(cfg, problems, ctl):
         rounds = int(rec.rows["iteration"][-1]) if rec.rows["iteration"] else 0
         res.attrs["timings"] = json.dumps({
             "master": {"decode_aggregate": master_time}, "bytes_up_round0": rec.bytes_up_round0, "rounds": rounds,
-            "workers_mean": {k: sum(c.timings.get(k, 0.0) for c in ctxs) / n for k in WORKER_PHASES},
+            "workers_mean": {k: sum(c.timings[k] for c in ctxs) / n for k in WORKER_PHASES},
             "peak_rss_mb": {"process": peak_rss_mb()}})
         return res
 
@@ -73,7 +73,7 @@ def _run(cfg, problems, ctl):
                 for ctx in ctxs:
                     ctx.round = t
                     ev.add(*ctx.value_and_grad(x))
-                if rec.eval_row(t, *ev.result()) or t == cfg.iters:
+                if rec.eval_row(t, *ev.result()):
                     break
                 ctl.maybe_flush(result)
             rec.start()
