@@ -39,6 +39,7 @@ class TrainConfig:
     backend: str = "auto"
     workers: int = 20
     device: str = "cpu"
+    cuda_aware: bool = False  # --device gpu: MPI moves device buffers itself (a CUDA-aware MPI build)
     value_dtype: str = "float32"
     quiet: bool = False
     checkpoint_every: int | None = None  # rounds between checkpoints (None: none)
@@ -179,8 +180,14 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.device not in ("cpu", "gpu"):
         raise ConfigError(f"unknown device '{cfg.device}'; valid: cpu, gpu")
     if cfg.device == "gpu":
-        # The CuPy kernels exist (psmpi/kernels) but the runtimes do not yet keep worker state on the device.
-        raise ConfigError("--device gpu is not available yet: the runtimes run workers on the CPU (numpy)")
+        from .backend import emulating, has_gpu
+
+        if not (has_gpu() or emulating()):
+            raise ConfigError("--device gpu needs CuPy and a CUDA device (pip install 'psmpi[gpu]'); "
+                              "`psmpi info` shows what was found")
+    cfg.cuda_aware = bool(cfg.cuda_aware)
+    if cfg.cuda_aware and cfg.device != "gpu":
+        raise ConfigError("--cuda-aware applies to --device gpu only")
     if cfg.value_dtype not in ("float32", "float64"):
         raise ConfigError(f"--value-dtype must be float32 or float64 (got {cfg.value_dtype!r})")
     if str(cfg.x0) not in ("zeros", "ones", "normal") and not str(cfg.x0).endswith(".npy"):

@@ -35,7 +35,8 @@ OPTIONS = [
     ("--out", str, "output HDF5 file  [default: results/METHOD_DATASET_COMPRESSOR.h5]"),
     ("--backend", click.Choice(["auto", "serial", "mpi"]), "auto: mpi when launched with several ranks"),
     ("--workers", int, "number of simulated workers (serial backend)  [default: 20]"),
-    ("--device", click.Choice(["cpu", "gpu"]), "where worker computation runs; gpu is not available yet  [default: cpu]"),
+    ("--device", click.Choice(["cpu", "gpu"]), "where worker state, local gradients and compression live: cpu (numpy) or gpu "
+                                                "(CuPy; needs psmpi[gpu] and a CUDA device)  [default: cpu]"),
     ("--value-dtype", click.Choice(["float32", "float64"]), "precision of values on the wire  [default: float32]"),
     ("--checkpoint-every", int, "write the whole state to OUT.ckpt every N rounds (atomically)"),
 ]
@@ -52,6 +53,8 @@ def _options(fn):
 @_options
 @click.option("--resume", is_flag=False, flag_value="auto", default=None,
               help="continue from a checkpoint FILE (alone: OUT.ckpt); the result equals an uninterrupted run")
+@click.option("--cuda-aware", is_flag=True, default=None,
+              help="with --device gpu under MPI: broadcast x straight into device memory (needs a CUDA-aware MPI)")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="no progress bar or summary; errors still go to stderr")
 @friendly
 def train(config_file, **options):

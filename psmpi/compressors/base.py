@@ -32,6 +32,7 @@ class Compressor:
     unbiased = False
     deterministic = True
     takes_param = False
+    device_native = False  # compress() takes device arrays (else a worker on a GPU compresses a host copy)
 
     def __init__(self, d: int, param: str | None = None, value_dtype=np.float32, scale: float = 1.0):
         self.d = int(d)

@@ -8,6 +8,7 @@ class Identity(Compressor):
 
     name = "identity"
     unbiased = True
+    device_native = True
 
     @property
     def omega(self):

@@ -9,9 +9,19 @@ runtimes, and worker states (EF14's error, DIANA's shift) update the same way.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..backend import device_of, is_device_array, to_numpy
+
+
+def _like(out, a):
+    """``a`` on the device of ``out`` (a host payload applied to a device state)."""
+    if isinstance(a, np.ndarray) and a.ndim and is_device_array(out) and not is_device_array(a):
+        return device_of(out).asarray(a)
+    return a
 
 
 class Payload:
@@ -23,7 +33,7 @@ class Payload:
 
     def add_to(self, out: np.ndarray, weight: float = 1.0) -> None:
         """out += weight * C(x), in float64."""
-        v = self.dense_values()
+        v = _like(out, self.dense_values())
         if weight != 1.0:
             v = np.float64(weight) * v
         out += v
@@ -31,10 +41,23 @@ class Payload:
     def dense_values(self) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def to_dense(self) -> np.ndarray:
-        out = np.zeros(self.d)
+    def to_dense(self, like=None) -> np.ndarray:
+        """C(x) as a float64 vector, on the device of ``like`` when given."""
+        out = np.zeros(self.d) if like is None else np.zeros_like(like, dtype=np.float64)
         self.add_to(out)
         return out
+
+
+def to_host(p: Payload, move=to_numpy) -> Payload:
+    """The payload with its arrays (and 0-d scalars) copied from the device to the host
+    by ``move``: the only thing a worker on a GPU sends across, the message itself."""
+    changes = {}
+    for f in dataclasses.fields(p):
+        v = getattr(p, f.name)
+        if is_device_array(v):
+            v = move(v)
+            changes[f.name] = v[()] if v.ndim == 0 else v
+    return dataclasses.replace(p, **changes) if changes else p
 
 
 @dataclass(frozen=True)
@@ -60,8 +83,10 @@ class Sparse(Payload):
     flag: bool = False  # method-defined bit (MARINA full sync, EF21+ replace)
 
     def add_to(self, out, weight=1.0):
-        v = self.values if weight == 1.0 else np.float64(weight) * self.values
-        out[self.indices] += v
+        v = _like(out, self.values)
+        if weight != 1.0:
+            v = np.float64(weight) * v
+        out[_like(out, self.indices)] += v
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 import numpy as np
 
+from ..backend import device_of, is_device_array
 from .base import Compressor, parse_count, register
 from .payload import Sparse
 
@@ -13,6 +14,7 @@ class RandK(Compressor):
     unbiased = True
     deterministic = False
     takes_param = True
+    device_native = True
 
     def setup(self, param):
         self.k = parse_count(self.name, param, self.d)
@@ -22,5 +24,6 @@ class RandK(Compressor):
         return self.d / self.k - 1.0
 
     def compress(self, x, rng):
-        idx = np.sort(rng.choice(self.d, self.k, replace=False))
-        return Sparse(self.d, idx, self.wire_values(x[idx] * (self.d / self.k)))
+        idx = np.sort(rng.choice(self.d, self.k, replace=False))  # drawn on the host: the same stream everywhere
+        vals = x[device_of(x).asarray(idx) if is_device_array(x) else idx]
+        return Sparse(self.d, idx, self.wire_values(vals * (self.d / self.k)))

@@ -13,11 +13,12 @@ class ScaledSign(Compressor):
     """
 
     name = "sign"
+    device_native = True
 
     @property
     def alpha(self):
         return 1.0 / self.d
 
     def compress(self, x, rng):
-        scale = self.wire_values(np.array([np.abs(x).sum() / self.d]))[0]
+        scale = self.wire_values(np.abs(x).sum(keepdims=True) / self.d)[0]  # stays on x's device
         return Signs(self.d, scale, np.signbit(x))

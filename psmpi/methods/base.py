@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..compressors import Compressor, Dense, Payload
+from ..backend import Device
+from ..compressors import Compressor, Dense, Payload, Sparse
 
 REGISTRY: dict[str, type["Method"]] = {}
 
@@ -50,11 +51,19 @@ class Hyper:
 
 
 class WorkerContext:
-    """What a worker step may use: its local problem, compressor, random streams."""
+    """What a worker step may use: its local problem, compressor, random streams.
 
-    def __init__(self, index, problem, compressor: Compressor, rng, common_rng, hp: Hyper, value_dtype):
+    On a GPU (``device`` not on the host) the problem's data, the iterate the
+    step sees and every state vector are device arrays; random numbers are
+    drawn on the host from the same streams, so the choices (minibatches,
+    Rand-K supports, MARINA's coin) are the same as on the CPU.
+    """
+
+    def __init__(self, index, problem, compressor: Compressor, rng, common_rng, hp: Hyper, value_dtype,
+                 device: Device | None = None):
         self.index = index
-        self.problem = problem
+        self.device = Device() if device is None else device
+        self.problem = problem if self.device.on_host else problem.to_device(self.device)
         self.compressor = compressor
         self.rng = rng  # this worker's own stream (minibatches, random compressors)
         self.common = common_rng  # a stream every participant holds a copy of
@@ -63,8 +72,21 @@ class WorkerContext:
         self.round = -1
         self._cache_round = None
         self._cache = None
+        self._x_round = None
+        self._x = None
+        # the fused EF21 kernel applies to Top-K without scaling on float64 states
+        self._fused_k = getattr(compressor, "k", None) if compressor.name == "topk" and compressor.scale == 1.0 \
+            else None
         # seconds spent, for `psmpi bench round` (step and encode are added by the runtime's worker_round)
         self.timings = {"gradient": 0.0, "compress": 0.0, "step": 0.0, "encode": 0.0}
+
+    def at(self, x, t: int):
+        """The iterate of round ``t`` on this worker's device (copied there once per round)."""
+        if self.device.on_host:
+            return x
+        if self._x_round != t:
+            self._x, self._x_round = self.device.asarray(x), t
+        return self._x
 
     def grad(self, x):
         """Exact grad f_i(x), computed once per round."""
@@ -76,9 +98,11 @@ class WorkerContext:
         return self._cache[0]
 
     def value_and_grad(self, x):
-        """Exact f_i(x) and grad f_i(x) (the value from the gradient's by-products)."""
+        """Exact f_i(x) and grad f_i(x) at the round's (host) iterate, on the host:
+        what evaluation sends to the master."""
+        x = self.at(x, self.round)
         g = self.grad(x)
-        return self.problem.value_from(x, self._cache[1]), g
+        return float(self.problem.value_from(x, self._cache[1])), self.device.to_host(g)
 
     def sgrad(self, x, batch=None):
         """A minibatch gradient with ``batch`` (default: the run's batch size); exact when None."""
@@ -107,9 +131,26 @@ class WorkerContext:
 
     def compress(self, v) -> Payload:
         t0 = time.perf_counter()
+        if not (self.device.on_host or self.compressor.device_native):
+            v = self.device.to_host(v)  # no device version of this compressor: compress a host copy
         p = self.compressor.compress(v, self.rng)
         self.timings["compress"] += time.perf_counter() - t0
         return p
+
+    def ef_update(self, target, g) -> Payload:
+        """The error-feedback step of the EF21 family: c = C(target - g), g += c
+        (in place); returns c.  On a GPU with Top-K this is one fused kernel
+        pass (psmpi.kernels.ef21_step_device) and only the K indices and values
+        of c ever leave the device."""
+        if self._fused_k is not None and not self.device.on_host and g.dtype == np.float64 \
+                and target.dtype == np.float64:
+            t0 = time.perf_counter()
+            idx, vals = self.device.ef_step(target, g, self._fused_k, self.value_dtype)
+            self.timings["compress"] += time.perf_counter() - t0
+            return Sparse(g.shape[0], idx, vals)
+        c = self.compress(target - g)
+        c.add_to(g)
+        return c
 
 
 def mean_of(payloads, d) -> np.ndarray:

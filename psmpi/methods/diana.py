@@ -42,7 +42,7 @@ class DIANA(Method):
         return 1.0 / (L * (1.0 + 2.0 * comp.omega / hp.n))
 
     def worker_init(self, ctx, x):
-        return self.worker_step(ctx, ShiftState(np.zeros(x.shape[0])), x)
+        return self.worker_step(ctx, ShiftState(np.zeros_like(x, dtype=np.float64)), x)
 
     def worker_step(self, ctx, st, x):
         m = ctx.compress(ctx.sgrad(x) - st.h)

@@ -30,7 +30,7 @@ class EF14(Method):
     paper = "Seide et al. (2014), 1-bit SGD; Stich, Cordonnier, Jaggi (2018), Sparsified SGD with memory"
 
     def worker_init(self, ctx, x):
-        return self.worker_step(ctx, EFState(np.zeros(x.shape[0])), x)
+        return self.worker_step(ctx, EFState(np.zeros_like(x, dtype=np.float64)), x)
 
     def worker_step(self, ctx, st, x):
         st.e += ctx.hp.gamma * ctx.sgrad(x)

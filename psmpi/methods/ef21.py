@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Method, apply, register
+from .base import Method, register
 
 
 @dataclass
@@ -38,6 +38,4 @@ class EF21(Method):
         return GState(msg.values.astype(np.float64)), msg
 
     def worker_step(self, ctx, st, x):
-        c = ctx.compress(self.estimate(ctx, st, x) - st.g)
-        apply(c, st.g)
-        return st, c
+        return st, ctx.ef_update(self.estimate(ctx, st, x), st.g)

@@ -32,7 +32,7 @@ class EF21Plus(EF21):
         c = ctx.compress(grad - st.g)
         b = apply(c, st.g.copy())
         m = ctx.compress(grad)
-        md = m.to_dense()
+        md = m.to_dense(like=grad)
         if np.linalg.norm(md - grad) < np.linalg.norm(b - grad):
             st.g[:] = md
             return st, replace(m, flag=True)

@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Method, apply, register
+from .base import Method, register
 
 
 @dataclass
@@ -46,9 +46,7 @@ class EF21SGDM(Method):
             st.u *= 1.0 - eta
             st.u += eta * st.v
             target = st.u
-        c = ctx.compress(target - st.g)
-        apply(c, st.g)
-        return st, c
+        return st, ctx.ef_update(target, st.g)
 
 
 @register

@@ -36,7 +36,7 @@ class EF21SGDIdeal(Method):
 
     def worker_step(self, ctx, st, x):
         exact = ctx.grad(x)
-        new_g = exact + ctx.compress(self.target(ctx, st, x) - exact).to_dense()
+        new_g = exact + ctx.compress(self.target(ctx, st, x) - exact).to_dense(like=exact)
         msg = ctx.dense(new_g - st.g)
         apply(msg, st.g)
         return st, msg

@@ -24,6 +24,10 @@ class LocalProblem:
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         raise NotImplementedError
 
+    def to_device(self, dev) -> "LocalProblem":
+        """A copy of this problem whose data lives on ``dev`` (``--device gpu``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no GPU version")
+
     def grad_aux(self, x: np.ndarray):
         """grad f_i(x) and what ``value_from`` needs to give f_i(x) cheaply later."""
         v, g = self.value_and_grad(x)

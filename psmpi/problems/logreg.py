@@ -5,6 +5,8 @@ labels b_j in {-1, +1}; L_i = lambda_max(A_i^T A_i)/(4 m_i) + 2 lam.
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from scipy.special import expit
 
@@ -19,11 +21,20 @@ class LogReg(LocalProblem):
         self.lam = float(lam)
         self.rows, self.dim = A.shape
         self.reg_curvature = 2.0 * self.lam
+        self._expit = expit
+        self._index = np.asarray  # host row indices -> this problem's device
+
+    def to_device(self, dev):
+        """A copy whose data (A, A^T, b) lives on ``dev``; constants stay as computed on the host."""
+        out = copy.copy(self)
+        out.A, out.AT, out.b = dev.csr(self.A), dev.csr(self.AT), dev.asarray(self.b)
+        out._expit, out._index = dev.expit, dev.asarray
+        return out
 
     def _vg(self, A, b, x):
         z = b * (A @ x)
         loss = float(np.mean(np.logaddexp(0.0, -z)))
-        grad = A.T @ (b * expit(-z)) * (-1.0 / A.shape[0])
+        grad = A.T @ (b * self._expit(-z)) * (-1.0 / A.shape[0])
         r, rg = nonconvex_reg(x, self.lam)
         return loss + r, grad + rg
 
@@ -34,7 +45,7 @@ class LogReg(LocalProblem):
     def grad_aux(self, x):
         """The gradient and the margins z = b * (A x), from which the loss follows."""
         z = self.b * (self.A @ x)
-        grad = self.AT @ (self.b * expit(-z))
+        grad = self.AT @ (self.b * self._expit(-z))
         grad *= -1.0 / self.rows
         grad += (2.0 * self.lam) * x / (1.0 + x * x) ** 2
         return grad, z
@@ -43,7 +54,7 @@ class LogReg(LocalProblem):
         return float(np.mean(np.logaddexp(0.0, -z))) + nonconvex_reg(x, self.lam)[0]
 
     def stoch_grad(self, x, rng, batch):
-        idx = rng.integers(0, self.rows, batch)
+        idx = self._index(rng.integers(0, self.rows, batch))
         return self._vg(self.A[idx], self.b[idx], x)[1]
 
     def hbound_dim(self):

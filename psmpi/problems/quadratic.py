@@ -7,6 +7,8 @@ L_i = max |eig(A_i)|, L = max |eig(mean_i A_i)|.
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from .base import LocalProblem
@@ -23,6 +25,12 @@ class Quadratic(LocalProblem):
         self.b = np.zeros(self.dim) if b is None else np.asarray(b, dtype=np.float64).reshape(self.dim)
         self.noise = float(noise)
         self.rows = 1
+        self._put = np.asarray  # host noise -> this problem's device
+
+    def to_device(self, dev):
+        out = copy.copy(self)
+        out.A, out.b, out._put = dev.asarray(self.A), dev.asarray(self.b), dev.asarray
+        return out
 
     def value_and_grad(self, x):
         Ax = self.A @ x
@@ -31,7 +39,7 @@ class Quadratic(LocalProblem):
     def stoch_grad(self, x, rng, batch):
         g = self.A @ x - self.b
         if self.noise:
-            g = g + rng.standard_normal(self.dim) * (self.noise / np.sqrt(batch))
+            g = g + self._put(rng.standard_normal(self.dim)) * (self.noise / np.sqrt(batch))
         return g
 
     def hbound_dim(self):

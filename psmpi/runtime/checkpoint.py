@@ -59,7 +59,17 @@ def unpack_state(blob: bytes):
     return cls(**fields), extra
 
 
+def _moved(state, move):
+    """The state with every array field passed through ``move`` (host <-> device)."""
+    if state is None:
+        return None
+    return dataclasses.replace(state, **{f.name: move(getattr(state, f.name)) for f in dataclasses.fields(state)
+                                         if getattr(state, f.name) is not None})
+
+
 def pack_worker(ctx, state) -> bytes:
+    if not ctx.device.on_host:
+        state = _moved(state, ctx.device.to_host)
     return pack_state(state, rng=ctx.rng.bit_generator.state, common=ctx.common.bit_generator.state)
 
 
@@ -67,7 +77,7 @@ def restore_worker(ctx, blob: bytes):
     state, extra = unpack_state(blob)
     ctx.rng.bit_generator.state = extra["rng"]
     ctx.common.bit_generator.state = extra["common"]
-    return state
+    return state if ctx.device.on_host else _moved(state, ctx.device.asarray)
 
 
 def default_path(out: str) -> str:

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..backend import get_device
 from ..compressors import make_compressor
+from ..compressors.payload import to_host
 from ..config import ConfigError, TrainConfig, batch_or_none
 from ..data import class_labels, load_shard, open_dataset
 from ..methods import Hyper, WorkerContext, get_method
@@ -79,6 +81,8 @@ def describe_data(cfg: TrainConfig) -> DataInfo:
                           "(psmpi.train(config, problems=...)) or --dataset quad:...")
     if problem == "logreg" and len(classes) != 2:
         raise ConfigError(f"logreg needs 2 label values; {cfg.dataset} has {len(classes)} (use --problem softmax)")
+    if problem == "softmax" and cfg.device == "gpu":
+        raise ConfigError("--device gpu runs logreg and quadratic problems; softmax runs on the CPU only")
     dim = ds.n_features if problem == "logreg" else ds.n_features * len(classes)
     return DataInfo(ds, problem, classes, dim, ds.n_features, 2.0 * cfg.lam)
 
@@ -147,20 +151,27 @@ def plan_run(cfg: TrainConfig, d: int, consts: Constants) -> Plan:
 
 
 def make_context(cfg, plan: Plan, index: int, problem) -> WorkerContext:
-    return WorkerContext(index, problem, plan.compressor, worker_rng(cfg.seed, index), common_rng(cfg.seed),
-                         plan.hp, cfg.value_dtype)
+    """Worker ``index``'s context; with --device gpu its problem moves to the device here,
+    after the constants were computed on the host."""
+    try:
+        device = get_device(cfg.device)
+        return WorkerContext(index, problem, plan.compressor, worker_rng(cfg.seed, index), common_rng(cfg.seed),
+                             plan.hp, cfg.value_dtype, device)
+    except (NotImplementedError, RuntimeError) as e:
+        raise ConfigError(f"--device {cfg.device}: {e}") from None
 
 
 def worker_round(method, ctx: WorkerContext, state, x: np.ndarray, t: int):
     """One worker's part of round t: the method's step, encoded. -> (state, bytes)"""
     ctx.round = t
     t0 = time.perf_counter()
+    x = ctx.at(x, t)  # on the worker's device
     if t == 0:
         state, payload = method.worker_init(ctx, x)
     else:
         state, payload = method.worker_step(ctx, state, x)
     t1 = time.perf_counter()
-    msg = encode(payload)
+    msg = encode(payload if ctx.device.on_host else to_host(payload, ctx.device.to_host))
     ctx.timings["step"] += t1 - t0
     ctx.timings["encode"] += time.perf_counter() - t1
     return state, msg

@@ -1,0 +1,200 @@
+"""The --device gpu path.
+
+Without a GPU it runs on the emulated device (PSMPI_EMULATE_GPU=1): numpy
+arrays that, like CuPy's, refuse to meet host arrays, sparse matrices that only
+take such arrays, and the device algorithms (radix-select Top-K, the fused EF21
+update) computed with numpy.  Those tests prove the wiring: what lives on the
+device, what crosses to the host, and that the iterates equal the CPU path bit
+for bit.  The tests at the end run CuPy on a real device and skip without one.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from conftest import mpirun
+from psmpi import backend
+from psmpi.api import train
+from psmpi.backend import EmulatedArray, EmulatedCSR, EmulatedDevice
+from psmpi.config import ConfigError, TrainConfig
+from psmpi.results import read_result
+
+needs_gpu = pytest.mark.skipif(not backend.has_gpu(), reason="no CuPy or no CUDA device")
+
+
+@pytest.fixture
+def emulated(monkeypatch):
+    monkeypatch.setenv("PSMPI_EMULATE_GPU", "1")
+
+
+def run(tmp_path, device, name, **kw):
+    opts = dict(dataset="breast-cancer", workers=4, iters=30, eval_every=5, quiet=True, backend="serial")
+    opts.update(kw)
+    return train(TrainConfig(device=device, out=str(tmp_path / f"{name}_{device}.h5"), **opts))
+
+
+def same_run(a, b):
+    return np.array_equal(a.x, b.x) and all(np.array_equal(a.metrics[k], b.metrics[k])
+                                            for k in ("grad_norm_sq", "loss", "bytes_up", "bits_up_per_worker"))
+
+
+# ------------------------------------------------------ the emulated device ---
+def test_emulated_arrays_refuse_host_arrays_like_cupy():
+    dev = EmulatedDevice()
+    a = dev.asarray(np.arange(5.0))
+    assert isinstance(a + 1.0, EmulatedArray) and isinstance(np.exp(a), EmulatedArray)
+    assert isinstance(np.zeros_like(a), EmulatedArray) and isinstance(a[dev.asarray([1, 2])], EmulatedArray)
+    with pytest.raises(TypeError, match="host array"):
+        a + np.ones(5)
+    with pytest.raises(TypeError, match="host array"):
+        np.concatenate([a, np.ones(2)])
+    with pytest.raises(TypeError, match="host array"):
+        a[np.array([1, 2])]
+    with pytest.raises(TypeError, match="host array"):
+        a[:2] = np.ones(2)
+    with pytest.raises(TypeError, match="host array"):
+        EmulatedCSR(sp.eye(5, format="csr")) @ np.ones(5)
+    host = dev.to_host(a)
+    assert type(host) is np.ndarray and np.array_equal(host, np.arange(5.0))
+    host[0] = 7.0
+    assert a[0] == 0.0  # a transfer is a copy
+
+
+def test_emulated_kernels_equal_the_cpu_path():
+    from psmpi.compressors import make_compressor
+
+    rng = np.random.default_rng(0)
+    dev = EmulatedDevice()
+    d, k = 50_000, 500
+    v, g = rng.standard_normal(d), rng.standard_normal(d)
+    v[:100] = 3.0  # ties
+    p = make_compressor(f"topk:{k}", d).compress(v - g, rng)
+    g_cpu = g.copy()
+    p.add_to(g_cpu)
+    g_dev = dev.asarray(g)
+    idx, vals = dev.ef_step(dev.asarray(v), g_dev, k, np.float32)
+    assert np.array_equal(dev.to_host(idx), p.indices) and np.array_equal(dev.to_host(vals), p.values)
+    assert np.array_equal(dev.to_host(g_dev), g_cpu)
+
+
+def test_gpu_without_a_device_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("PSMPI_EMULATE_GPU", raising=False)
+    monkeypatch.setattr(backend, "cupy_or_none", lambda: None)
+    with pytest.raises(ConfigError, match="needs CuPy and a CUDA device"):
+        run(tmp_path, "gpu", "nodev")
+    proc = subprocess.run([sys.executable, "-m", "psmpi", "train", "--device", "cpu", "--cuda-aware", "--iters", "2",
+                           "--out", str(tmp_path / "c.h5")], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "--cuda-aware applies to --device gpu only" in proc.stderr
+
+
+def test_softmax_on_the_gpu_is_refused_in_one_line(tmp_path, emulated):
+    with pytest.raises(ConfigError, match="softmax runs on the CPU only"):
+        run(tmp_path, "gpu", "softmax", dataset="iris")
+
+
+# ----------------------------------------------- the GPU code path, emulated ---
+CASES = [("ef21", "topk:2"), ("ef21", "randk:3"), ("ef21-sgdm", "topk:2"), ("ef21-sgd2m", "sign"),
+         ("ef21-sgd", "topk:3"), ("ef14", "topk:2"), ("clag", "topk:2"), ("lag", "identity"),
+         ("marina", "randk:2"), ("diana", "natural"), ("diana", "qsgd:4"), ("ef21-plus", "topk:2"),
+         ("ef21-sgd-ideal", "topk:2"), ("ef21-sgdm-ideal", "randk:2"), ("gd", "identity"), ("dcgd", "randk:3")]
+
+
+@pytest.mark.parametrize("method,compressor", CASES)
+def test_emulated_gpu_run_equals_the_cpu_run_bit_for_bit(tmp_path, emulated, method, compressor):
+    cpu = run(tmp_path, "cpu", method, method=method, compressor=compressor)
+    gpu = run(tmp_path, "gpu", method, method=method, compressor=compressor)
+    assert gpu.config["device"] == "gpu"
+    assert same_run(cpu, gpu)
+
+
+def test_quadratic_problems_run_on_the_device(tmp_path, emulated):
+    kw = dict(dataset="quad:identity,d=20,noise=0.5", method="ef21-sgdm", compressor="topk:2", batch_size=1)
+    assert same_run(run(tmp_path, "cpu", "q", **kw), run(tmp_path, "gpu", "q", **kw))
+
+
+def test_state_data_and_fused_kernel_live_on_the_device(tmp_path, emulated, monkeypatch):
+    """Worker state and local data are device arrays, the fused EF21 kernel does the update,
+    and between evaluations nothing of size d crosses to the host: only the K indices and values."""
+    from psmpi.runtime import common
+
+    seen = {"ef_step": 0, "to_host": [], "states": [], "problems": []}
+    real_step, real_host = EmulatedDevice.ef_step, EmulatedDevice.to_host
+    real_round = common.worker_round
+
+    def ef_step(self, v, g, k, vdt):
+        seen["ef_step"] += 1
+        return real_step(self, v, g, k, vdt)
+
+    def to_host(self, a):
+        seen["to_host"].append(np.shape(a))
+        return real_host(self, a)
+
+    def worker_round(method, ctx, state, x, t):
+        out = real_round(method, ctx, state, x, t)
+        seen["states"].append(out[0])
+        seen["problems"].append(ctx.problem)
+        return out
+
+    monkeypatch.setattr(EmulatedDevice, "ef_step", ef_step)
+    monkeypatch.setattr(EmulatedDevice, "to_host", to_host)
+    import psmpi.runtime.serial as serial
+
+    monkeypatch.setattr(serial, "worker_round", worker_round)
+    iters, k, n = 30, 2, 4
+    res = run(tmp_path, "gpu", "spy", method="ef21", compressor=f"topk:{k}", iters=iters, eval_every=iters)
+    d = res.x.shape[0]
+    assert seen["ef_step"] == n * (iters - 1)  # rounds 1 .. iters-1, every worker
+    assert all(isinstance(s.g, EmulatedArray) for s in seen["states"])
+    assert all(isinstance(p.A, EmulatedCSR) and isinstance(p.b, EmulatedArray) for p in seen["problems"])
+    shapes = seen["to_host"]
+    dense = [s for s in shapes if s == (d,)]
+    # d-sized transfers: round 0's dense messages and the two evaluations' gradients, nothing else
+    assert len(dense) == n + 2 * n
+    assert sorted(s for s in shapes if s != (d,)) == [(k,)] * (2 * n * (iters - 1))
+
+
+def test_checkpoint_and_resume_on_the_device(tmp_path, emulated):
+    kw = dict(method="ef21-sgdm", compressor="topk:2", iters=40)
+    full = run(tmp_path, "gpu", "full", **kw)
+    run(tmp_path, "gpu", "part", checkpoint_every=15, **dict(kw, iters=20))
+    resumed = run(tmp_path, "gpu", "part", resume="auto", **kw)
+    assert np.array_equal(full.x, resumed.x)
+
+
+def test_emulated_gpu_under_mpi_equals_the_cpu_serial_run(tmp_path):
+    out = tmp_path / "m.h5"
+    args = ["train", "--dataset", "breast-cancer", "--method", "ef21-sgdm", "--compressor", "topk:2", "--iters", "40",
+            "--eval-every", "10", "--quiet"]
+    env = dict(os.environ, PSMPI_EMULATE_GPU="1")
+    proc = subprocess.run(mpirun() + ["-n", "5", sys.executable, "-m", "psmpi"] + args +
+                          ["--device", "gpu", "--out", str(out)], capture_output=True, text=True, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    ref = run(tmp_path, "cpu", "ref", method="ef21-sgdm", compressor="topk:2", iters=40, eval_every=10)
+    assert same_run(read_result(str(out)), ref)
+
+
+# --------------------------------------------------------- a real device ---
+@needs_gpu
+@pytest.mark.parametrize("method,compressor", [("ef21", "topk:2"), ("ef21-sgdm", "topk:3"), ("ef14", "randk:2"),
+                                               ("diana", "natural")])
+def test_cupy_run_matches_the_cpu_run(tmp_path, method, compressor):
+    """On a GPU the sparse products sum in another order, so agreement is to rounding, not bits."""
+    cpu = run(tmp_path, "cpu", method, method=method, compressor=compressor)
+    gpu = run(tmp_path, "gpu", method, method=method, compressor=compressor)
+    np.testing.assert_allclose(gpu.x, cpu.x, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(gpu.metrics["grad_norm_sq"], cpu.metrics["grad_norm_sq"], rtol=1e-8)
+
+
+@needs_gpu
+def test_cupy_serial_and_mpi_runs_are_identical(tmp_path):
+    out = tmp_path / "m.h5"
+    proc = subprocess.run(mpirun() + ["-n", "3", sys.executable, "-m", "psmpi", "train", "--dataset", "breast-cancer",
+                                      "--device", "gpu", "--iters", "40", "--quiet", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    ref = run(tmp_path, "gpu", "ref", workers=2, iters=40, eval_every=None)
+    assert np.array_equal(read_result(str(out)).x, ref.x)
