@@ -103,7 +103,7 @@ class Device:
     The high-level code (methods, problems, compressors) is written once with
     numpy calls; numpy dispatches them to CuPy for device arrays.  What cannot
     dispatch goes through the device: moving arrays (``asarray``/``to_host``),
-    sparse matrices (``csr``), ``expit``, and the kernels (``top_k`` and the fused
+    sparse matrices (``csr``) and the kernels (``top_k`` and the fused
     EF21 update ``ef_step``).  :class:`Device` itself is the CPU: every method
     is the identity or the numpy/scipy function.
     """
@@ -121,11 +121,6 @@ class Device:
     def csr(self, A):
         """A scipy CSR matrix in this device's sparse format."""
         return A
-
-    def expit(self, z):
-        from scipy.special import expit
-
-        return expit(z)
 
     def top_k(self, x, k: int):
         """Sorted indices of the canonical top-k set of a device vector (as a device array)."""
@@ -159,11 +154,6 @@ class CupyDevice(Device):
         import cupyx.scipy.sparse as csp
 
         return csp.csr_matrix(A)
-
-    def expit(self, z):
-        import cupyx.scipy.special as csc
-
-        return csc.expit(z)
 
     def top_k(self, x, k):
         from .kernels import top_k_device

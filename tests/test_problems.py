@@ -179,3 +179,27 @@ def test_local_smoothness_bounds_the_hessian_at_random_points(make):
 def test_quadratic_smoothness_is_the_largest_absolute_eigenvalue():
     p = quadratic()
     assert p.local_smoothness() == pytest.approx(np.abs(np.linalg.eigvalsh(p.A)).max(), rel=1e-12)
+
+
+def test_stacked_logreg_gradients_equal_each_workers_own_bit_for_bit():
+    """The serial runtime's LogRegBatch must give exactly LogReg.grad_aux, or serial != MPI."""
+    from psmpi.config import TrainConfig
+    from psmpi.problems.logreg import LogRegBatch
+    from psmpi.runtime.common import describe_data, local_problem
+
+    rng = np.random.default_rng(7)
+    for ds, n, split in (("breast-cancer", 5, "shuffle"), ("synthetic:rows=300,features=40,density=0.2,seed=3", 7,
+                                                           "dirichlet:0.5")):
+        cfg = TrainConfig(dataset=ds, workers=n, split=split, lam=0.05)
+        info = describe_data(cfg)
+        probs = [local_problem(cfg, info, i) for i in range(n)]
+        assert LogRegBatch.applies(probs)
+        batch = LogRegBatch(probs)
+        for t in range(3):
+            x = rng.standard_normal(probs[0].dim) * 10.0 ** (t - 1)  # large margins too (exp overflow)
+            for i, p in enumerate(probs):
+                g, z = p.grad_aux(x)
+                gb, zb = batch.grad_aux(i, x, t)
+                assert np.array_equal(g, gb) and np.array_equal(z, zb), (ds, t, i)
+    assert not LogRegBatch.applies(probs[:1])
+    assert not LogRegBatch.applies([probs[0], LogReg(probs[1].A.toarray(), probs[1].b)])

@@ -74,6 +74,7 @@ class WorkerContext:
         self._cache = None
         self._x_round = None
         self._x = None
+        self.batch = None  # (oracle, index): the serial runtime's stacked gradients of all workers
         # the fused EF21 kernel applies to Top-K without scaling on float64 states
         self._fused_k = getattr(compressor, "k", None) if compressor.name == "topk" and compressor.scale == 1.0 \
             else None
@@ -92,7 +93,10 @@ class WorkerContext:
         """Exact grad f_i(x), computed once per round."""
         if self._cache_round != self.round:
             t0 = time.perf_counter()
-            self._cache = self.problem.grad_aux(x)
+            if self.batch is None:
+                self._cache = self.problem.grad_aux(x)
+            else:
+                self._cache = self.batch[0].grad_aux(self.batch[1], x, self.round)
             self.timings["gradient"] += time.perf_counter() - t0
             self._cache_round = self.round
         return self._cache[0]
