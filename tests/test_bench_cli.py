@@ -1,5 +1,6 @@
-"""`psmpi bench compress` and `psmpi bench wire` run at a tiny size: a table on
-stdout, the JSON file with every row, one-line errors for bad options."""
+"""`psmpi bench compress`, `psmpi bench wire` and `psmpi bench round` run at a
+tiny size: a table on stdout, the JSON file with every row, one-line errors for
+bad options."""
 import json
 
 import numpy as np
@@ -107,3 +108,38 @@ def test_timer_counts_warmup_and_repetitions():
     seen = []
     res = interleaved({"a": lambda: seen.append("a"), "b": lambda: seen.append("b")}, repeat=3, warmup=1)
     assert seen == ["a", "b"] * 4 and res["a"].reps == 3
+
+
+def test_bench_round_tiny_runs_both_runtimes_and_the_plain_loop(tmp_path):
+    """Serial and mpirun -n 4, the dense baseline and the plain numpy loop, with the phase split."""
+    import conftest
+
+    out = tmp_path / "r.json"
+    conftest.mpirun()  # skips without mpirun
+    r = invoke("bench", "round", "--dataset", "breast-cancer", "--workers", "3", "--rounds", "6",
+               "--sizes", "300", "--json", str(out))
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    runs = {(x["backend"], x["compressor"]): x for x in res["runs"]}
+    assert set(runs) == {(b, c) for b in ("serial", "mpi") for c in ("topk:1", "identity")}
+    for x in runs.values():
+        assert x["rounds"] == 6 and x["sec_per_round"] > 0
+        assert x["phases_ms_per_round"]["gradient"] > 0
+    assert "broadcast" in runs["mpi", "topk:1"]["phases_ms_per_round"]
+    # Top-1 at d = 30: one 6-byte header, a one-byte index and a float32 value per worker
+    assert runs["serial", "topk:1"]["bytes_up_per_round"] == 3 * 11 == runs["mpi", "topk:1"]["bytes_up_per_round"]
+    assert runs["serial", "identity"]["bytes_up_per_round"] == 3 * (6 + 4 * 30)
+    naive = res["naive_numpy_loop"]
+    assert naive["sec_per_round"] > 0 and naive["max_abs_diff_vs_serial_float64"] < 1e-12  # the same EF21
+    assert [s["d"] for s in res["dense_vs_sparse_by_d"]] == [300, 300]
+    assert "plain numpy loop" in r.output and "x the speed of the plain loop" in r.output
+
+
+def test_bench_round_on_the_emulated_gpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("PSMPI_EMULATE_GPU", "1")
+    out = tmp_path / "g.json"
+    r = invoke("bench", "round", "--dataset", "breast-cancer", "--workers", "2", "--rounds", "4", "--no-mpi",
+               "--device", "gpu", "--json", str(out))
+    assert r.exit_code == 0, r.output
+    assert "workers on the gpu" in r.output
+    assert json.loads(out.read_text())["device"] == "gpu"

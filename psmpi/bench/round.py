@@ -55,10 +55,10 @@ def naive_ef21(A_blocks, b_blocks, lam, gamma, k, rounds, x0=None):
     return x, (time.perf_counter() - t0) / rounds
 
 
-def _train_args(dataset, method, compressor, workers, rounds, value_dtype, out):
+def _train_args(dataset, method, compressor, workers, rounds, value_dtype, out, device="cpu"):
     return ["train", "--dataset", dataset, "--method", method, "--compressor", compressor, "--iters", str(rounds),
             "--eval-every", str(rounds), "--value-dtype", value_dtype, "--quiet", "--out", out,
-            "--workers", str(workers)]
+            "--workers", str(workers), "--device", device]
 
 
 def _run(cmd):
@@ -68,11 +68,11 @@ def _run(cmd):
         raise RuntimeError(f"{' '.join(cmd[:6])} ... failed: {proc.stderr.strip().splitlines()[-1:]}")
 
 
-def measure(dataset, method, compressor, workers, rounds, backend, value_dtype="float32", mpirun=None):
+def measure(dataset, method, compressor, workers, rounds, backend, value_dtype="float32", mpirun=None, device="cpu"):
     """Seconds per round and its phase split for one runtime; bytes per round."""
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "r.h5")
-        args = _train_args(dataset, method, compressor, workers, rounds, value_dtype, out)
+        args = _train_args(dataset, method, compressor, workers, rounds, value_dtype, out, device)
         base = [sys.executable, "-m", "psmpi"]
         if backend == "mpi":
             _run(mpirun + ["-n", str(workers + 1)] + base + args)
@@ -123,28 +123,29 @@ def default_mpirun() -> list[str]:
     return [exe, "--oversubscribe"]
 
 
-def run_round_bench(dataset, method, compressor, workers, rounds, mpi=True, sizes=(), mpirun=None):
+def run_round_bench(dataset, method, compressor, workers, rounds, mpi=True, sizes=(), mpirun=None, device="cpu"):
     if mpi and mpirun is None:
         mpirun = default_mpirun()
     rows = []  # every method accepts the identity compressor: that run is the dense baseline
     for backend in ("serial", "mpi") if mpi else ("serial",):
         for meth, comp in ((method, compressor), (method, "identity")):
-            rows.append(measure(dataset, meth, comp, workers, rounds, backend, mpirun=mpirun))
+            rows.append(measure(dataset, meth, comp, workers, rounds, backend, mpirun=mpirun, device=device))
     naive = None
     if method == "ef21" and compressor.startswith("topk:") and not compressor.endswith("%"):
-        ref = measure(dataset, method, compressor, workers, rounds, "serial", "float64", mpirun)
+        ref = measure(dataset, method, compressor, workers, rounds, "serial", "float64", mpirun, device)
         x, spr = naive_on(dataset, workers, rounds, 0.1, ref["gamma"], int(compressor.split(":")[1]))
         naive = {"sec_per_round": spr, "max_abs_diff_vs_serial_float64": float(np.max(np.abs(x - ref["x"])))}
     scaling = []
     for d in sizes:
         ds = f"synthetic:rows={workers * 20},features={int(d)},density={min(1.0, 50.0 / d)},seed=1"
         for comp, meth in ((compressor, method), ("identity", method)):
-            r = measure(ds, meth, comp, workers, max(5, rounds // 10), "mpi" if mpi else "serial", mpirun=mpirun)
+            r = measure(ds, meth, comp, workers, max(5, rounds // 10), "mpi" if mpi else "serial", mpirun=mpirun,
+                        device=device)
             scaling.append({"d": int(d), "method": meth, "compressor": comp, "sec_per_round": r["sec_per_round"],
                             "bytes_up_per_round": r["bytes_up_per_round"]})
     for r in rows:
         r.pop("x")
-    return {"dataset": dataset, "workers": workers, "rounds": rounds, "runs": rows, "naive_numpy_loop": naive,
+    return {"dataset": dataset, "workers": workers, "rounds": rounds, "device": device, "runs": rows, "naive_numpy_loop": naive,
             "dense_vs_sparse_by_d": scaling}
 
 
@@ -156,7 +157,8 @@ def _peak(r) -> str:
 
 
 def format_table(res) -> str:
-    lines = [f"time per round: {res['dataset']}, {res['workers']} workers, {res['rounds']} rounds",
+    lines = [f"time per round: {res['dataset']}, {res['workers']} workers, {res['rounds']} rounds, "
+             f"workers on the {res.get('device', 'cpu')}",
              f"{'backend':8s} {'method':8s} {'compressor':10s} {'ms/round':>9s} {'B up/round':>11s} "
              f"{'grad':>7s} {'compr':>7s} {'encode':>7s} {'comm':>7s} {'bcast':>7s} {'dec+agg':>7s} {'peak MB':>16s}"]
     for r in res["runs"]:

@@ -117,9 +117,11 @@ def wire(sizes, fractions, encodings, repeat, warmup, budget, seed, json_path):
 @click.option("--rounds", type=click.IntRange(2), default=200, show_default=True)
 @click.option("--mpi/--no-mpi", default=True, show_default=True, help="also run under mpirun -n workers+1")
 @click.option("--sizes", default="", help="dimensions d for the sparse-vs-dense table on synthetic data, e.g. 1e3,1e5")
+@click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
+              help="where the runtimes keep worker state and compute (the plain numpy loop stays on the CPU)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 @bench_errors
-def round_(dataset, method, compressor, workers, rounds, mpi, sizes, json_path):
+def round_(dataset, method, compressor, workers, rounds, mpi, sizes, device, json_path):
     """Time per round of the serial and MPI runtimes, split into phases, next to
     the dense baseline (gd with the identity compressor: an uncompressed Gather of
     d floats) and a plain numpy loop over the workers' dense local gradients."""
@@ -127,4 +129,5 @@ def round_(dataset, method, compressor, workers, rounds, mpi, sizes, json_path):
     from ..bench.round import format_table, run_round_bench
 
     dims = parse_sizes(sizes) if sizes else ()
-    report(run_round_bench(dataset, method, compressor, workers, rounds, mpi=mpi, sizes=dims), format_table, json_path)
+    report(run_round_bench(dataset, method, compressor, workers, rounds, mpi=mpi, sizes=dims, device=device),
+           format_table, json_path)
