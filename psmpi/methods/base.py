@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import Device
+from ..backend import Device, is_device_array
 from ..compressors import Compressor, Dense, Payload, Sparse
 
 REGISTRY: dict[str, type["Method"]] = {}
@@ -83,7 +83,7 @@ class WorkerContext:
 
     def at(self, x, t: int):
         """The iterate of round ``t`` on this worker's device (copied there once per round)."""
-        if self.device.on_host:
+        if self.device.on_host or is_device_array(x):  # --cuda-aware: MPI wrote x into device memory
             return x
         if self._x_round != t:
             self._x, self._x_round = self.device.asarray(x), t
