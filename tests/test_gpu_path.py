@@ -80,6 +80,24 @@ def test_emulated_kernels_equal_the_cpu_path():
     assert np.array_equal(dev.to_host(g_dev), g_cpu)
 
 
+@pytest.mark.parametrize("spec", ["topk:1%", "topk:7", "randk:9", "identity", "sign"])
+def test_device_native_compressors_keep_their_output_on_the_device(spec):
+    from psmpi.compressors import make_compressor
+    from psmpi.compressors.payload import to_host
+
+    dev = EmulatedDevice()
+    x = np.random.default_rng(1).standard_normal(40_000)
+    x[:50] = 2.5  # ties
+    c = make_compressor(spec, x.shape[0])
+    assert c.device_native
+    p_dev = c.compress(dev.asarray(x), np.random.default_rng(2))
+    p_cpu = c.compress(x, np.random.default_rng(2))
+    arrays = [getattr(p_dev, f) for f in ("values", "negative") if hasattr(p_dev, f)]
+    assert all(isinstance(a, EmulatedArray) for a in arrays)
+    host = to_host(p_dev, dev.to_host)
+    assert np.array_equal(host.to_dense(), p_cpu.to_dense())
+
+
 def test_gpu_without_a_device_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.delenv("PSMPI_EMULATE_GPU", raising=False)
     monkeypatch.setattr(backend, "cupy_or_none", lambda: None)

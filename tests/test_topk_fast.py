@@ -98,26 +98,33 @@ def test_k_edges():
 def test_non_contiguous_and_integer_inputs():
     rng = np.random.default_rng(6)
     x = rng.standard_normal(400_000)
-    view = x[::3]
-    assert np.array_equal(top_k_indices(view, 1234), canonical(view, 1234))
+    for view in (x[::3], x[::-2]):
+        for k in (1234, view.shape[0] // 10):
+            assert np.array_equal(top_k_indices(view, k), canonical(view, k))
     ints = rng.integers(-1000, 1000, 70_000)
     assert np.array_equal(top_k_indices(ints, 700), canonical(ints, 700))
     with pytest.raises(ValueError):
         top_k_indices(np.zeros((3, 3)), 2)
 
 
-class Spy:
-    """Records the magnitude-array sizes ``_exact`` is called with."""
+class Calls:
+    """Records the calls of internal functions of the topk module: for each
+    name, a list of (args, result)."""
 
-    def __init__(self, monkeypatch):
-        self.calls = []
-        real = T._exact
+    def __init__(self, monkeypatch, *names):
+        self.log = {n: [] for n in names}
+        for n in names:
+            real = getattr(T, n)
 
-        def spy(mag, k, t_hi=None):
-            self.calls.append((mag.shape[0], t_hi is not None))
-            return real(mag, k, t_hi)
+            def wrap(*a, _real=real, _n=n):
+                out = _real(*a)
+                self.log[_n].append((a, out))
+                return out
 
-        monkeypatch.setattr(T, "_exact", spy)
+            monkeypatch.setattr(T, n, wrap)
+
+    def count(self, name):
+        return len(self.log[name])
 
 
 def test_sample_missing_low_falls_back_exactly(monkeypatch):
@@ -129,9 +136,10 @@ def test_sample_missing_low_falls_back_exactly(monkeypatch):
     pos = T.sample_positions(d, T.sample_size(d))
     x[pos] = 100.0 + rng.random(pos.shape[0])
     k = d // 10  # more than the sampled positions
-    spy = Spy(monkeypatch)
+    calls = Calls(monkeypatch, "_exact", "_keep")
     got = top_k_indices(x, k)
-    assert spy.calls == [(d, False)]  # the direct exact selection over all of x
+    assert [a[0].shape[0] for a, _ in calls.log["_exact"]] == [d]  # the direct exact selection over all of x
+    assert calls.count("_keep") == 0
     assert np.array_equal(got, canonical(x, k))
 
 
@@ -144,42 +152,269 @@ def test_sample_missing_low_once_retries_with_a_lower_threshold(monkeypatch):
     pos = T.sample_positions(d, T.sample_size(d))
     x[pos] *= 1.3
     k = d // 100
-    passes = []
-    real = T._candidates
-    monkeypatch.setattr(T, "_candidates", lambda *a: passes.append(real(*a)) or passes[-1])
-    spy = Spy(monkeypatch)
+    calls = Calls(monkeypatch, "_candidates", "_keep", "_exact")
     got = top_k_indices(x, k)
+    passes = [n for _, n in calls.log["_candidates"]]
     assert len(passes) == 2 and passes[0] < k <= passes[1]
-    assert spy.calls == [(passes[1], True)]
+    assert [a[0].shape[0] for a, _ in calls.log["_keep"]] == [passes[1]]
+    assert calls.count("_exact") == 0  # (the inflated sample may miss the bracket once too)
     assert np.array_equal(got, canonical(x, k))
 
 
-def test_sample_missing_high_partitions_all_candidates_exactly(monkeypatch):
-    """Sampled positions hold the smallest magnitudes: the upper threshold is
-    too low (more than k 'sure' entries); the fix-up partitions all candidates."""
+def test_sample_missing_high_still_selects_exactly(monkeypatch):
+    """Sampled positions hold the smallest magnitudes: the threshold lets
+    almost all of x through and the sampled magnitudes say nothing about the
+    candidates (the bracket of m_k is most of them); still exact."""
     d = 1 << 20
     rng = np.random.default_rng(8)
     x = 10.0 + rng.random(d)
     pos = T.sample_positions(d, T.sample_size(d))
     x[pos] = rng.random(pos.shape[0])
     k = d // 100
-    spy = Spy(monkeypatch)
+    calls = Calls(monkeypatch, "_keep", "_exact")
     got = top_k_indices(x, k)
-    assert len(spy.calls) == 1 and spy.calls[0][0] > k  # the candidate path ran
+    assert calls.count("_keep") == 1 and calls.log["_keep"][0][0][0].shape[0] > d // 2  # the candidate path ran
+    assert calls.count("_exact") == 0
     assert np.array_equal(got, canonical(x, k))
 
 
+@pytest.mark.parametrize("misses", [1, 2])
+@pytest.mark.parametrize("wrong", ["above", "below"])
+def test_a_bracket_that_misses_m_k_is_followed_by_a_wider_one_then_a_partition(monkeypatch, wrong, misses):
+    """The brackets are wrong (made so here): all above m_k (more than k
+    candidates above it) or all below (fewer than needed inside).  The counts
+    show it: the second, wider bracket is used, and when that misses too, a
+    partition of all candidates."""
+    d = 1 << 20
+    x = np.random.default_rng(14).standard_normal(d)
+    x[[5, 77, 4000]] = [np.nan, np.inf, -np.inf]
+    k = d // 10
+    real = T._bracket
+    zs = []
+
+    def bracket(top, n, k_, z):
+        zs.append(z)
+        if len(zs) > misses:
+            return real(top, n, k_, z)
+        u = x.dtype.type(0.01 if wrong == "above" else 3.0)
+        return u, u + 0.001
+
+    monkeypatch.setattr(T, "_bracket", bracket)
+    calls = Calls(monkeypatch, "_in_bracket", "_rth_largest", "_exact")
+    got = top_k(x, k, value_dtype=np.float32)
+    assert zs == [T.ZB, 2 * T.ZB] and calls.count("_in_bracket") == 2
+    assert calls.count("_rth_largest") == (1 if misses == 1 else 0) and calls.count("_exact") == 0
+    assert np.array_equal(got[0], canonical(x, k))
+    assert np.array_equal(got[1], x[got[0]].astype(np.float32), equal_nan=True)
+
+
 def test_fast_path_examines_few_candidates(monkeypatch):
-    """On a generic vector the exact fix-up sees only slightly more than k entries."""
+    """On a generic vector the candidates are only slightly more than k, and
+    the bracket of m_k holds a small fraction of them."""
     d = 1 << 20
     x = np.random.default_rng(9).standard_normal(d)
-    spy = Spy(monkeypatch)
+    calls = Calls(monkeypatch, "_keep", "_in_bracket", "_exact")
     for k in (d // 1000, d // 100, d // 10):
-        spy.calls.clear()
+        for log in calls.log.values():
+            log.clear()
         top_k_indices(x, k)
-        (n, bracketed), = spy.calls
+        ((val, *_), _), = calls.log["_keep"]
+        n = val.shape[0]
         assert k <= n < 1.5 * k + 2000, (k, n)
-    assert bracketed
+        (_, (_, mid, *_)), = calls.log["_in_bracket"]  # the first bracket held m_k
+        assert mid.shape[0] < 0.1 * n + 1000, (k, n, mid.shape[0])
+        assert calls.count("_exact") == 0
+
+
+def test_rth_largest_is_exact_whatever_its_sub_sample_says():
+    rng = np.random.default_rng(15)
+    for trial in range(200):
+        m = int(rng.integers(1, 60_000))
+        kind = trial % 5
+        if kind == 0:
+            a = rng.random(m)
+        elif kind == 1:
+            a = np.sort(rng.random(m))  # the strided sub-sample is exact here
+        elif kind == 2:
+            a = rng.integers(0, 5, m).astype(np.float64)  # ties
+        elif kind == 3:
+            a = np.tile(rng.random(16), m // 16 + 1)[:m]  # period of the stride: a biased sub-sample
+        else:
+            a = np.where(np.arange(m) % 16 == 0, 1e9, rng.random(m))  # the sub-sample sees only the top
+        r = int(rng.integers(1, m + 1))
+        assert T._rth_largest(a.copy(), r) == np.sort(a)[m - r], (trial, m, r)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_sample_is_the_magnitudes_at_the_sample_positions(dtype):
+    rng = np.random.default_rng(16)
+    for d in (T.MIN_FAST_D, 100_003, 1_000_003):
+        s = T.sample_size(d)
+        base = rng.standard_normal(3 * d).astype(dtype)
+        base[rng.integers(0, 3 * d, 50)] = np.nan
+        for x in (base[:d], base[::3], base[::-2][:d]):  # contiguous, strided, reversed
+            got = T._sample(x, s, np.empty(s, dtype))
+            ref = np.abs(x[T.sample_positions(d, s)])
+            ref[np.isnan(ref)] = np.inf
+            assert np.array_equal(np.sort(got), np.sort(ref))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_the_pass_collects_exactly_the_entries_not_below_the_threshold(dtype):
+    """All i with not(|x_i| < t) (NaN included), in order, with x_i, however
+    small the lists start (they grow mid-pass, keeping what they hold) and
+    whether or not the chunk masks are padded for ``nonzero``."""
+    rng = np.random.default_rng(21)
+    d = 3 * T.CHUNK + 123
+    base = rng.standard_normal(2 * d).astype(dtype)
+    base[rng.integers(0, 2 * d, 40)] = np.nan
+    base[rng.integers(0, 2 * d, 40)] = np.inf
+    base[rng.integers(0, 2 * d, 40)] = -np.inf
+    base[rng.integers(0, 2 * d, 4000)] = 0.0
+    for x in (base[:d], base[::2]):
+        for t in (0.0, 1.0, 1.64, 3.5, np.inf):
+            ref = np.flatnonzero(~(np.abs(x) < dtype(t)))
+            for cap, q in ((1, 0.0), (1000, 0.05), (2 * d, 0.1)):  # q > 0.04: masks padded for nonzero
+                ws = T.Workspace()
+                n = T._candidates(x, t, ws, cap, q)
+                assert np.array_equal(ws.idx[:n], ref), (t, cap, q)
+                assert np.array_equal(ws.val[:n], x[ref], equal_nan=True), (t, cap, q)
+
+
+def test_largest_is_exact_whatever_its_sub_sample_says():
+    rng = np.random.default_rng(22)
+    for trial in range(120):
+        m = int(rng.integers(1, 70_000))
+        kind = trial % 4
+        if kind == 0:
+            a = rng.random(m)
+        elif kind == 1:
+            a = np.where(np.arange(m) % 8 == 0, 1e9 + rng.random(m), rng.random(m))  # the sub-sample sees only the top
+        elif kind == 2:
+            a = np.where(np.arange(m) % 8 == 0, rng.random(m), 1e9 + rng.random(m))  # ... only the bottom
+        else:
+            a = rng.integers(0, 3, m).astype(np.float64)  # ties
+        r = int(rng.integers(1, m // 2 + 2)) if m > 1 else 1
+        top = T._largest(a.copy(), r)
+        assert np.array_equal(np.sort(top), np.sort(a)[m - r:]) and top[0] == top.min(), (trial, m, r)
+
+
+def test_exactly_k_candidates_are_returned_as_new_arrays(monkeypatch):
+    """The sample holds only entries of the top k, so the threshold is m_k and
+    the candidates are exactly the top k: returned as copies, not as the
+    workspace's buffers (which the next call overwrites)."""
+    d = 1 << 20
+    rng = np.random.default_rng(23)
+    x = rng.uniform(-1.0, 1.0, d)
+    pos = T.sample_positions(d, T.sample_size(d))
+    top = np.union1d(pos, rng.choice(d, 40_000, replace=False))
+    x[top] = 5.0 * np.sign(rng.standard_normal(top.shape[0]))
+    k = top.shape[0]
+    c = make_compressor(f"topk:{k}", d)
+    calls = Calls(monkeypatch, "_candidates", "_keep")
+    p = c.compress(x, rng)
+    assert [n for _, n in calls.log["_candidates"]] == [k] and calls.count("_keep") == 0
+    assert np.array_equal(p.indices, top) and np.array_equal(p.values, x[top].astype(np.float32))
+    c.compress(rng.standard_normal(d), rng)
+    assert np.array_equal(p.indices, top) and np.array_equal(p.values, x[top].astype(np.float32))
+
+
+def test_candidate_lists_grow_during_the_pass(monkeypatch):
+    """Sampled magnitudes made small: the threshold is low, there are far more
+    candidates than the lists were sized for, and they grow mid-pass."""
+    d = 1 << 20
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal(d)
+    pos = T.sample_positions(d, T.sample_size(d))
+    x[pos] *= 0.05
+    grown = []
+    real = T.Workspace.lists
+
+    def lists(self, dtype, cap, keep=0):
+        grown.append(keep)
+        return real(self, dtype, cap, keep)
+
+    monkeypatch.setattr(T.Workspace, "lists", lists)
+    for k in (d // 100, d // 10):
+        assert np.array_equal(top_k_indices(x, k), canonical(x, k))
+    assert max(grown) > 0
+
+
+def test_nan_and_infinities_tied_at_the_kth_magnitude():
+    """m_k is +inf with more NaN and infinite entries than k: the lowest
+    indices among them, NaN and infinities alike."""
+    d = 200_000
+    rng = np.random.default_rng(18)
+    x = rng.standard_normal(d)
+    u = rng.random(d)
+    x[u < 0.03] = np.inf
+    x[(u >= 0.03) & (u < 0.06)] = -np.inf
+    x[(u >= 0.06) & (u < 0.09)] = np.nan
+    for k in (d // 100, d // 20, d // 10):
+        assert np.array_equal(top_k_indices(x, k), canonical(x, k)), k
+
+
+@pytest.mark.parametrize("xdt,vdt", [(np.float64, np.float32), (np.float64, np.float64), (np.float64, np.float16),
+                                     (np.float32, np.float32), (np.float32, np.float64)])
+def test_values_are_x_at_the_indices_in_the_wire_dtype(xdt, vdt):
+    import warnings
+
+    d = 300_000
+    rng = np.random.default_rng(19)
+    x = (rng.standard_normal(d) * 3e4).astype(xdt)  # beyond float16's range: inf, silently
+    for k in (d // 1000, d // 10, d // 2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            idx, vals = top_k(x, k, value_dtype=vdt)
+        assert np.array_equal(idx, canonical(x, k))
+        with np.errstate(over="ignore"):
+            assert vals.dtype == vdt and np.array_equal(vals, x[idx].astype(vdt))
+
+
+def test_returned_arrays_are_not_reused_by_later_calls_while_held():
+    d = 1 << 18
+    rng = np.random.default_rng(20)
+    c = make_compressor("topk:10%", d)
+    x = rng.standard_normal(d)
+    p = c.compress(x, rng)
+    idx, vals = p.indices.copy(), p.values.copy()
+    for _ in range(3):
+        c.compress(rng.standard_normal(d), rng)
+    assert np.array_equal(p.indices, idx) and np.array_equal(p.values, vals)
+
+
+@pytest.mark.parametrize("hold", ["view", "memoryview", "read-only"])
+def test_a_dropped_result_is_reused_only_when_nothing_refers_to_it(hold):
+    """The next call writes into the previous result's arrays only when the
+    caller dropped them for good: not while a view or a buffer export of them
+    lives (nor when they were made read-only)."""
+    import weakref
+
+    d = 1 << 18
+    rng = np.random.default_rng(24)
+    c = make_compressor("topk:5%", d)
+    p = c.compress(rng.standard_normal(d), rng)
+    refs = weakref.ref(p.indices), weakref.ref(p.values)
+    del p
+    p = c.compress(rng.standard_normal(d), rng)
+    assert refs[0]() is p.indices and refs[1]() is p.values  # dropped: reused
+    old_idx, old_vals = p.indices.copy(), p.values.copy()
+    if hold == "view":
+        kept = (p.indices[5:], p.values[::2])
+    elif hold == "memoryview":
+        kept = (memoryview(p.indices), memoryview(p.values))
+    else:
+        p.indices.flags.writeable = p.values.flags.writeable = False
+        kept = ()
+    del p
+    x = rng.standard_normal(d)
+    q = c.compress(x, rng)
+    assert refs[0]() is not q.indices and refs[1]() is not q.values
+    assert np.array_equal(q.indices, canonical(x, c.k)) and np.array_equal(q.values, x[q.indices].astype(np.float32))
+    if hold == "view":
+        assert np.array_equal(kept[0], old_idx[5:]) and np.array_equal(kept[1], old_vals[::2])
+    elif hold == "memoryview":
+        assert np.array_equal(np.asarray(kept[0]), old_idx) and np.array_equal(np.asarray(kept[1]), old_vals)
 
 
 def test_deterministic_and_independent_of_the_callers_random_state():

@@ -16,43 +16,65 @@ How it is fast (numpy only)
 and runs introselect over all of d.  Here instead:
 
 1. a fixed stratified sample of ``s`` positions (short runs of consecutive
-   positions, one run per stratum of d, at offsets from an internal fixed
-   seed, cached per d) gives two order
-   statistics of the sampled magnitudes, ``t_lo`` <= m_k <= ``t_hi`` with high
-   probability (a binomial confidence band of 4.5 standard deviations);
-2. one streaming pass over x in L2-sized chunks computes ``|x|`` into a small
-   reused buffer, compares it with ``t_lo`` and appends the candidates (their
-   indices and values) to reused buffers: x is read once, nothing of size d
-   is written;
-3. the exact fix-up runs on the candidates only: those above ``t_hi`` are in
-   for sure, the k-th largest magnitude is found by ``numpy.partition`` on
-   the few ambiguous ones between the two thresholds, and one boolean
-   compaction drops the ambiguous ones that fall short;
-4. when the sample misses (fewer than k candidates, or more than k sure ones:
-   rare for any input, possible for adversarial ones), the same exact fix-up
-   runs on a larger candidate set, at worst on all of x.  Exactness never
-   depends on the sample, only the speed does.
+   positions, one run per stratum of d, at one of a few offsets from an
+   internal fixed seed; gathered through a few strided views of x) gives the
+   candidate threshold ``t_lo``, an order statistic of the sampled
+   magnitudes with ``t_lo <= m_k`` with high probability (a binomial
+   confidence band of ``Z`` = 4.5 standard deviations);
+2. one streaming pass over x in chunks flags ``not(|x| < t_lo)``
+   (as ``(x < t_lo) <= (x <= -t_lo)`` on booleans: no |x| is written), turns
+   the flags into positions with ``nonzero`` (the mask padded with set
+   entries when 4-10 % are set: there numpy's sparse path, ~12 ns per hit,
+   is slower than its dense one, ~0.4 ns per entry) and appends the
+   candidates' indices and values to reused buffers: x is read once,
+   nothing of size d is written;
+3. the k-th largest magnitude m_k of the n candidates is found without
+   partitioning them: the sampled magnitudes above ``t_lo`` are about a
+   uniform sample of the candidates, so their k/n quantile, plus and minus
+   ``ZB`` standard deviations, brackets m_k.  One blockwise scan of the
+   candidates counts those above the bracket and collects the few inside,
+   and m_k is the right order statistic of these (found by partitioning a
+   sub-sample first, then the entries between two of its order statistics).
+   The scan also leaves the flags of the entries above the bracket, to
+   which those inside it and not below m_k are added, so the final
+   compaction into the two returned arrays (values converted to the wire
+   dtype on the way) reads each candidate once more, block by block;
+4. whenever a guess misses -- fewer than k candidates (one more pass with a
+   lower threshold, then the direct selection over all of x), m_k outside
+   the bracket (a bracket twice as wide, then a partition of all
+   candidates), an order statistic of a sub-sample off -- the counts show
+   it and a slower exact step runs instead.  Exactness never depends on the
+   sample, only the speed does: for any input, adversarial ones included
+   (all-equal, many ties, NaN/inf, k near d).
 
 The buffers live in a :class:`Workspace`; a :class:`TopK` compressor keeps
 one, so from the second round on the pass writes into memory that is
-already mapped.  Measured by ``psmpi bench compress`` (BENCHMARKS.md).
+already mapped.  The two returned arrays are new, or the previous call's
+when nothing but the workspace refers to them any more (see
+:class:`Workspace`): a caller never sees a result it holds change.
+Measured by ``psmpi bench compress`` (BENCHMARKS.md).
 """
 from __future__ import annotations
 
 import functools
 import math
+import sys
 
 import numpy as np
 
-from ..backend import is_device_array
+from ..backend import device_of, is_device_array
 from .base import Compressor, parse_count, register
 from .payload import Sparse
 
-CHUNK = 1 << 17  # elements per streaming chunk: the |x| buffer stays in L2
+CHUNK = 1 << 18  # elements per streaming chunk of x (its masks stay in L2, the chunk in L3)
+KBLOCK = 1 << 17  # candidates per block of the scan for m_k (its magnitudes and flags stay in cache)
+BLOCK = 1 << 17  # candidates per block of the final compaction (its positions and values stay in cache)
 MIN_FAST_D = 1 << 15  # below this the direct exact selection is as fast
 SAMPLE = 1 << 16  # sampled positions (at most)
 RUN = 32  # consecutive sampled positions (4 cache lines of float64: few TLB misses)
+GROUPS = 8  # distinct run offsets: the sample is GROUPS strided views of x
 Z = 4.5  # half-width of the sampling confidence band, in standard deviations
+ZB = 2.5  # the same for the bracket of m_k among the candidates
 _SEED = 0x70F4  # internal: the sample never depends on a caller's RNG
 
 
@@ -62,18 +84,44 @@ def sample_size(d: int) -> int:
 
 
 @functools.lru_cache(maxsize=8)
+def _layout(d: int, s: int):
+    """(runs, stratum, offsets) of the sample of ``s`` positions: run j starts
+    at j * stratum + offsets[j % GROUPS]."""
+    runs = s // RUN
+    stratum = d // runs
+    offsets = 8 * np.random.Generator(np.random.PCG64(_SEED)).integers(0, (stratum - RUN) // 8 + 1, min(GROUPS, runs))
+    return runs, stratum, tuple(int(o) for o in offsets)
+
+
+@functools.lru_cache(maxsize=8)
 def sample_positions(d: int, s: int) -> np.ndarray:
     """``s`` distinct sorted positions in [0, d) (s a multiple of RUN,
     d >= 8 s): runs of RUN consecutive positions, one run per stratum of
-    d // (s / RUN), at an offset drawn from a fixed internal seed and aligned
-    to 8 (read-only, cached per (d, s))."""
-    runs = s // RUN
-    stratum = d // runs
-    offset = 8 * np.random.Generator(np.random.PCG64(_SEED)).integers(0, (stratum - RUN) // 8 + 1, runs)
-    start = np.arange(runs, dtype=np.intp) * stratum + offset
+    d // (s / RUN), at one of GROUPS offsets drawn from a fixed internal seed
+    and aligned to 8 (read-only, cached per (d, s))."""
+    runs, stratum, offsets = _layout(d, s)
+    j = np.arange(runs, dtype=np.intp)
+    start = j * stratum + np.asarray(offsets, dtype=np.intp)[j % len(offsets)]
     pos = (start[:, None] + np.arange(RUN)).ravel()
     pos.flags.writeable = False
     return pos
+
+
+def _sample(x: np.ndarray, s: int, out: np.ndarray) -> np.ndarray:
+    """|x| at ``sample_positions(d, s)`` (in another order) into ``out``,
+    NaN as +inf.  The runs sharing an offset form one strided view of x,
+    so the gather is a few strided copies, not a fancy-indexed take (about
+    twice as slow when x is not in cache)."""
+    runs, stratum, offsets = _layout(x.shape[0], s)
+    g = len(offsets)
+    st = x.strides[0]
+    o = 0
+    for i, off in enumerate(offsets):
+        rows = (runs - i + g - 1) // g
+        view = np.lib.stride_tricks.as_strided(x[i * stratum + off:], (rows, RUN), (g * stratum * st, st), writeable=False)
+        np.abs(view, out=out[o:o + rows * RUN].reshape(rows, RUN))
+        o += rows * RUN
+    return _nan_to_inf(out)
 
 
 def _as_float(x) -> np.ndarray:
@@ -92,36 +140,12 @@ def _nan_to_inf(m: np.ndarray) -> np.ndarray:
     return m
 
 
-def _exact(mag: np.ndarray, k: int, t_hi=None) -> np.ndarray:
-    """Boolean mask of the canonical top k of ``mag`` (the magnitudes, NaN
-    allowed, of an increasing candidate list holding the whole top-k set).
-    ``mag`` may be overwritten.
-
-    ``t_hi`` (optional, finite) is a magnitude believed to be at or above the
-    k-th largest: the entries above it (NaN included: it fails ``<=``) are in
-    for sure, only those at or below it are partitioned, and the result is the
-    candidate list minus the few of those that fall short.
-    """
+def _exact(mag: np.ndarray, k: int) -> np.ndarray:
+    """Boolean mask of the canonical top k of ``mag`` (magnitudes, NaN allowed,
+    in index order).  ``mag`` may be overwritten."""
     n = mag.shape[0]
     if k >= n:
         return np.ones(n, np.bool_)
-    if t_hi is not None and np.isfinite(t_hi):
-        amb = np.flatnonzero(mag <= t_hi)
-        need = k - (n - amb.shape[0])
-        if 0 <= need < amb.shape[0]:
-            if need == 0:
-                drop = amb
-            else:
-                a = mag.take(amb, mode="clip")
-                kth = np.partition(a, a.shape[0] - need)[a.shape[0] - need]
-                drop = amb[a < kth]
-                excess = n - drop.shape[0] - k  # ties at kth beyond k: drop the highest-numbered
-                if excess:
-                    ties = amb[a == kth]
-                    drop = np.sort(np.concatenate([drop, ties[ties.shape[0] - excess:]]))
-            keep = np.ones(n, np.bool_)
-            keep[drop] = False
-            return keep
     _nan_to_inf(mag)
     kth = np.partition(mag, n - k)[n - k]
     sel = mag >= kth
@@ -132,113 +156,320 @@ def _exact(mag: np.ndarray, k: int, t_hi=None) -> np.ndarray:
     return sel
 
 
+def _largest(a: np.ndarray, r: int) -> np.ndarray:
+    """The ``r`` largest entries of ``a`` (1 <= r <= len(a), no NaN), smallest
+    first.  ``a`` may be reordered.  A strided sub-sample of ``a`` gives a value
+    v with at least r entries >= v (checked, not assumed); only those are
+    partitioned, which is several times cheaper than partitioning all of ``a``."""
+    m = a.shape[0]
+    if m >= 8192 and 2 * r <= m:
+        sub = a[::8].copy()
+        rs = min(sub.shape[0], math.ceil(r / 8 + Z * math.sqrt(r / 8)) + 1)
+        v = np.partition(sub, sub.shape[0] - rs)[sub.shape[0] - rs]
+        big = a.take(np.flatnonzero(a >= v))  # (boolean indexing is slower)
+        if big.shape[0] >= r:  # the r largest are all >= v
+            a = big
+            m = a.shape[0]
+    a.partition(m - r)
+    return a[m - r:]
+
+
+def _rth_largest(a: np.ndarray, r: int):
+    """The r-th largest entry of ``a`` (1 <= r <= len(a), no NaN); ``a`` may
+    be reordered.  Large arrays: a strided sub-sample brackets it (a
+    confidence band of Z standard deviations), only the entries inside the
+    bracket are partitioned when the counts show that it lies there (exact
+    either way)."""
+    m = a.shape[0]
+    if m >= 8192:
+        sub = a[::16].copy()
+        ms = sub.shape[0]
+        p = r / m
+        sd = math.sqrt(ms * p * (1.0 - p))
+        hi, lo = math.floor(ms * p - Z * sd), math.ceil(ms * p + Z * sd) + 1
+        if hi >= 1 and lo <= ms:
+            sub.partition([ms - lo, ms - hi])
+            v_lo, v_hi = sub[ms - lo], sub[ms - hi]
+            inside = a <= v_hi
+            r2 = r - (m - np.count_nonzero(inside))
+            if r2 >= 1:
+                np.logical_and(inside, a >= v_lo, out=inside)
+                b = a.take(np.flatnonzero(inside))
+                if b.shape[0] >= r2:
+                    b.partition(b.shape[0] - r2)
+                    return b[b.shape[0] - r2]
+    a.partition(m - r)
+    return a[m - r]
+
+
+def _refs(obj, name: str) -> int:
+    return sys.getrefcount(getattr(obj, name))
+
+
+class _Probe:
+    held = np.empty(1)
+
+
+# the reference count of an array that only an attribute holds (-1: no reference counts, no reuse)
+_SOLE = _refs(_Probe, "held") if hasattr(sys, "getrefcount") else -1
+
+
 class Workspace:
-    """Reusable buffers of the streaming pass (the chunk's |x| and mask) and of
-    the candidate list, so that repeated calls (one per round) write into
-    memory that is already mapped.  A :class:`TopK` compressor owns one."""
+    """Reusable buffers: the chunk masks, the sample, the candidate list
+    (indices, values, flags) and the blocks of the scans over it, so that
+    repeated calls (one per round) write into memory that is already mapped.
+    A :class:`TopK` compressor owns one.
+
+    The two arrays a call returns are new, or the ones the previous call
+    returned when nothing but this workspace refers to them any more (the
+    caller dropped them, and with them every view, buffer export or pending
+    send, each of which holds a reference; weak references aside): no caller
+    can see them change.
+    Then a call allocates nothing large (fresh large arrays cost page faults
+    when the allocator has handed their memory back to the system)."""
 
     def __init__(self):
-        self.ab = self.mask = self.idx = self.val = self.mag = self.out = None
+        self.m1 = self.m2 = self.smp = self.mb = self.f1 = self.cv = self.idx = self.val = self.flag = None
+        self.oi = self.ov = None
 
-    def cast(self, v, dtype):
-        """``v`` converted to ``dtype`` in a reused buffer."""
-        if self.out is None or self.out.dtype != dtype or self.out.shape[0] < v.shape[0]:
-            self.out = np.empty(max(v.shape[0], 0 if self.idx is None else self.idx.shape[0]), dtype)
-        out = self.out[:v.shape[0]]
-        np.copyto(out, v, casting="unsafe")
-        return out
+    def outputs(self, k: int, vdt):
+        """Arrays for the k indices and values (``vdt``) of this call's result."""
+        for name, dtype in (("oi", np.dtype(np.intp)), ("ov", vdt)):
+            sole = _SOLE > 0 and _refs(self, name) == _SOLE  # (counted before this frame takes a reference)
+            a = getattr(self, name)
+            if not (sole and a is not None and a.shape == (k,) and a.dtype == dtype and a.flags.writeable):
+                setattr(self, name, np.empty(k, dtype))
+            del a
+        return self.oi, self.ov
 
-    def chunk(self, dtype, b):
-        if self.ab is None or self.ab.dtype != dtype or self.ab.shape[0] < b:
-            self.ab = np.empty(b, dtype)
-            self.mask = np.empty(b, np.bool_)
-        return self.ab, self.mask
+    def masks(self, b):
+        if self.m1 is None or self.m1.shape[0] < b:
+            self.m1, self.m2 = np.empty(b, np.bool_), np.empty(b, np.bool_)
+        return self.m1[:b], self.m2[:b]
 
-    def lists(self, dtype, cap):
-        """Candidate index/value/magnitude buffers holding at least ``cap``."""
+    def sample(self, dtype, s):
+        if self.smp is None or self.smp.dtype != dtype or self.smp.shape[0] < s:
+            self.smp = np.empty(s, dtype)
+        return self.smp[:s]
+
+    def converted(self, dtype, b):
+        """A block of ``b`` values converted to the wire dtype."""
+        if self.cv is None or self.cv.dtype != dtype or self.cv.shape[0] < b:
+            self.cv = np.empty(b, dtype)
+        return self.cv
+
+    def scratch(self, dtype, b):
+        """A magnitude block and a flag block of ``b`` entries."""
+        if self.mb is None or self.mb.dtype != dtype or self.mb.shape[0] < b:
+            self.mb, self.f1 = np.empty(b, dtype), np.empty(b, np.bool_)
+        return self.mb, self.f1
+
+    def lists(self, dtype, cap, keep=0):
+        """Candidate index and value buffers holding at least ``cap``, the
+        first ``keep`` entries preserved."""
         if self.idx is None or self.idx.shape[0] < cap or self.val.dtype != dtype:
-            old = 0 if self.idx is None or self.val.dtype != dtype else self.idx.shape[0]
-            cap = max(cap, old + old // 2)
+            same = self.idx is not None and self.val.dtype == dtype
+            cap = max(cap, self.idx.shape[0] * 3 // 2 if same else 0)
             idx, val = np.empty(cap, np.intp), np.empty(cap, dtype)
-            if old:
-                idx[:old], val[:old] = self.idx, self.val
-            self.idx, self.val, self.mag = idx, val, np.empty(cap, dtype)
+            if keep:
+                idx[:keep], val[:keep] = self.idx[:keep], self.val[:keep]
+            self.idx, self.val, self.flag = idx, val, np.empty(cap, np.bool_)
         return self.idx, self.val
 
 
-def _candidates(x: np.ndarray, t, ws: Workspace, expect: int) -> int:
+def _pad(b: int, q: float) -> int:
+    """True entries to append to a chunk mask of b entries of which about a
+    fraction q is set, so that ``nonzero`` sees more than 10 % set (if about
+    0.9 q is): below that numpy takes a path that costs about 12 ns per hit
+    instead of about 0.4 ns per entry, the better one only below ~4 %."""
+    return int((0.1 - 0.9 * q) * b / 0.9) + 64 if 0.04 <= q < 0.1 / 0.9 else 0
+
+
+def _candidates(x: np.ndarray, t, ws: Workspace, cap: int, q: float = 0.0) -> int:
     """Collect the indices i with not(|x_i| < t) (NaN is in) and the values
-    x_i into ``ws.idx[:n]`` and ``ws.val[:n]``, in one chunked pass that reads
-    x once and writes nothing of size d; returns n."""
+    x_i into ``ws.idx[:n]`` and ``ws.val[:n]``, in one chunked pass that
+    reads x once and writes nothing of size d; returns n.  ``q``: the
+    expected fraction of such i (see :func:`_pad`).
+
+    The chunk's mask is ``(x < t) <= (x <= -t)`` (on booleans: not(x < t) or
+    x <= -t), which is |x| >= t or NaN for t >= 0 without writing |x|."""
     d = x.shape[0]
     b = min(CHUNK, d)
-    ab, m = ws.chunk(x.dtype, b)
-    ab, m = ab[:b], m[:b]
-    idx, val = ws.lists(x.dtype, expect)
+    pad = _pad(b, q)
+    m1, m2 = ws.masks(b + pad)
+    m1[b:] = True
+    idx, val = ws.lists(x.dtype, cap)
     t = x.dtype.type(t)
+    nt = -t
     pos = 0
     for start in range(0, d, b):
         xc = x[start:start + b]
         n = xc.shape[0]
-        a, mm = (ab, m) if n == b else (ab[:n], m[:n])
-        np.abs(xc, out=a)
-        np.less(a, t, out=mm)
-        np.logical_not(mm, out=mm)
-        li = mm.nonzero()[0]
+        a, c2 = (m1[:b], m2[:b]) if n == b else (m1[:n], m2[:n])
+        np.less(xc, t, out=a)
+        np.less_equal(xc, nt, out=c2)
+        np.less_equal(a, c2, out=a)
+        if pad:
+            m1[n:n + pad] = True
+            li = m1[:n + pad].nonzero()[0]
+            li = li[:li.shape[0] - pad]
+        else:
+            li = a.nonzero()[0]
         c = li.shape[0]
         if c:
             if pos + c > idx.shape[0]:
-                idx, val = ws.lists(x.dtype, pos + c + (d - start) // 8)
-            np.take(xc, li, out=val[pos:pos + c], mode="clip")  # 'clip': no buffering
+                idx, val = ws.lists(x.dtype, pos + c + (d - start) // 8, keep=pos)
+            np.take(xc, li, out=val[pos:pos + c], mode="wrap")  # (not 'raise': that buffers)
             np.add(li, start, out=idx[pos:pos + c])
             pos += c
     return pos
 
 
-def _thresholds(x: np.ndarray, k: int):
-    """(t_lo, t_hi, n, lower) from the sample: t_lo <= m_k <= t_hi with high
-    probability, n about the number of entries at or above t_lo, and
-    ``lower()`` a smaller threshold to retry with if t_lo turns out too high.
-    t_lo is None when the sample cannot help (k too close to d)."""
+def _lower_rank(s: int, q: float):
+    """Rank (from the top) of the sampled magnitude used as the candidate
+    threshold for a fraction q: the sample's count above m_k plus Z standard
+    deviations; None when that is most of the sample (k too close to d)."""
+    r = math.ceil(s * q + Z * math.sqrt(s * q * (1.0 - q))) + 1
+    return r if r <= s // 2 else None
+
+
+def _bracket(top: np.ndarray, n: int, k: int, z: float):
+    """(u_lo, u_hi): magnitudes believed to bracket the k-th largest of the n
+    candidates, from ``top``, the sampled magnitudes at or above the candidate
+    threshold (about a uniform sample of the candidates): the k/n quantile of
+    ``top`` plus and minus z standard deviations.  ``top`` may be reordered."""
+    r = top.shape[0]
+    p = k / n
+    sd = math.sqrt(r * p * (1.0 - p))
+    hi = math.floor(r * p - z * sd)  # u_hi: the hi-th largest of top (+inf if none)
+    lo = math.ceil(r * p + z * sd) + 1  # u_lo: the lo-th largest of top (0 if beyond)
+    at = [r - j for j in (lo, hi) if 1 <= j <= r]
+    if at:
+        top.partition(at)
+    u_lo = top[r - lo] if lo <= r else top.dtype.type(0)
+    u_hi = top[r - hi] if hi >= 1 else top.dtype.type(np.inf)
+    return u_lo, u_hi
+
+
+def _in_bracket(val: np.ndarray, u_lo, u_hi, ws: Workspace):
+    """(above, mid, pos, low) for the candidate values ``val`` and the
+    bracket [u_lo, u_hi] of magnitudes: the number of candidates above it
+    (NaN included), the magnitudes of those inside it and their positions in
+    the list, and the flags ``low`` of those not above it (in the
+    workspace).  Block by block, each block's magnitudes and flags staying in
+    cache, the last block first (the most recently written, the likeliest
+    still in cache; the compaction then starts with the blocks read last)."""
+    n = val.shape[0]
+    mb, f2 = ws.scratch(val.dtype, KBLOCK)
+    low = ws.flag[:n]
+    above = 0
+    mids, poss = [], []
+    for b0 in range((n - 1) // KBLOCK * KBLOCK, -1, -KBLOCK):
+        v = val[b0:b0 + KBLOCK]
+        c = v.shape[0]
+        m, a = np.abs(v, out=mb[:c]), low[b0:b0 + c]
+        np.less_equal(m, u_hi, out=a)
+        above += c - np.count_nonzero(a)  # NaN fails '<='
+        if u_lo > 0:
+            a = np.logical_and(a, np.greater_equal(m, u_lo, out=f2[:c]), out=f2[:c])
+        p = np.flatnonzero(a)
+        mids.append(m.take(p, mode="wrap"))  # (boolean indexing is slower)
+        poss.append(p + b0)
+    return above, np.concatenate(mids[::-1]), np.concatenate(poss[::-1]), low
+
+
+def _keep(val: np.ndarray, k: int, top, ws: Workspace) -> np.ndarray:
+    """Flags (in the workspace) of the canonical top k among the n > k
+    candidate values ``val``.  m_k, the k-th largest magnitude, is looked
+    for between the two magnitudes of :func:`_bracket`: when the counts show
+    that it lies there, only the magnitudes inside are partitioned
+    (:func:`_rth_largest`), and the flags are those above the bracket plus
+    those inside not below m_k (ties at m_k: the lowest positions); else a
+    bracket twice as wide is tried, else all magnitudes are partitioned."""
+    n = val.shape[0]
+    if top.shape[0]:
+        for z in (ZB, 2 * ZB):
+            above, mid, pos, low = _in_bracket(val, *_bracket(top, n, k, z), ws)
+            need, m = k - above, mid.shape[0]
+            if 1 <= need <= m:  # m_k lies in the bracket: it is the need-th largest there
+                kth = _rth_largest(mid.copy(), need)
+                if kth == np.inf:  # NaN (counted above the bracket) ties with it: the general way below
+                    break
+                sel = mid > kth
+                ties = np.flatnonzero(mid == kth)
+                sel[ties[:need - np.count_nonzero(sel)]] = True
+                keep = np.logical_not(low, out=low)  # above the bracket (NaN included) ...
+                keep[pos[sel]] = True  # ... or inside it and among the top k
+                return keep
+    mag = _nan_to_inf(np.abs(val))
+    kth = np.partition(mag, n - k)[n - k]
+    keep = np.greater(mag, kth, out=ws.flag[:n])
+    ties = np.flatnonzero(mag == kth)
+    keep[ties[:k - np.count_nonzero(keep)]] = True
+    return keep
+
+
+def _sampled(x: np.ndarray, k: int, vdt, ws: Workspace):
+    """Steps 1-4 of the module docstring: (indices, values as ``vdt``), or
+    None when the sample cannot help or missed twice (the caller then runs the
+    direct exact selection)."""
     d = x.shape[0]
     s = sample_size(d)
-    sm = _nan_to_inf(np.abs(x.take(sample_positions(d, s))))
-    q = k / d
-    mu = s * q
-    sd = math.sqrt(mu * (1.0 - q))
-    r_lo = math.ceil(mu + Z * sd) + 1  # the r-th largest sampled magnitude
-    r_hi = math.floor(mu - Z * sd)
-    if r_lo > s // 2:  # most entries are selected: candidates would be most of x
-        return None, None, 0, None
-    sm.partition(s - r_lo)  # in place; the r_lo largest now sit at the end
-    t_lo = sm[s - r_lo]
-    t_hi = None
-    if r_hi >= 1:
-        top = sm[s - r_lo:]
-        top.partition(r_lo - r_hi)  # only the few above t_lo
-        t_hi = top[r_lo - r_hi]
-    expect = int(d * (r_lo + 3 * math.sqrt(r_lo)) / s) + 1024
-
-    def lower():
-        """The (4 r_lo)-th largest sampled magnitude (None: the whole sample)."""
-        r2 = 4 * r_lo + 64
-        if r2 > s // 2:
+    r = _lower_rank(s, k / d)
+    if r is None:
+        return None
+    sm = _sample(x, s, ws.sample(x.dtype, s))
+    top = _largest(sm, r)
+    cap = int(d * (r + 3 * math.sqrt(r)) / s) + 1024  # rarely exceeded: then the lists grow
+    n = _candidates(x, top[0], ws, cap, r / s)
+    if n < k:  # the sample missed high: one more pass with a lower threshold
+        r = 4 * r + 64
+        if r > s // 2:
             return None
-        rest = sm[: s - r_lo]  # the entries below t_lo
-        rest.partition(s - r2)
-        return rest[s - r2]
+        top = _largest(sm, r)
+        n = _candidates(x, top[0], ws, 4 * cap, r / s)
+        if n < k:
+            return None
+    idx, val = ws.idx[:n], ws.val[:n]
+    keep = None if n == k else _keep(val, k, top, ws)
+    return _compact(idx, val, keep, k, vdt, ws)
 
-    return t_lo, t_hi, expect, lower
+
+def _compact(idx, val, keep, k: int, vdt, ws: Workspace):
+    """(indices, values as ``vdt``): new arrays with the k entries of ``idx``
+    and ``val`` flagged in ``keep`` (all when it is None), in order; block by
+    block, so that each block's positions and values stay in cache."""
+    oi, ov = ws.outputs(k, vdt)
+    g = None if vdt == val.dtype else ws.converted(vdt, BLOCK)
+    o = 0
+    with np.errstate(over="ignore"):  # like Compressor.wire_values: an overflow becomes inf
+        for b0 in range(0, val.shape[0], BLOCK):
+            v = val[b0:b0 + BLOCK]
+            if keep is None:
+                e = o + v.shape[0]
+                oi[o:e] = idx[b0:b0 + BLOCK]
+                ov[o:e] = v
+            else:
+                kp = np.flatnonzero(keep[b0:b0 + BLOCK])
+                e = o + kp.shape[0]
+                np.take(idx[b0:b0 + BLOCK], kp, out=oi[o:e], mode="wrap")  # (not 'raise': that buffers)
+                if g is not None:  # (converting the whole block first, then gathering, is faster)
+                    v = g[:v.shape[0]]
+                    np.copyto(v, val[b0:b0 + BLOCK], casting="unsafe")
+                np.take(v, kp, out=ov[o:e], mode="wrap")
+            o = e
+    return oi, ov
 
 
 def top_k(x: np.ndarray, k: int, ws: Workspace | None = None, value_dtype=None):
     """(indices, values): the canonical top-k set of ``x`` (sorted indices) and
     ``x`` at those indices, converted to ``value_dtype`` when given.  ``ws``
-    (optional) is reused across calls.  CuPy arrays stay on the device."""
-    if not isinstance(x, np.ndarray) and is_device_array(x):
-        from ..kernels import top_k_device
-
-        idx = top_k_device(x, k)
+    (optional) is reused across calls; the returned arrays are new, or the
+    ones the previous call with the same ``ws`` returned when nothing refers
+    to them any more (:class:`Workspace`).  Device arrays stay on their device
+    (the radix select of :mod:`psmpi.kernels`)."""
+    if is_device_array(x):
+        idx = device_of(x).top_k(x, k)
         vals = x[idx]
         return idx, vals if value_dtype is None else vals.astype(value_dtype)
     x = _as_float(x)
@@ -247,30 +478,17 @@ def top_k(x: np.ndarray, k: int, ws: Workspace | None = None, value_dtype=None):
     vdt = x.dtype if value_dtype is None else np.dtype(value_dtype)
     if k == d:
         sel = np.arange(d)
-    elif d < MIN_FAST_D and k == 1:  # the first index of the largest magnitude
-        sel = np.array([np.argmax(_nan_to_inf(np.abs(x)))])
     elif k == 0:
         sel = np.empty(0, np.intp)
+    elif d < MIN_FAST_D and k == 1:  # the first index of the largest magnitude
+        sel = np.array([np.argmax(_nan_to_inf(np.abs(x)))])
     else:
-        sel = None
-        if d >= MIN_FAST_D:
-            t_lo, t_hi, expect, lower = _thresholds(x, k)
-            if t_lo is not None:
-                ws = Workspace() if ws is None else ws
-                n = _candidates(x, t_lo, ws, expect)
-                if n < k:  # the sample missed high: one more pass with a lower threshold
-                    t_lo = lower()
-                    n = _candidates(x, t_lo, ws, 4 * expect) if t_lo is not None else -1
-                if n >= k:  # the sample did not miss: the top k are all candidates
-                    cand, vals = ws.idx[:n], ws.val[:n]
-                    keep = _exact(np.abs(vals, out=ws.mag[:n]), k, t_hi)
-                    if vdt != vals.dtype:  # cast in reused memory, then compact once
-                        vals = ws.cast(vals, vdt)
-                    return cand[keep], vals[keep]
-        if sel is None:
-            keep = _exact(np.abs(x), k)  # direct exact selection over all of x
-            return np.flatnonzero(keep), x[keep].astype(vdt, copy=False)
-    return sel, x.take(sel, mode="clip").astype(vdt, copy=False)
+        out = _sampled(x, k, vdt, Workspace() if ws is None else ws) if d >= MIN_FAST_D else None
+        if out is not None:
+            return out
+        sel = np.flatnonzero(_exact(np.abs(x), k))  # direct exact selection over all of x
+    with np.errstate(over="ignore"):  # like Compressor.wire_values: an overflow becomes inf
+        return sel, x.take(sel, mode="clip").astype(vdt, copy=False)
 
 
 def top_k_indices(x: np.ndarray, k: int) -> np.ndarray:
@@ -285,6 +503,7 @@ class TopK(Compressor):
 
     name = "topk"
     takes_param = True
+    device_native = True
 
     def setup(self, param):
         self.k = parse_count(self.name, param, self.d)
@@ -298,9 +517,5 @@ class TopK(Compressor):
         if self._ws is None:
             self._ws = Workspace()
         direct = self.scale == 1.0  # values straight into the wire dtype, no extra copy
-        idx, vals = top_k(x, self.k, self._ws, self.value_dtype if direct else None)
-        if not isinstance(idx, np.ndarray):  # device arrays: only K indices and values cross to the host
-            from ..backend import to_numpy
-
-            idx, vals = to_numpy(idx), to_numpy(vals)
+        idx, vals = top_k(x, self.k, self._ws, self.value_dtype if direct else None)  # on x's device
         return Sparse(self.d, idx, vals if direct else self.wire_values(vals))
