@@ -183,10 +183,12 @@ def test_checkpoint_and_resume_on_the_device(tmp_path, emulated):
     assert np.array_equal(full.x, resumed.x)
 
 
-def test_emulated_gpu_under_mpi_equals_the_cpu_serial_run(tmp_path):
+@pytest.mark.parametrize("cuda_aware", [False, True])
+def test_emulated_gpu_under_mpi_equals_the_cpu_serial_run(tmp_path, cuda_aware):
+    """--cuda-aware: the workers receive x into (emulated) device buffers."""
     out = tmp_path / "m.h5"
     args = ["train", "--dataset", "breast-cancer", "--method", "ef21-sgdm", "--compressor", "topk:2", "--iters", "40",
-            "--eval-every", "10", "--quiet"]
+            "--eval-every", "10", "--quiet"] + (["--cuda-aware"] if cuda_aware else [])
     env = dict(os.environ, PSMPI_EMULATE_GPU="1")
     proc = subprocess.run(mpirun() + ["-n", "5", sys.executable, "-m", "psmpi"] + args +
                           ["--device", "gpu", "--out", str(out)], capture_output=True, text=True, env=env, timeout=180)

@@ -297,10 +297,19 @@ def _worker(MPI, comm, cfg, info, problem, consts, plan):
         state = restore_worker(ctx, blob)
     buf = np.empty(NCTRL + d)
     ctrl, x = buf[:NCTRL], buf[NCTRL:]
+    dev_buf = None
+    if cfg.cuda_aware:  # MPI writes [control + x] straight into device memory
+        dev_buf = ctx.device.asarray(buf)
+        x = dev_buf[NCTRL:]
     go = np.zeros(1, dtype=np.int64)
     evalbuf = np.empty(d + 1)
     while True:
-        comm.Bcast(buf, root=0)
+        if dev_buf is None:
+            comm.Bcast(buf, root=0)
+        else:
+            ctx.device.synchronize()  # no kernel may still be reading x
+            comm.Bcast(dev_buf, root=0)
+            ctrl[:] = ctx.device.to_host(dev_buf[:NCTRL])
         if ctrl[ACTION] == END:
             break
         if ctrl[ACTION] != Control.CONTINUE:
