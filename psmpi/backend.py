@@ -1,10 +1,11 @@
 """Array backend: numpy on the CPU, CuPy on the GPU (probed once, lazily).
 
 This is the one module that imports CuPy.  Everything else asks here:
-``cupy_or_none()`` (the module when a device is usable), ``get_array_module``,
-``is_device_array``, ``to_numpy`` / ``to_device`` and ``synchronize`` (before
-an MPI call on device memory).  Without CuPy or without a device every helper
-degrades to numpy, so the same high-level code runs on the CPU.
+``cupy_or_none()`` (the module when a device is usable), ``is_device_array``,
+``to_numpy``, ``synchronize`` (before an MPI call on device memory) and the
+:class:`Device` objects (``get_device``, ``device_of``) that move arrays and
+run the kernels.  Without CuPy or without a device every helper degrades to
+numpy, so the same high-level code runs on the CPU.
 """
 from __future__ import annotations
 
@@ -62,23 +63,12 @@ def is_device_array(a) -> bool:
     return cp is not None and isinstance(a, cp.ndarray)
 
 
-def get_array_module(a):
-    return cupy_or_none() if is_device_array(a) and not isinstance(a, EmulatedArray) else np
-
-
 def to_numpy(a) -> np.ndarray:
     if isinstance(a, EmulatedArray):
         return np.array(a.view(np.ndarray))
     if is_device_array(a):
         return cupy_or_none().asnumpy(a)
     return np.asarray(a)
-
-
-def to_device(a, device: str = "gpu"):
-    """``a`` on ``device`` ('cpu' or 'gpu')."""
-    if device == "cpu":
-        return to_numpy(a)
-    return require_gpu().asarray(a)
 
 
 def synchronize() -> None:
@@ -294,20 +284,40 @@ def emulating() -> bool:
     return bool(os.environ.get("PSMPI_EMULATE_GPU"))
 
 
+@functools.lru_cache(maxsize=None)
+def _device(cls) -> Device:
+    return cls()  # one per kind and process: CuPy's device is chosen once
+
+
 def get_device(name: str = "cpu") -> Device:
     """The device called ``name``: 'cpu', or 'gpu' (CuPy; the emulated device
     when ``PSMPI_EMULATE_GPU`` is set).  Raises RuntimeError without a GPU."""
     if name == "cpu":
-        return Device()
+        return _device(Device)
     if name != "gpu":
         raise ValueError(f"unknown device '{name}'; valid: cpu, gpu")
-    return EmulatedDevice() if emulating() else CupyDevice()
+    return _device(EmulatedDevice if emulating() else CupyDevice)
 
 
 def device_of(a) -> Device:
     """The device holding array ``a``."""
     if isinstance(a, EmulatedArray):
-        return EmulatedDevice()
+        return _device(EmulatedDevice)
     if is_device_array(a):
-        return CupyDevice()
-    return Device()
+        return _device(CupyDevice)
+    return _device(Device)
+
+
+def replace_arrays(obj, fn):
+    """The dataclass ``obj`` with ``fn`` applied to each field that is an array
+    (host or device); ``obj`` itself when ``fn`` changes nothing."""
+    import dataclasses
+
+    changes = {}
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if isinstance(v, np.ndarray) or is_device_array(v):
+            w = fn(v)
+            if w is not v:
+                changes[f.name] = w
+    return dataclasses.replace(obj, **changes) if changes else obj

@@ -185,7 +185,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if not (has_gpu() or emulating()):
             raise ConfigError("--device gpu needs CuPy and a CUDA device (pip install 'psmpi[gpu]'); "
                               "`psmpi info` shows what was found")
-    cfg.cuda_aware = bool(cfg.cuda_aware)
+    if not isinstance(cfg.cuda_aware, bool):
+        raise ConfigError(f"cuda_aware must be true or false (got {cfg.cuda_aware!r})")
     if cfg.cuda_aware and cfg.device != "gpu":
         raise ConfigError("--cuda-aware applies to --device gpu only")
     if cfg.value_dtype not in ("float32", "float64"):

@@ -107,6 +107,10 @@ def test_gpu_without_a_device_is_a_one_line_error(tmp_path, monkeypatch):
                            "--out", str(tmp_path / "c.h5")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "--cuda-aware applies to --device gpu only" in proc.stderr
+    from psmpi.config import validate
+
+    with pytest.raises(ConfigError, match="cuda_aware must be true or false"):
+        validate(TrainConfig(cuda_aware="yes"))  # a YAML typo must not turn the option on
 
 
 def test_softmax_on_the_gpu_is_refused_in_one_line(tmp_path, emulated):

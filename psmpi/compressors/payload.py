@@ -9,12 +9,11 @@ runtimes, and worker states (EF14's error, DIANA's shift) update the same way.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import device_of, is_device_array, to_numpy
+from ..backend import device_of, is_device_array, replace_arrays, to_numpy
 
 
 def _like(out, a):
@@ -51,13 +50,13 @@ class Payload:
 def to_host(p: Payload, move=to_numpy) -> Payload:
     """The payload with its arrays (and 0-d scalars) copied from the device to the host
     by ``move``: the only thing a worker on a GPU sends across, the message itself."""
-    changes = {}
-    for f in dataclasses.fields(p):
-        v = getattr(p, f.name)
-        if is_device_array(v):
-            v = move(v)
-            changes[f.name] = v[()] if v.ndim == 0 else v
-    return dataclasses.replace(p, **changes) if changes else p
+    def host(v):
+        if not is_device_array(v):
+            return v
+        v = move(v)
+        return v[()] if v.ndim == 0 else v
+
+    return replace_arrays(p, host)
 
 
 @dataclass(frozen=True)

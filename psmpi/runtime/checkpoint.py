@@ -20,6 +20,7 @@ import os
 import h5py
 import numpy as np
 
+from ..backend import replace_arrays
 from ..config import ConfigError
 
 # keys of the config that may change between a checkpoint and its resumption
@@ -59,17 +60,9 @@ def unpack_state(blob: bytes):
     return cls(**fields), extra
 
 
-def _moved(state, move):
-    """The state with every array field passed through ``move`` (host <-> device)."""
-    if state is None:
-        return None
-    return dataclasses.replace(state, **{f.name: move(getattr(state, f.name)) for f in dataclasses.fields(state)
-                                         if getattr(state, f.name) is not None})
-
-
 def pack_worker(ctx, state) -> bytes:
-    if not ctx.device.on_host:
-        state = _moved(state, ctx.device.to_host)
+    if not ctx.device.on_host and state is not None:
+        state = replace_arrays(state, ctx.device.to_host)
     return pack_state(state, rng=ctx.rng.bit_generator.state, common=ctx.common.bit_generator.state)
 
 
@@ -77,7 +70,7 @@ def restore_worker(ctx, blob: bytes):
     state, extra = unpack_state(blob)
     ctx.rng.bit_generator.state = extra["rng"]
     ctx.common.bit_generator.state = extra["common"]
-    return state if ctx.device.on_host else _moved(state, ctx.device.asarray)
+    return state if ctx.device.on_host or state is None else replace_arrays(state, ctx.device.asarray)
 
 
 def default_path(out: str) -> str:
