@@ -212,6 +212,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             cfg.resume = default_path(cfg.out)
         if not os.path.exists(cfg.resume):
             raise ConfigError(f"cannot resume: no checkpoint at {cfg.resume}")
+    from .parallel import threads
+
+    threads()  # a bad PSMPI_THREADS fails here, before any work
     return cfg
 
 

@@ -188,13 +188,16 @@ def test_stacked_logreg_gradients_equal_each_workers_own_bit_for_bit():
     from psmpi.runtime.common import describe_data, local_problem
 
     rng = np.random.default_rng(7)
-    for ds, n, split in (("breast-cancer", 5, "shuffle"), ("synthetic:rows=300,features=40,density=0.2,seed=3", 7,
-                                                           "dirichlet:0.5")):
+    cases = (("breast-cancer", 5, "shuffle", 1, 1),  # one stacked matrix
+             ("synthetic:rows=300,features=40,density=0.2,seed=3", 9, "dirichlet:0.5", 2, 2),  # two, on threads
+             ("synthetic:rows=300,features=40,density=0.2,seed=3", 13, "shuffle", 8, 3))  # >= 4 workers a group
+    for ds, n, split, parts, groups in cases:
         cfg = TrainConfig(dataset=ds, workers=n, split=split, lam=0.05)
         info = describe_data(cfg)
         probs = [local_problem(cfg, info, i) for i in range(n)]
         assert LogRegBatch.applies(probs)
-        batch = LogRegBatch(probs)
+        batch = LogRegBatch(probs, parts=parts)
+        assert len(batch.groups) == groups
         for t in range(3):
             x = rng.standard_normal(probs[0].dim) * 10.0 ** (t - 1)  # large margins too (exp overflow)
             for i, p in enumerate(probs):

@@ -4,6 +4,7 @@ ranked above everything -- for every input, whichever internal path runs."""
 import numpy as np
 import pytest
 
+from psmpi import parallel
 from psmpi.compressors import make_compressor
 from psmpi.compressors import topk as T
 from psmpi.compressors.topk import top_k, top_k_indices
@@ -452,3 +453,228 @@ def test_topk_compressor_sends_the_canonical_set_with_wire_values(spec, d):
     assert np.array_equal(p.indices, canonical(x, c.k))
     assert p.values.dtype == np.float32
     assert np.array_equal(p.values, x[p.indices].astype(np.float32))
+
+
+# ------------------------------------------------ threads (psmpi.parallel) ---
+@pytest.fixture
+def set_threads(monkeypatch):
+    """set_threads(n): PSMPI_THREADS=n for this test, through the caches of
+    psmpi.parallel (its count and its pool); they are cleared again after."""
+    def clear():
+        parallel.threads.cache_clear()
+        parallel._pool.cache_clear()
+
+    def set_(n):
+        monkeypatch.setenv("PSMPI_THREADS", str(n))
+        clear()
+        assert parallel.threads() == n
+
+    yield set_
+    clear()
+
+
+def threaded_vectors(d, rng):
+    """Inputs for the threaded path, adversarial ones included (one half of
+    x without any candidate, NaN and infinities, ties across the parts)."""
+    n = rng.standard_normal(d)
+    u = rng.random(d)
+    left = np.where(np.arange(d) < d // 2, 0.0, n)  # the first part has no candidate
+    nan_inf = n.copy()
+    nan_inf[rng.choice(d, 300, replace=False)] = np.nan
+    nan_inf[rng.choice(d, 300, replace=False)] = np.inf
+    nan_inf[rng.choice(d, 300, replace=False)] = -np.inf
+    return {
+        "normal": n,
+        "right-half-only": left,
+        "nan-inf": nan_inf,
+        "ties": rng.integers(-3, 4, d).astype(np.float64),
+        "sorted": np.sort(n),
+        "float32": n.astype(np.float32),
+        "nan-inf-at-m_k": np.where(u < 0.03, np.inf, np.where(u < 0.06, -np.inf, np.where(u < 0.09, np.nan, n))),
+    }
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threaded_topk_is_bit_identical_to_one_thread(set_threads, monkeypatch, threads):
+    """PSMPI_THREADS=1 and PSMPI_THREADS=2 (3) give the same indices and the
+    same values, and both the canonical set; the threaded call really makes
+    one pass per thread, over its own part of x."""
+    d = threads * T.PAR_MIN_PART + 12_345
+    assert d >= T.PAR_MIN_D
+    rng = np.random.default_rng(31 + threads)
+    calls = Calls(monkeypatch, "_pass")
+    ws = T.Workspace()  # reused by both counts, as a compressor's would be
+    for name, x in threaded_vectors(d, rng).items():
+        m = np.abs(x.astype(np.float64))
+        m[np.isnan(m)] = np.inf
+        order = np.argsort(-m, kind="stable")
+        for k in (1, 300, d // 1000, d // 100, d // 10):
+            set_threads(1)
+            calls.log["_pass"].clear()
+            one = top_k(x, k, ws, np.float32)
+            assert all(a[1:3] == (0, d) for a, _ in calls.log["_pass"]), (name, k)  # one part: all of x
+            set_threads(threads)
+            calls.log["_pass"].clear()
+            many = top_k(x, k, ws, np.float32)
+            parts = sorted(a[1:3] for a, _ in calls.log["_pass"])
+            assert sorted(set(parts)) == parallel.chunks(d, threads), (name, k, parts)  # one pass per part ...
+            assert len(parts) in (threads, 2 * threads), (name, k, parts)  # ... (twice when the sample missed)
+            assert np.array_equal(one[0], many[0]), (name, k)
+            assert np.array_equal(one[1], many[1], equal_nan=True) and one[1].dtype == many[1].dtype == np.float32
+            assert np.array_equal(many[0], np.sort(order[:k])), (name, k)
+
+
+@pytest.mark.parametrize("misses", [1, 2])
+def test_threaded_brackets_that_miss_m_k_still_select_exactly(set_threads, monkeypatch, misses):
+    """The wider bracket and the partition of all candidates (joined from the
+    threads' lists) on the threaded path: the same result as one thread."""
+    d = T.PAR_MIN_D + 999
+    x = np.random.default_rng(32).standard_normal(d)
+    x[[5, 77, d - 3]] = [np.nan, np.inf, -np.inf]
+    k = d // 10
+    real = T._bracket
+    zs = []
+
+    def bracket(top, n, k_, z):
+        zs.append(z)
+        if len(zs) <= misses:
+            u = x.dtype.type(0.01)
+            return u, u + 0.001  # all of it above m_k: more than k candidates above the bracket
+        return real(top, n, k_, z)
+
+    monkeypatch.setattr(T, "_bracket", bracket)
+    calls = Calls(monkeypatch, "_pass", "_rth_largest")
+    got = {}
+    for threads in (1, 2):
+        set_threads(threads)
+        zs.clear()
+        for log in calls.log.values():
+            log.clear()
+        got[threads] = top_k(x, k, value_dtype=np.float32)
+        assert zs == [T.ZB, 2 * T.ZB] and calls.count("_rth_largest") == (1 if misses == 1 else 0)
+        assert calls.count("_pass") == threads
+    assert np.array_equal(got[1][0], got[2][0]) and np.array_equal(got[1][1], got[2][1], equal_nan=True)
+    assert np.array_equal(got[2][0], canonical(x, k))
+    assert np.array_equal(got[2][1], x[got[2][0]].astype(np.float32), equal_nan=True)
+
+
+def test_threaded_exactly_k_candidates_and_growing_lists(set_threads, monkeypatch):
+    """Two cases of the threaded pass: the candidates are exactly the top k
+    (each thread's list copied into its range of the result), and far more
+    candidates than the lists were sized for (they grow mid-pass, per thread)."""
+    d = T.PAR_MIN_D + 4321
+    rng = np.random.default_rng(33)
+    x = rng.uniform(-1.0, 1.0, d)
+    pos = T.sample_positions(d, T.sample_size(d))
+    top = np.union1d(pos, rng.choice(d, 40_000, replace=False))
+    x[top] = 5.0 * np.sign(rng.standard_normal(top.shape[0]))
+    y = rng.standard_normal(d)
+    y[pos] *= 0.05  # a low threshold: many more candidates than expected
+    grown = []
+    real = T.Workspace.lists
+
+    def lists(self, dtype, cap, keep=0):
+        grown.append(keep)
+        return real(self, dtype, cap, keep)
+
+    monkeypatch.setattr(T.Workspace, "lists", lists)
+    calls = Calls(monkeypatch, "_keep")
+    results = {}
+    for threads in (1, 2):
+        set_threads(threads)
+        calls.log["_keep"].clear()
+        c = make_compressor(f"topk:{top.shape[0]}", d)
+        p = c.compress(x, rng)
+        assert calls.count("_keep") == 0 and np.array_equal(p.indices, top)
+        grown.clear()
+        q = top_k(y, d // 10, T.Workspace(), np.float32)
+        assert max(grown) > 0
+        results[threads] = p, q
+    (p1, q1), (p2, q2) = results[1], results[2]
+    assert np.array_equal(p1.values, p2.values) and np.array_equal(p2.values, x[top].astype(np.float32))
+    assert np.array_equal(q1[0], q2[0]) and np.array_equal(q1[1], q2[1])
+    assert np.array_equal(q2[0], canonical(y, d // 10))
+
+
+def test_threaded_values_overflow_to_inf_without_a_warning(set_threads):
+    """The compaction on the other threads converts to the wire dtype like
+    the calling thread: an overflow becomes inf, silently (numpy's error
+    state is per thread)."""
+    import warnings
+
+    set_threads(2)
+    d = T.PAR_MIN_D + 77
+    x = np.random.default_rng(34).standard_normal(d) * 1.5e38  # |x| > 3.4e38, beyond float32: inf
+    for k in (d // 100, d // 10):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            idx, vals = top_k(x, k, value_dtype=np.float32)
+        assert np.array_equal(idx, canonical(x, k))
+        with np.errstate(over="ignore"):
+            assert np.array_equal(vals, x[idx].astype(np.float32))
+        assert np.isinf(vals[idx < d // 2]).any() and np.isinf(vals[idx >= d // 2]).any()  # on both threads
+
+
+def test_topk_called_on_the_pool_threads_runs_there_in_one_thread(set_threads, monkeypatch):
+    """TopK inside parallel.run_all (several workers' vectors at once) does not
+    wait for the pool it runs on (which could deadlock): one pass over all
+    of x there, the same result."""
+    set_threads(2)
+    d = T.PAR_MIN_D + 5
+    rng = np.random.default_rng(35)
+    xs = [rng.standard_normal(d) for _ in range(3)]
+    calls = Calls(monkeypatch, "_pass")
+    got = parallel.run_all(lambda x: top_k(x, d // 100, value_dtype=np.float32), xs)
+    ranges = sorted(a[1:3] for a, _ in calls.log["_pass"])
+    assert ranges.count((0, d)) == 2 and len(ranges) == 4  # on the pool: one pass; here: one per part
+    for x, (idx, vals) in zip(xs, got):
+        assert np.array_equal(idx, canonical(x, d // 100)) and np.array_equal(vals, x[idx].astype(np.float32))
+
+
+# ----------------------------------------------------------- tiny Top-1 ---
+@pytest.mark.parametrize("vdt", [np.float32, np.float64, np.float16])
+def test_top1_of_a_short_vector_is_the_canonical_one(vdt):
+    """The short path of TopK(k=1).compress: the first index of the largest
+    magnitude, NaN tied with infinities (the first of them), the value in the
+    wire dtype, overflowing to inf silently -- the same as top_k."""
+    import warnings
+
+    rng = np.random.default_rng(36)
+    d = 123
+    c = make_compressor("topk:1", d, vdt)
+    cases = []
+    for trial in range(60):
+        x = rng.standard_normal(d) * 10.0 ** rng.integers(-3, 4)
+        kind = trial % 10
+        if kind == 1:
+            x = rng.integers(-2, 3, d).astype(np.float64)  # ties: the first index
+        elif kind == 2:
+            x[rng.integers(d)] = np.nan
+        elif kind == 3:
+            i, j = sorted(rng.choice(d, 2, replace=False))
+            x[i], x[j] = -np.inf, np.nan  # an infinity before the first NaN: it wins
+        elif kind == 4:
+            i, j = sorted(rng.choice(d, 2, replace=False))
+            x[i], x[j] = np.nan, np.inf
+        elif kind == 5:
+            x[rng.integers(d)] = -3e38 * rng.choice([1.0, 10.0])  # near or beyond float32's range
+        elif kind == 6:
+            x = x.astype(np.float32)
+        elif kind == 7:
+            x = np.zeros(d) * rng.choice([1.0, -1.0])
+        elif kind == 8:
+            x = x[:-20]  # shorter than the compressor's d (as top_k allows)
+        elif kind == 9:
+            x = rng.standard_normal(2 * d)[::2]  # strided
+        cases.append(x)
+    cases.append(np.array([-7.0]))
+    for x in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            p = c.compress(x, rng)
+            ref = top_k(x, 1, value_dtype=vdt)
+        assert p.d == d and p.indices.dtype == np.intp and p.values.dtype == vdt
+        assert np.array_equal(p.indices, canonical(x, 1)) and np.array_equal(p.indices, ref[0])
+        assert np.array_equal(p.values, ref[1], equal_nan=True)
+        with np.errstate(over="ignore"):
+            assert np.array_equal(p.values, x[p.indices].astype(vdt), equal_nan=True)

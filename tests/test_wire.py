@@ -109,7 +109,7 @@ def test_dense_message_costs_at_least_its_values():
 # --------------------------------------------------------- malformed input ---
 def valid_messages():
     out = []
-    for spec in ("identity", "topk:3", "randk:2", "sign", "natural", "qsgd:4"):
+    for spec in ("identity", "topk:1", "topk:3", "randk:2", "sign", "natural", "qsgd:4"):  # topk:1: its own decoder path
         for dtype in DTYPES:
             out.append((spec, dtype, 20, encode(payload(spec, 20, dtype))))
     out.append(("empty", np.float32, 20, encode(Empty(20))))
@@ -203,6 +203,23 @@ def test_index_beyond_the_dimension_is_rejected_even_where_a_narrow_width_would_
     """An encoder that casts indices to the narrowest width for d would turn
     300 into 44 for d = 256: a valid-looking wrong vector."""
     _refused(Sparse(d, np.array(indices), np.ones(2, np.float32)), d)
+
+
+def test_top1_message_with_its_index_field_past_d_or_padding_set_is_rejected():
+    """The one-index message is read straight from the bytes: d = 100 needs 7 bits,
+    so the field can say 100..127 (past d), and its eighth bit is padding."""
+    d = 100
+    msg = bytearray(encode(Sparse(d, np.array([99]), np.ones(1, np.float32))))
+    pos = len(msg) - 4 - 1  # the index byte, before the float32 value
+    assert decode(bytes(msg), d).indices.tolist() == [99]
+    for field, pad in ((100, 0), (127, 0), (5, 1)):
+        msg[pos] = field << 1 | pad
+        with pytest.raises(WireError):
+            decode(bytes(msg), d)
+    msg[pos] = 5 << 1
+    assert decode(bytes(msg), d).indices.tolist() == [5]
+    for bad in (np.nan, np.inf):
+        _refused(Sparse(d, np.array([3]), np.array([bad], np.float32)), d)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

@@ -82,10 +82,13 @@ class Sparse(Payload):
     flag: bool = False  # method-defined bit (MARINA full sync, EF21+ replace)
 
     def add_to(self, out, weight=1.0):
-        v = _like(out, self.values)
+        if type(out) is np.ndarray:  # on the host (the common case, without the device checks)
+            v, idx = self.values, self.indices
+        else:
+            v, idx = _like(out, self.values), _like(out, self.indices)
         if weight != 1.0:
             v = np.float64(weight) * v
-        out[_like(out, self.indices)] += v
+        out[idx] += v
 
 
 @dataclass(frozen=True)

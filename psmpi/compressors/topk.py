@@ -47,6 +47,22 @@ and runs introselect over all of d.  Here instead:
    sample, only the speed does: for any input, adversarial ones included
    (all-equal, many ties, NaN/inf, k near d).
 
+Threads: from ``PAR_MIN_D`` entries on, with ``psmpi.parallel.threads()`` > 1,
+x is split into contiguous parts (at least ``PAR_MIN_PART`` entries each), and
+step 2 runs on one thread per part (numpy's comparisons, ``nonzero`` and
+``take`` release the GIL), each into its own candidate list; the lists stay
+apart (no copy joins them): the scan of step 3 and the compaction run on one
+thread per list too, each list into its own range of the two returned
+arrays.  Everything decided from the counts (the threshold, the bracket, m_k,
+which ties are kept) is decided on all candidates together, in index order,
+so the result is bit for bit the one of a single thread, whatever the count.
+Called on a thread of that pool (inside ``run_all``), TopK stays on it.
+
+Top-1 of a short vector (d < ``MIN_FAST_D``, the common EF21 case) takes a
+shorter way in :meth:`TopK.compress`: one ``argmax`` of |x| (the first
+index of the largest magnitude), the general code only when that magnitude
+is NaN, infinite or beyond the wire dtype.
+
 The buffers live in a :class:`Workspace`; a :class:`TopK` compressor keeps
 one, so from the second round on the pass writes into memory that is
 already mapped.  The two returned arrays are new, or the previous call's
@@ -59,9 +75,11 @@ from __future__ import annotations
 import functools
 import math
 import sys
+import threading
 
 import numpy as np
 
+from .. import parallel
 from ..backend import device_of, is_device_array
 from .base import Compressor, parse_count, register
 from .payload import Sparse
@@ -70,6 +88,9 @@ CHUNK = 1 << 18  # elements per streaming chunk of x (its masks stay in L2, the 
 KBLOCK = 1 << 17  # candidates per block of the scan for m_k (its magnitudes and flags stay in cache)
 BLOCK = 1 << 17  # candidates per block of the final compaction (its positions and values stay in cache)
 MIN_FAST_D = 1 << 15  # below this the direct exact selection is as fast
+PAR_MIN_D = 1 << 20  # from this size on the pass, the scan and the compaction run on parallel.threads() threads
+PAR_MIN_PART = 1 << 19  # elements of x per thread, at least
+_POOL_PREFIX = "psmpi"  # the names of the threads of parallel.run_all's pool
 SAMPLE = 1 << 16  # sampled positions (at most)
 RUN = 32  # consecutive sampled positions (4 cache lines of float64: few TLB misses)
 GROUPS = 8  # distinct run offsets: the sample is GROUPS strided views of x
@@ -217,8 +238,9 @@ _SOLE = _refs(_Probe, "held") if hasattr(sys, "getrefcount") else -1
 class Workspace:
     """Reusable buffers: the chunk masks, the sample, the candidate list
     (indices, values, flags) and the blocks of the scans over it, so that
-    repeated calls (one per round) write into memory that is already mapped.
-    A :class:`TopK` compressor owns one.
+    repeated calls (one per round) write into memory that is already mapped;
+    one more workspace per extra thread (:meth:`parts`).  A :class:`TopK`
+    compressor owns one (not to be shared by concurrent calls).
 
     The two arrays a call returns are new, or the ones the previous call
     returned when nothing but this workspace refers to them any more (the
@@ -231,6 +253,14 @@ class Workspace:
     def __init__(self):
         self.m1 = self.m2 = self.smp = self.mb = self.f1 = self.cv = self.idx = self.val = self.flag = None
         self.oi = self.ov = None
+        self.more = []  # the workspaces of the other threads' parts (their masks, lists and blocks)
+        self.cands = None  # the last pass's candidate list (:class:`Candidates`)
+
+    def parts(self, p: int) -> list:
+        """``p`` workspaces, this one first, one per thread of a threaded call."""
+        while len(self.more) < p - 1:
+            self.more.append(Workspace())
+        return [self] + self.more[:p - 1]
 
     def outputs(self, k: int, vdt):
         """Arrays for the k indices and values (``vdt``) of this call's result."""
@@ -285,25 +315,51 @@ def _pad(b: int, q: float) -> int:
     return int((0.1 - 0.9 * q) * b / 0.9) + 64 if 0.04 <= q < 0.1 / 0.9 else 0
 
 
-def _candidates(x: np.ndarray, t, ws: Workspace, cap: int, q: float = 0.0) -> int:
-    """Collect the indices i with not(|x_i| < t) (NaN is in) and the values
-    x_i into ``ws.idx[:n]`` and ``ws.val[:n]``, in one chunked pass that
-    reads x once and writes nothing of size d; returns n.  ``q``: the
-    expected fraction of such i (see :func:`_pad`).
+def _parts(d: int) -> list:
+    """The contiguous (start, stop) ranges of x, one per thread: one range
+    below PAR_MIN_D or with one thread (see :mod:`psmpi.parallel`).  Only
+    the speed depends on them: every thread does on its range what one
+    thread would do there, and the results are joined in index order."""
+    if d < PAR_MIN_D or threading.current_thread().name.startswith(_POOL_PREFIX):
+        return [(0, d)]  # (on a thread of the pool: waiting there for more of the pool could deadlock)
+    p = min(parallel.threads(), d // PAR_MIN_PART)
+    return parallel.chunks(d, p) if p > 1 else [(0, d)]
 
-    The chunk's mask is ``(x < t) <= (x <= -t)`` (on booleans: not(x < t) or
-    x <= -t), which is |x| >= t or NaN for t >= 0 without writing |x|."""
-    d = x.shape[0]
-    b = min(CHUNK, d)
+
+class Candidates:
+    """The candidate list of the last pass: one segment per thread's range
+    of x, in index order -- ``idx[j]``, ``val[j]`` and the flag buffer
+    ``flag[j]`` of the workspace ``ws.parts(...)[j]`` -- starting at
+    ``starts[j]`` of the list they form together; ``shape``: (its length,).
+    (Views of the buffers only: no reference back to a workspace.)"""
+
+    def __init__(self, wss: list, counts: list):
+        self.counts = counts
+        if len(wss) == 1:
+            w, c = wss[0], counts[0]
+            self.idx, self.val, self.flag, self.starts = [w.idx[:c]], [w.val[:c]], [w.flag[:c]], [0]
+        else:
+            self.idx = [w.idx[:c] for w, c in zip(wss, counts)]
+            self.val = [w.val[:c] for w, c in zip(wss, counts)]
+            self.flag = [w.flag[:c] for w, c in zip(wss, counts)]
+            self.starts = [0]
+            for c in counts[:-1]:
+                self.starts.append(self.starts[-1] + c)
+        self.shape = (self.starts[-1] + counts[-1],)
+
+
+def _pass(x: np.ndarray, lo: int, hi: int, t, ws: Workspace, cap: int, q: float) -> int:
+    """The pass of :func:`_candidates` over ``x[lo:hi]``, into ``ws``'s lists
+    (positions in x); returns their length."""
+    b = min(CHUNK, hi - lo)
     pad = _pad(b, q)
     m1, m2 = ws.masks(b + pad)
     m1[b:] = True
     idx, val = ws.lists(x.dtype, cap)
-    t = x.dtype.type(t)
     nt = -t
     pos = 0
-    for start in range(0, d, b):
-        xc = x[start:start + b]
+    for start in range(lo, hi, b):
+        xc = x[start:min(start + b, hi)]
         n = xc.shape[0]
         a, c2 = (m1[:b], m2[:b]) if n == b else (m1[:n], m2[:n])
         np.less(xc, t, out=a)
@@ -318,11 +374,39 @@ def _candidates(x: np.ndarray, t, ws: Workspace, cap: int, q: float = 0.0) -> in
         c = li.shape[0]
         if c:
             if pos + c > idx.shape[0]:
-                idx, val = ws.lists(x.dtype, pos + c + (d - start) // 8, keep=pos)
+                idx, val = ws.lists(x.dtype, pos + c + (hi - start) // 8, keep=pos)
             np.take(xc, li, out=val[pos:pos + c], mode="wrap")  # (not 'raise': that buffers)
             np.add(li, start, out=idx[pos:pos + c])
             pos += c
     return pos
+
+
+def _candidates(x: np.ndarray, t, ws: Workspace, cap: int, q: float = 0.0) -> int:
+    """Collect the indices i with not(|x_i| < t) (NaN is in) and the values
+    x_i, in order, into the lists of ``ws`` (``ws.idx[:n]`` and ``ws.val[:n]``
+    with one thread; ``ws.cands``, a :class:`Candidates`, either way), in
+    one chunked pass that reads x once and writes nothing of size d; returns
+    n.  ``q``: the expected fraction of such i (see :func:`_pad`).  Large x:
+    each thread passes over one contiguous range of x (:func:`_parts`), into
+    its own lists.
+
+    The chunk's mask is ``(x < t) <= (x <= -t)`` (on booleans: not(x < t) or
+    x <= -t), which is |x| >= t or NaN for t >= 0 without writing |x|."""
+    d = x.shape[0]
+    t = x.dtype.type(t)
+    parts = _parts(d)
+    if len(parts) == 1:
+        wss, counts = [ws], [_pass(x, 0, d, t, ws, cap, q)]
+    else:
+        wss = ws.parts(len(parts))
+
+        def part(j):
+            lo, hi = parts[j]
+            return _pass(x, lo, hi, t, wss[j], cap * (hi - lo) // d + 1024, q)
+
+        counts = parallel.run_all(part, range(len(parts)))
+    ws.cands = Candidates(wss, counts)
+    return ws.cands.shape[0]
 
 
 def _lower_rank(s: int, q: float):
@@ -351,14 +435,10 @@ def _bracket(top: np.ndarray, n: int, k: int, z: float):
     return u_lo, u_hi
 
 
-def _in_bracket(val: np.ndarray, u_lo, u_hi, ws: Workspace):
-    """(above, mid, pos, low) for the candidate values ``val`` and the
-    bracket [u_lo, u_hi] of magnitudes: the number of candidates above it
-    (NaN included), the magnitudes of those inside it and their positions in
-    the list, and the flags ``low`` of those not above it (in the
-    workspace).  Block by block, each block's magnitudes and flags staying in
-    cache, the last block first (the most recently written, the likeliest
-    still in cache; the compaction then starts with the blocks read last)."""
+def _scan(val: np.ndarray, u_lo, u_hi, ws: Workspace):
+    """:func:`_in_bracket` for one segment ``val`` of the list, with the
+    flag buffer and blocks of ``ws``: (above, mid, pos, low), ``pos`` in
+    the segment."""
     n = val.shape[0]
     mb, f2 = ws.scratch(val.dtype, KBLOCK)
     low = ws.flag[:n]
@@ -375,21 +455,47 @@ def _in_bracket(val: np.ndarray, u_lo, u_hi, ws: Workspace):
         p = np.flatnonzero(a)
         mids.append(m.take(p, mode="wrap"))  # (boolean indexing is slower)
         poss.append(p + b0)
+    if not mids:  # an empty segment
+        return 0, val[:0].copy(), np.empty(0, np.intp), low
+    if len(mids) == 1:
+        return above, mids[0], poss[0], low
     return above, np.concatenate(mids[::-1]), np.concatenate(poss[::-1]), low
 
 
-def _keep(val: np.ndarray, k: int, top, ws: Workspace) -> np.ndarray:
-    """Flags (in the workspace) of the canonical top k among the n > k
-    candidate values ``val``.  m_k, the k-th largest magnitude, is looked
-    for between the two magnitudes of :func:`_bracket`: when the counts show
-    that it lies there, only the magnitudes inside are partitioned
-    (:func:`_rth_largest`), and the flags are those above the bracket plus
-    those inside not below m_k (ties at m_k: the lowest positions); else a
-    bracket twice as wide is tried, else all magnitudes are partitioned."""
-    n = val.shape[0]
+def _in_bracket(cands: Candidates, u_lo, u_hi, ws: Workspace):
+    """(above, mid, pos, lows, aboves) for the candidate list and the
+    bracket [u_lo, u_hi] of magnitudes: the number of candidates above it
+    (NaN included), the magnitudes of those inside it and their positions in
+    the list, the flags ``lows[j]`` (in the workspaces) of the candidates of
+    segment j not above it, and the number above it of each segment.  Block
+    by block, each block's magnitudes and flags staying in cache, the last
+    block first (the most recently written, the likeliest still in cache;
+    the compaction then starts with the blocks read last); one thread per
+    segment."""
+    if len(cands.val) == 1:
+        above, mid, pos, low = _scan(cands.val[0], u_lo, u_hi, ws)
+        return above, mid, pos, [low], [above]
+    wss = ws.parts(len(cands.val))
+    out = parallel.run_all(lambda j: _scan(cands.val[j], u_lo, u_hi, wss[j]), range(len(cands.val)))
+    aboves = [o[0] for o in out]
+    mid = np.concatenate([o[1] for o in out])
+    pos = np.concatenate([o[2] + s for o, s in zip(out, cands.starts)])
+    return sum(aboves), mid, pos, [o[3] for o in out], aboves
+
+
+def _keep(cands: Candidates, k: int, top, ws: Workspace) -> list:
+    """[(flags, count)] per segment of the list: the flags of the canonical
+    top k among the n > k candidates and how many of them are set.  m_k,
+    the k-th largest magnitude, is looked for between the two magnitudes of
+    :func:`_bracket`: when the counts show that it lies there, only the
+    magnitudes inside are partitioned (:func:`_rth_largest`), and the flags
+    are those above the bracket plus those inside not below m_k (ties at
+    m_k: the lowest positions); else a bracket twice as wide is tried, else
+    all magnitudes are partitioned."""
+    n = cands.shape[0]
     if top.shape[0]:
         for z in (ZB, 2 * ZB):
-            above, mid, pos, low = _in_bracket(val, *_bracket(top, n, k, z), ws)
+            above, mid, pos, lows, aboves = _in_bracket(cands, *_bracket(top, n, k, z), ws)
             need, m = k - above, mid.shape[0]
             if 1 <= need <= m:  # m_k lies in the bracket: it is the need-th largest there
                 kth = _rth_largest(mid.copy(), need)
@@ -398,15 +504,27 @@ def _keep(val: np.ndarray, k: int, top, ws: Workspace) -> np.ndarray:
                 sel = mid > kth
                 ties = np.flatnonzero(mid == kth)
                 sel[ties[:need - np.count_nonzero(sel)]] = True
-                keep = np.logical_not(low, out=low)  # above the bracket (NaN included) ...
-                keep[pos[sel]] = True  # ... or inside it and among the top k
-                return keep
-    mag = _nan_to_inf(np.abs(val))
+                inside = pos[sel]  # (increasing)
+                if len(lows) == 1:
+                    keep = np.logical_not(lows[0], out=lows[0])  # above the bracket (NaN included) ...
+                    keep[inside] = True  # ... or inside it and among the top k
+                    return [(keep, k)]
+                cut = np.searchsorted(inside, cands.starts[1:] + [n])
+                out, c0 = [], 0
+                for low, a, s, c1 in zip(lows, aboves, cands.starts, cut.tolist()):
+                    keep = np.logical_not(low, out=low)  # above the bracket (NaN included) ...
+                    keep[inside[c0:c1] - s] = True  # ... or inside it and among the top k
+                    out.append((keep, a + c1 - c0))
+                    c0 = c1
+                return out
+    one = len(cands.val) == 1
+    mag = _nan_to_inf(np.abs(cands.val[0] if one else np.concatenate(cands.val)))
     kth = np.partition(mag, n - k)[n - k]
-    keep = np.greater(mag, kth, out=ws.flag[:n])
+    keep = np.greater(mag, kth, out=cands.flag[0] if one else None)
     ties = np.flatnonzero(mag == kth)
     keep[ties[:k - np.count_nonzero(keep)]] = True
-    return keep
+    segs = [keep[s:s + c] for s, c in zip(cands.starts, cands.counts)]
+    return [(f, int(np.count_nonzero(f))) for f in segs]
 
 
 def _sampled(x: np.ndarray, k: int, vdt, ws: Workspace):
@@ -430,19 +548,18 @@ def _sampled(x: np.ndarray, k: int, vdt, ws: Workspace):
         n = _candidates(x, top[0], ws, 4 * cap, r / s)
         if n < k:
             return None
-    idx, val = ws.idx[:n], ws.val[:n]
-    keep = None if n == k else _keep(val, k, top, ws)
-    return _compact(idx, val, keep, k, vdt, ws)
+    cands = ws.cands
+    keeps = None if n == k else _keep(cands, k, top, ws)
+    return _compact(cands, keeps, k, vdt, ws)
 
 
-def _compact(idx, val, keep, k: int, vdt, ws: Workspace):
-    """(indices, values as ``vdt``): new arrays with the k entries of ``idx``
-    and ``val`` flagged in ``keep`` (all when it is None), in order; block by
-    block, so that each block's positions and values stay in cache."""
-    oi, ov = ws.outputs(k, vdt)
-    g = None if vdt == val.dtype else ws.converted(vdt, BLOCK)
+def _compact_part(idx, val, keep, oi, ov, ws: Workspace):
+    """The entries of ``idx`` and ``val`` flagged in ``keep`` (all when it
+    is None), in order, into ``oi`` and ``ov``; block by block, so that each
+    block's positions and values stay in cache."""
+    g = None if ov.dtype == val.dtype else ws.converted(ov.dtype, BLOCK)
     o = 0
-    with np.errstate(over="ignore"):  # like Compressor.wire_values: an overflow becomes inf
+    with np.errstate(over="ignore"):  # like Compressor.wire_values: an overflow becomes inf (per thread)
         for b0 in range(0, val.shape[0], BLOCK):
             v = val[b0:b0 + BLOCK]
             if keep is None:
@@ -458,6 +575,28 @@ def _compact(idx, val, keep, k: int, vdt, ws: Workspace):
                     np.copyto(v, val[b0:b0 + BLOCK], casting="unsafe")
                 np.take(v, kp, out=ov[o:e], mode="wrap")
             o = e
+    assert o == oi.shape[0]
+
+
+def _compact(cands: Candidates, keeps, k: int, vdt, ws: Workspace):
+    """(indices, values as ``vdt``): new arrays (see :class:`Workspace`) with
+    the k candidates flagged in ``keeps`` (all when it is None), in order;
+    each segment on its thread, into its own range of the two arrays."""
+    oi, ov = ws.outputs(k, vdt)
+    if len(cands.val) == 1:
+        _compact_part(cands.idx[0], cands.val[0], None if keeps is None else keeps[0][0], oi, ov, ws)
+        return oi, ov
+    counts = cands.counts if keeps is None else [c for _, c in keeps]
+    at = [0]
+    for c in counts:
+        at.append(at[-1] + c)
+    wss = ws.parts(len(counts))
+
+    def part(j):
+        _compact_part(cands.idx[j], cands.val[j], None if keeps is None else keeps[j][0],
+                      oi[at[j]:at[j + 1]], ov[at[j]:at[j + 1]], wss[j])
+
+    parallel.run_all(part, range(len(counts)))
     return oi, ov
 
 
@@ -481,7 +620,10 @@ def top_k(x: np.ndarray, k: int, ws: Workspace | None = None, value_dtype=None):
     elif k == 0:
         sel = np.empty(0, np.intp)
     elif d < MIN_FAST_D and k == 1:  # the first index of the largest magnitude
-        sel = np.array([np.argmax(_nan_to_inf(np.abs(x)))])
+        m = np.abs(x)
+        sel = m.argmax(keepdims=True)  # (the first NaN if there is one)
+        if np.isnan(m[sel[0]]):  # NaN ties with infinities
+            sel = _nan_to_inf(m).argmax(keepdims=True)
     else:
         out = _sampled(x, k, vdt, Workspace() if ws is None else ws) if d >= MIN_FAST_D else None
         if out is not None:
@@ -489,6 +631,19 @@ def top_k(x: np.ndarray, k: int, ws: Workspace | None = None, value_dtype=None):
         sel = np.flatnonzero(_exact(np.abs(x), k))  # direct exact selection over all of x
     with np.errstate(over="ignore"):  # like Compressor.wire_values: an overflow becomes inf
         return sel, x.take(sel, mode="clip").astype(vdt, copy=False)
+
+
+def _top1(x: np.ndarray, vdt, lim: float):
+    """Top-1 of a short 1-D float vector on the host, the common case of
+    :func:`top_k` with less Python around it: (index, value as ``vdt``) as
+    one-entry arrays, or None when its largest magnitude is not <= ``lim``
+    (the largest finite ``vdt``): NaN (which ties with infinities), an
+    infinity or an overflow to inf, all left to :func:`top_k`."""
+    m = np.abs(x)
+    i = m.argmax(keepdims=True)  # the first index of the largest magnitude (or the first NaN)
+    if not m.item(i[0]) <= lim:  # (as Python numbers: no cast of lim to a narrower dtype)
+        return None
+    return i, x[i].astype(vdt, copy=False)
 
 
 def top_k_indices(x: np.ndarray, k: int) -> np.ndarray:
@@ -508,12 +663,19 @@ class TopK(Compressor):
     def setup(self, param):
         self.k = parse_count(self.name, param, self.d)
         self._ws = None  # buffers reused from round to round
+        vdt = self.value_dtype
+        self._lim = float(np.finfo(vdt).max) if self.k == 1 and vdt.kind == "f" else None  # Top-1: see _top1
 
     @property
     def alpha(self):
         return self.k / self.d
 
     def compress(self, x, rng):
+        if (self._lim is not None and type(x) is np.ndarray and x.ndim == 1 and 0 < x.shape[0] < MIN_FAST_D
+                and x.dtype.kind == "f" and self.scale == 1.0):
+            out = _top1(x, self.value_dtype, self._lim)
+            if out is not None:
+                return Sparse(self.d, *out)
         if self._ws is None:
             self._ws = Workspace()
         direct = self.scale == 1.0  # values straight into the wire dtype, no extra copy

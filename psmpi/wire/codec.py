@@ -225,6 +225,17 @@ def encode_indices(idx: np.ndarray, d: int, enc: int) -> bytes:
     raise WireError(f"unknown index encoding {enc}")
 
 
+def _one_index(field: int, d: int) -> np.ndarray:
+    """The index of a one-field absolute section read as one big-endian integer: its
+    w bits, then zero padding to the byte."""
+    pad = -index_width(d) % 8
+    if field & ((1 << pad) - 1):
+        raise WireError("nonzero padding bits")
+    if field >> pad >= d:
+        raise WireError("sparse indices out of range or not strictly increasing")
+    return np.array((field >> pad,), np.int64)
+
+
 def decode_indices(buf: np.ndarray, d: int, k: int, enc: int) -> np.ndarray:
     """Indices from exactly the bytes of their section; validated."""
     if enc == ABSOLUTE:
@@ -232,10 +243,7 @@ def decode_indices(buf: np.ndarray, d: int, k: int, enc: int) -> np.ndarray:
         if buf.shape[0] != _nbytes(k * w):
             raise WireError("absolute index section has the wrong length")
         if k == 1:
-            v = int.from_bytes(buf.tobytes(), "big")
-            if v & ((1 << (-w % 8)) - 1):
-                raise WireError("nonzero padding bits")
-            idx = np.array([v >> (-w % 8)], np.int64)
+            return _one_index(int.from_bytes(buf.tobytes(), "big"), d)
         else:
             idx = unpack_planes(buf, k, w).astype(np.int64)
     elif enc == BITMAP:
@@ -287,6 +295,7 @@ def _value_code(arr_or_scalar) -> int:
     return code
 
 
+@functools.lru_cache(maxsize=1024)
 def _header(kind: int, flags: int, d: int, count: int, flag: bool) -> bytes:
     return bytes((MAGIC, VERSION, kind, flags | (0x80 if flag else 0))) + _varint(d) + _varint(count)
 
@@ -343,9 +352,15 @@ def encode(p: Payload, index_encoding: str | int | None = None) -> bytes:
 
 # ---------------------------------------------------------------- decode ---
 def _finite(v, what):
-    if not np.isfinite(v).all():
+    # a few values: Python's isfinite on the list beats numpy's per-call cost
+    if not (all(map(math.isfinite, v.tolist())) if v.shape[0] <= 16 else np.isfinite(v).all()):
         raise WireError(f"non-finite {what} in message")
     return v
+
+
+def _need(body, nbytes):
+    if body.shape[0] != nbytes:
+        raise WireError(f"body has {body.shape[0]} bytes, header implies {nbytes}")
 
 
 def _signs(buf: np.ndarray, d: int) -> np.ndarray:
@@ -369,9 +384,17 @@ def decode(buf, d_expected: int | None = None) -> Payload:
     flag, enc, vc = bool(b3 & 0x80), (b3 >> 4) & 0x7, b3 & 0x0F
     d, pos = _read_varint(raw, 4)
     count, pos = _read_varint(raw, pos)
-    mv = np.frombuffer(raw, dtype=np.uint8)
     if not 1 <= d < MAX_D or (d_expected is not None and d != d_expected):
         raise WireError(f"message dimension {d} != expected {d_expected}")
+    if kind == SPARSE and enc == ABSOLUTE and count == 1 and vc in _DTYPES:  # Top-1: straight from the bytes
+        vdt = _DTYPES[vc]
+        nb = _nbytes(index_width(d))
+        if len(raw) - pos != nb + vdt.itemsize:
+            raise WireError(f"body has {len(raw) - pos} bytes, header implies {nb + vdt.itemsize}")
+        idx = _one_index(int.from_bytes(raw[pos:pos + nb], "big"), d)
+        vals = np.frombuffer(raw, vdt, 1, pos + nb).astype(vdt.newbyteorder("="))
+        return Sparse(d, idx, _finite(vals, "value"), flag)
+    mv = np.frombuffer(raw, dtype=np.uint8)
     if enc and kind != SPARSE:
         raise WireError(f"index encoding bits set on a message of kind {kind}")
     body = mv[pos:]
@@ -384,14 +407,10 @@ def decode(buf, d_expected: int | None = None) -> Payload:
     vdt = _DTYPES[vc]
     native = vdt.newbyteorder("=")
 
-    def need(nbytes):
-        if body.shape[0] != nbytes:
-            raise WireError(f"body has {body.shape[0]} bytes, header implies {nbytes}")
-
     if kind != QUANTIZED and kind != SPARSE and count:
         raise WireError(f"nonzero count {count} on a message of kind {kind}")
     if kind == DENSE:
-        need(d * vdt.itemsize)
+        _need(body, d * vdt.itemsize)
         return Dense(_finite(body.view(vdt).astype(native), "value"), flag)
     if kind == SPARSE:
         if enc not in ENCODING_NAMES:
@@ -406,12 +425,12 @@ def decode(buf, d_expected: int | None = None) -> Payload:
         return Sparse(d, idx, _finite(vals, "value"), flag)
     nsign = _nbytes(d)
     if kind == SIGNS:
-        need(vdt.itemsize + nsign)
+        _need(body, vdt.itemsize + nsign)
         scale = _finite(body[: vdt.itemsize].view(vdt), "scale").astype(native)[0]
         return Signs(d, scale, _signs(body[vdt.itemsize:], d), flag)
     if kind == NATURAL:
         ed = np.dtype("<i1") if vc == 1 else np.dtype("<i2")
-        need(vdt.itemsize + nsign + d * ed.itemsize)
+        _need(body, vdt.itemsize + nsign + d * ed.itemsize)
         scale = _finite(body[: vdt.itemsize].view(vdt), "scale").astype(native)[0]
         neg = _signs(body[vdt.itemsize: vdt.itemsize + nsign], d)
         exps = body[vdt.itemsize + nsign:].view(ed).astype(np.int16)
@@ -426,7 +445,7 @@ def decode(buf, d_expected: int | None = None) -> Payload:
         if not 1 <= s <= 65535:
             raise WireError(f"bad number of levels {s}")
         bits = _level_bits(s)
-        need(vdt.itemsize + nsign + _nbytes(d * bits))
+        _need(body, vdt.itemsize + nsign + _nbytes(d * bits))
         norm = _finite(body[: vdt.itemsize].view(vdt), "norm").astype(native)[0]
         if norm < 0:
             raise WireError("negative norm")
