@@ -133,6 +133,11 @@ def test_bench_round_tiny_runs_both_runtimes_and_the_plain_loop(tmp_path):
     assert naive["sec_per_round"] > 0 and naive["max_abs_diff_vs_serial_float64"] < 1e-12  # the same EF21
     assert [s["d"] for s in res["dense_vs_sparse_by_d"]] == [300, 300]
     assert "plain numpy loop" in r.output and "x the speed of the plain loop" in r.output
+    floor = res["mpi_floor"]  # the same launch, collectives only, then with the local gradients
+    assert floor["ranks"] == 4 and floor["rounds"] == 6
+    assert 0 < floor["collectives_ms_per_round"] and 0 < floor["collectives_and_gradients_ms_per_round"]
+    assert floor["gradient_cpu_us_in_job"] > 0 and floor["gradient_us_alone"] > 0
+    assert "mpi floor, mpirun -n 4" in r.output
 
 
 def test_bench_round_on_the_emulated_gpu(tmp_path, monkeypatch):

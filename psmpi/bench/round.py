@@ -13,6 +13,10 @@ Three things are measured side by side in one run, on the same problem:
   local data matrices and computes each local gradient (the way the papers'
   experiment code works).  Its iterates are checked against the serial
   runtime run with float64 values, so the comparison is between equal work.
+
+With MPI on the CPU it also reports the MPI floor of :mod:`psmpi.bench.floor`:
+the same launch and collectives with no work, and with the local gradients
+only, i.e. what scheduling n + 1 processes costs on this machine.
 """
 from __future__ import annotations
 
@@ -61,11 +65,20 @@ def _train_args(dataset, method, compressor, workers, rounds, value_dtype, out, 
             "--workers", str(workers), "--device", device]
 
 
-def _run(cmd):
+def _run(cmd) -> str:
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:6])} ... failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return proc.stdout
+
+
+def mpi_floor(dataset, workers, rounds, mpirun) -> dict:
+    """The same mpirun and collectives with no work, then with the local gradients
+    only (:mod:`psmpi.bench.floor`): what no MPI round on this machine can beat."""
+    out = _run(mpirun + ["-n", str(workers + 1), sys.executable, "-m", "psmpi.bench.floor", dataset, str(workers),
+                         str(rounds)])
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def measure(dataset, method, compressor, workers, rounds, backend, value_dtype="float32", mpirun=None, device="cpu"):
@@ -135,6 +148,7 @@ def run_round_bench(dataset, method, compressor, workers, rounds, mpi=True, size
         ref = measure(dataset, method, compressor, workers, rounds, "serial", "float64", mpirun, device)
         x, spr = naive_on(dataset, workers, rounds, 0.1, ref["gamma"], int(compressor.split(":")[1]))
         naive = {"sec_per_round": spr, "max_abs_diff_vs_serial_float64": float(np.max(np.abs(x - ref["x"])))}
+    floor = mpi_floor(dataset, workers, rounds, mpirun) if mpi and device == "cpu" else None
     scaling = []
     for d in sizes:
         ds = f"synthetic:rows={workers * 20},features={int(d)},density={min(1.0, 50.0 / d)},seed=1"
@@ -145,8 +159,8 @@ def run_round_bench(dataset, method, compressor, workers, rounds, mpi=True, size
                             "bytes_up_per_round": r["bytes_up_per_round"]})
     for r in rows:
         r.pop("x")
-    return {"dataset": dataset, "workers": workers, "rounds": rounds, "device": device, "runs": rows, "naive_numpy_loop": naive,
-            "dense_vs_sparse_by_d": scaling}
+    return {"dataset": dataset, "workers": workers, "rounds": rounds, "device": device, "runs": rows,
+            "naive_numpy_loop": naive, "mpi_floor": floor, "dense_vs_sparse_by_d": scaling}
 
 
 def _peak(r) -> str:
@@ -175,6 +189,13 @@ def format_table(res) -> str:
             if r["compressor"] != "identity":
                 lines.append(f"  {r['backend']} runtime is {nv['sec_per_round'] / r['sec_per_round']:.2f}x "
                              f"the speed of the plain loop")
+    fl = res.get("mpi_floor")
+    if fl:
+        lines.append(f"mpi floor, mpirun -n {fl['ranks']}, the round's collectives alone: "
+                     f"{fl['collectives_ms_per_round']:.3f} ms/round; with each worker's local gradient "
+                     f"(nothing else): {fl['collectives_and_gradients_ms_per_round']:.3f} ms/round "
+                     f"(a gradient {fl['gradient_cpu_us_in_job']:.0f} us of CPU in the job, "
+                     f"{fl['gradient_us_alone']:.0f} us alone)")
     if res["dense_vs_sparse_by_d"]:
         lines.append(f"{'d':>10s} {'method':8s} {'compressor':10s} {'ms/round':>9s} {'B up/round':>12s}")
         for s in res["dense_vs_sparse_by_d"]:

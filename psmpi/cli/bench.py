@@ -124,7 +124,9 @@ def wire(sizes, fractions, encodings, repeat, warmup, budget, seed, json_path):
 def round_(dataset, method, compressor, workers, rounds, mpi, sizes, device, json_path):
     """Time per round of the serial and MPI runtimes, split into phases, next to
     the dense baseline (gd with the identity compressor: an uncompressed Gather of
-    d floats) and a plain numpy loop over the workers' dense local gradients."""
+    d floats) and a plain numpy loop over the workers' dense local gradients.
+    With --mpi (on the CPU) also the MPI floor: the same mpirun and collectives
+    with no work, then with the local gradients only."""
     from ..bench.common import parse_sizes
     from ..bench.round import format_table, run_round_bench
 

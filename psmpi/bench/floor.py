@@ -1,0 +1,83 @@
+"""The MPI runtime's floor on this machine: the same launch and the same
+collectives as a training round (``Bcast`` of the control word and x, then the
+messages with ``Gather`` of the sizes and ``Gatherv`` of the bytes, the
+runtime's own functions), first with no work between them, then with each
+worker computing its exact local gradient (nothing else: no compression, no
+encoding, no aggregation).  A training round cannot be faster than the second.
+
+Run under the launcher, one rank per worker plus the master::
+
+    mpirun -n 21 python -m psmpi.bench.floor a9a 20 300
+
+Rank 0 prints one JSON object: ms per round of each variant (best of three
+repetitions after a warm-up) and the workers' mean CPU time per gradient in
+the job (``thread_time``), next to the same gradients computed by rank 0
+alone, one after another, in a quiet moment after the job's rounds.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+
+
+def main(dataset: str, workers: int, rounds: int) -> None:
+    from ..config import TrainConfig, validate
+    from ..runtime.common import describe_data, local_problem
+    from ..compressors.payload import Sparse
+    from ..runtime.mpi import NCTRL, _comm, _gather_bytes
+    from ..wire import encode
+
+    MPI, comm = _comm()
+    if comm.size != workers + 1:
+        raise SystemExit(f"run with {workers + 1} ranks (got {comm.size})")
+    cfg = validate(TrainConfig(dataset=dataset, workers=workers, quiet=True))
+    info = describe_data(cfg)
+    problem = None if comm.rank == 0 else local_problem(cfg, info, comm.rank - 1)
+    buf = np.zeros(NCTRL + info.dim)
+    x = buf[NCTRL:]
+    msg = encode(Sparse(info.dim, np.zeros(1, np.int64), np.zeros(1, np.float32)))  # a Top-1 message's size
+    best, cpu = {}, 0.0
+    for work in (False, True):
+        times = []
+        for rep in range(4):  # a warm-up, then three
+            comm.Barrier()
+            t0, c = time.perf_counter(), 0.0
+            for _ in range(rounds):
+                comm.Bcast(buf, root=0)
+                if problem is not None and work:
+                    c0 = time.thread_time()
+                    problem.grad_aux(x)
+                    c += time.thread_time() - c0
+                _gather_bytes(MPI, comm, None if comm.rank == 0 else msg)
+            times.append(time.perf_counter() - t0)
+            if work and rep:
+                cpu += c
+        best["gradient" if work else "collectives"] = 1e3 * min(times[1:]) / rounds
+    cpus = comm.gather(cpu / (3 * rounds), root=0)
+    done = comm.Ibarrier()  # the workers sleep (not spin in MPI) while rank 0 times alone
+    if comm.rank != 0:
+        while not done.Test():
+            time.sleep(0.01)
+        return
+    try:
+        probs = [local_problem(cfg, info, i) for i in range(workers)]
+        for p in probs:
+            p.grad_aux(x)
+        t0 = time.perf_counter()
+        for _ in range(max(1, rounds // 10)):
+            for p in probs:
+                p.grad_aux(x)
+        alone = (time.perf_counter() - t0) / (max(1, rounds // 10) * workers)
+        print(json.dumps({"ranks": comm.size, "rounds": rounds, "collectives_ms_per_round": best["collectives"],
+                          "collectives_and_gradients_ms_per_round": best["gradient"],
+                          "gradient_cpu_us_in_job": 1e6 * float(np.mean(cpus[1:])),
+                          "gradient_us_alone": 1e6 * alone}))
+    finally:
+        done.Wait()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
