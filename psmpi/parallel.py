@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import functools
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+import queue
+import threading
 
 _LOCAL_SIZE_VARS = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMIX_LOCAL_SIZE")
 _WORLD_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")
@@ -55,34 +56,52 @@ def threads() -> int:
     return max(1, available_cpus() // (local or 1))
 
 
+class _Pool:
+    """Daemon threads named psmpi-N serving (fn, item, slot, done) tasks from
+    one C-level queue (cheaper to hand work to than concurrent.futures)."""
+
+    def __init__(self, n: int):
+        self.tasks = queue.SimpleQueue()
+        for i in range(n):
+            threading.Thread(target=self._serve, name=f"psmpi-{i}", daemon=True).start()
+
+    def _serve(self):
+        while True:
+            fn, item, slot, done = self.tasks.get()
+            try:
+                slot.append((True, fn(item)))
+            except BaseException as e:  # handed back to the caller of run_all
+                slot.append((False, e))
+            done.put(None)
+
+
 @functools.lru_cache(maxsize=1)
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=max(1, threads() - 1), thread_name_prefix="psmpi")
-
-
-def start(fn, items) -> list[Future]:
-    """Futures of fn(item) for each item: the others are handed to the shared
-    pool first, then the first is computed in this thread (done on return),
-    so that the caller can use it while the pool works on the rest.  With one
-    thread everything is computed here."""
-    items = list(items)
-    pooled = threads() > 1 and len(items) > 1
-    futures = [_pool().submit(fn, item) for item in items[1:]] if pooled else []
-    done = []
-    for item in items[:1] if pooled else items:
-        f = Future()
-        try:
-            f.set_result(fn(item))
-        except BaseException as e:  # raised where the result is asked for, like the pool's
-            f.set_exception(e)
-        done.append(f)
-    return done + futures
+def _pool() -> _Pool:
+    return _Pool(max(1, threads() - 1))
 
 
 def run_all(fn, items) -> list:
-    """[fn(item) for item in items], the first item in this thread and the
-    others on the shared pool at the same time; exceptions propagate."""
-    return [f.result() for f in start(fn, items)]
+    """[fn(item) for item in items]: the others are handed to the shared pool
+    first, then the first is computed in this thread; exceptions propagate
+    (the first in item order)."""
+    items = list(items)
+    if len(items) <= 1 or threads() == 1:
+        return [fn(item) for item in items]
+    pool, done = _pool(), queue.SimpleQueue()
+    slots = [[] for _ in items[1:]]
+    for item, slot in zip(items[1:], slots):
+        pool.tasks.put((fn, item, slot, done))
+    try:
+        first = fn(items[0])
+    finally:
+        for _ in slots:  # (the pool's tasks read the caller's data: wait for them either way)
+            done.get()
+    out = [first]
+    for ok, v in (slot[0] for slot in slots):
+        if not ok:
+            raise v
+        out.append(v)
+    return out
 
 
 def chunks(n: int, parts: int) -> list[tuple[int, int]]:
