@@ -53,6 +53,19 @@ def test_mpi_run_equals_serial_run_bit_for_bit(tmp_path, method, compressor):
     assert a.metrics["bytes_up"][-1] > 0 and not np.array_equal(a.x, np.zeros_like(a.x))
 
 
+def test_threaded_serial_run_equals_mpi_run_bit_for_bit(tmp_path, monkeypatch):
+    """8 workers: the serial runtime's stacked gradients come in two groups on two
+    threads (PSMPI_THREADS=2), the MPI ranks compute their own; the same run."""
+    args = ["--method", "ef21", "--compressor", "topk:2", *COMMON]
+    monkeypatch.setenv("PSMPI_THREADS", "2")
+    _check(_train(args + ["--backend", "serial", "--workers", "8"], tmp_path / "s.h5"))
+    monkeypatch.delenv("PSMPI_THREADS")
+    _check(_train(args, tmp_path / "m.h5", mpi_ranks=9))
+    a, b = read_result(str(tmp_path / "s.h5")), read_result(str(tmp_path / "m.h5"))
+    assert np.array_equal(a.x, b.x) and a.metrics["iteration"][-1] == 40
+    assert np.array_equal(a.metrics["grad_norm_sq"], b.metrics["grad_norm_sq"])
+
+
 def test_mpi_float64_values_equal_serial(tmp_path):
     base = ["--method", "ef21", "--compressor", "topk:3", *COMMON]
     args = base + ["--value-dtype", "float64"]

@@ -320,14 +320,8 @@ def test_exactly_k_candidates_are_returned_as_new_arrays(monkeypatch):
     assert np.array_equal(p.indices, top) and np.array_equal(p.values, x[top].astype(np.float32))
 
 
-def test_candidate_lists_grow_during_the_pass(monkeypatch):
-    """Sampled magnitudes made small: the threshold is low, there are far more
-    candidates than the lists were sized for, and they grow mid-pass."""
-    d = 1 << 20
-    rng = np.random.default_rng(17)
-    x = rng.standard_normal(d)
-    pos = T.sample_positions(d, T.sample_size(d))
-    x[pos] *= 0.05
+def spy_growth(monkeypatch) -> list:
+    """The ``keep`` argument of every Workspace.lists call (> 0: a list grew mid-pass)."""
     grown = []
     real = T.Workspace.lists
 
@@ -336,6 +330,18 @@ def test_candidate_lists_grow_during_the_pass(monkeypatch):
         return real(self, dtype, cap, keep)
 
     monkeypatch.setattr(T.Workspace, "lists", lists)
+    return grown
+
+
+def test_candidate_lists_grow_during_the_pass(monkeypatch):
+    """Sampled magnitudes made small: the threshold is low, there are far more
+    candidates than the lists were sized for, and they grow mid-pass."""
+    d = 1 << 20
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal(d)
+    pos = T.sample_positions(d, T.sample_size(d))
+    x[pos] *= 0.05
+    grown = spy_growth(monkeypatch)
     for k in (d // 100, d // 10):
         assert np.array_equal(top_k_indices(x, k), canonical(x, k))
     assert max(grown) > 0
@@ -570,14 +576,7 @@ def test_threaded_exactly_k_candidates_and_growing_lists(set_threads, monkeypatc
     x[top] = 5.0 * np.sign(rng.standard_normal(top.shape[0]))
     y = rng.standard_normal(d)
     y[pos] *= 0.05  # a low threshold: many more candidates than expected
-    grown = []
-    real = T.Workspace.lists
-
-    def lists(self, dtype, cap, keep=0):
-        grown.append(keep)
-        return real(self, dtype, cap, keep)
-
-    monkeypatch.setattr(T.Workspace, "lists", lists)
+    grown = spy_growth(monkeypatch)
     calls = Calls(monkeypatch, "_keep")
     results = {}
     for threads in (1, 2):
