@@ -8,6 +8,7 @@ process would leave idle.  The count is
 * ``PSMPI_THREADS`` when set (a positive integer; 1 turns threading off);
 * else, under an MPI launcher, the usable CPUs divided by the ranks on this
   node (at least 1), so that ranks do not oversubscribe the node further;
+  under srun, which does not say, ``--cpus-per-task`` (else 1);
 * else the CPUs this process may run on.
 
 Every user splits its work so that each piece computes the same numbers, in
@@ -21,7 +22,7 @@ import os
 import queue
 import threading
 
-_LOCAL_SIZE_VARS = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMIX_LOCAL_SIZE")
+_LOCAL_SIZE_VARS = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS")  # Open MPI's mpirun, MPICH's Hydra
 _WORLD_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")
 
 
@@ -52,7 +53,9 @@ def threads() -> int:
         return int(v)
     local = _env_int(_LOCAL_SIZE_VARS)
     if local is None and (_env_int(_WORLD_SIZE_VARS) or 1) > 1:
-        return 1  # launched by MPI without saying how many ranks share this node
+        # launched by MPI without saying how many ranks share this node: srun's
+        # --cpus-per-task if given, else one
+        return _env_int(("SLURM_CPUS_PER_TASK",)) or 1
     return max(1, available_cpus() // (local or 1))
 
 

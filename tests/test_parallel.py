@@ -10,7 +10,7 @@ from psmpi.config import ConfigError
 @pytest.fixture
 def fresh(monkeypatch):
     """threads() and the pool are cached per process: clear them around each test."""
-    for var in ("PSMPI_THREADS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "PMIX_LOCAL_SIZE",
+    for var in ("PSMPI_THREADS", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "SLURM_CPUS_PER_TASK",
                 "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(parallel, "available_cpus", lambda: 8)
@@ -27,6 +27,8 @@ def test_thread_count_from_the_environment_the_launcher_or_the_cpus(fresh):
                       ({"OMPI_COMM_WORLD_LOCAL_SIZE": "4", "OMPI_COMM_WORLD_SIZE": "8"}, 2),
                       ({"OMPI_COMM_WORLD_LOCAL_SIZE": "21", "OMPI_COMM_WORLD_SIZE": "21"}, 1),  # oversubscribed
                       ({"PMI_SIZE": "5"}, 1),  # MPI without a local size: one thread
+                      ({"PMIX_SIZE": "5", "SLURM_CPUS_PER_TASK": "4"}, 4),  # srun --cpus-per-task=4
+                      ({"SLURM_CPUS_PER_TASK": "4"}, 8),  # not an MPI launch: the CPUs it may use
                       ({"PSMPI_THREADS": "2", "OMPI_COMM_WORLD_LOCAL_SIZE": "21"}, 2)):  # the variable wins
         with fresh.context() as m:
             for k, v in env.items():
