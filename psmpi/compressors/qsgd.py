@@ -3,7 +3,60 @@ import math
 import numpy as np
 
 from .base import Compressor, CompressorError, register
+from .natural import BLOCK, for_uniform_blocks
 from .payload import Quantized
+
+
+def _levels_reference(x, rng, s, c, dt):
+    """The whole-vector formulation (the definition; used for inputs other
+    than 1-d float64/float32 numpy arrays)."""
+    r = np.abs(x) * c
+    lo = np.floor(r)
+    levels = lo + (rng.random(x.shape[0]) < (r - lo))
+    np.minimum(levels, s, out=levels)
+    return np.signbit(x), levels.astype(dt)
+
+
+def _levels_blocked(x, rng, s, c, dt, block=BLOCK):
+    """The same signs and levels as :func:`_levels_reference`, block by
+    block: the same ufuncs on the same dtypes (``r`` in the dtype of x, as
+    ``abs(x) * c`` with a Python float c gives) into reused scratch, the
+    uniforms from :func:`~psmpi.compressors.natural.for_uniform_blocks`, the
+    signs and levels (cast as ``astype`` casts) written straight into the
+    results.  Nothing of size d but the results.
+
+    Where all of a block's ``floor(r)`` are below s (finite inputs: every
+    block but the one holding a coordinate near the norm), the levels are
+    ``floor(r)`` converted to the integer dtype plus the round-up bit: the
+    same integers as the float sum, clipped to s (a no-op there) and
+    converted, with two passes fewer over float64 scratch."""
+    d = x.shape[0]
+    n = max(1, min(block, d))
+    scratch = (np.empty(n, x.dtype), np.empty(n, x.dtype), np.empty(n, bool))
+    negative = np.empty(d, bool)
+    levels = np.empty(d, dt)
+
+    def block_(i, u):
+        m = u.shape[0]
+        r, lo, up = (a[:m] for a in scratch) if m < n else scratch
+        xb = x[i:i + m]
+        np.signbit(xb, out=negative[i:i + m])
+        np.abs(xb, out=r)
+        np.multiply(r, c, out=r)
+        np.floor(r, out=lo)
+        np.subtract(r, lo, out=r)
+        np.less(u, r, out=up)  # round up
+        out = levels[i:i + m]
+        if lo.max() < s:  # (False with a NaN) lo + up <= s: no clipping, and lo converts exactly
+            np.copyto(out, lo, casting="unsafe")
+            np.add(out, up.view(np.uint8), out=out)
+        else:
+            np.add(lo, up, out=lo)
+            np.minimum(lo, s, out=lo)
+            np.copyto(out, lo, casting="unsafe")
+
+    for_uniform_blocks(rng, d, n, block_)
+    return negative, levels
 
 
 @register
@@ -12,6 +65,10 @@ class QSGD(Compressor):
     C(x)_j = ||x||_2 sign(x_j) xi_j / s, where xi_j rounds s|x_j|/||x||_2 to one
     of its two neighbouring integers at random, unbiasedly.
     Unbiased with omega = min(d/s^2, sqrt(d)/s).
+
+    The levels are computed block by block on the host (:func:`_levels_blocked`):
+    the same payload, and the same use of the random stream, as the
+    whole-vector formulation (:func:`_levels_reference`).
     """
 
     name = "qsgd"
@@ -37,8 +94,9 @@ class QSGD(Compressor):
         sent = self.wire_values(np.array([norm]))[0]  # the norm on the wire, times scale (1/(omega+1) if contractive)
         if norm == 0:
             return Quantized(self.d, sent, self.s, np.zeros(self.d, bool), np.zeros(self.d, dt))
-        r = np.abs(x) * (self.s / norm)
-        lo = np.floor(r)
-        levels = lo + (rng.random(self.d) < (r - lo))
-        np.minimum(levels, self.s, out=levels)
-        return Quantized(self.d, sent, self.s, np.signbit(x), levels.astype(dt))
+        c = self.s / norm
+        if type(x) is np.ndarray and x.ndim == 1 and x.dtype in (np.float64, np.float32):
+            negative, levels = _levels_blocked(x, rng, self.s, c, dt)
+        else:
+            negative, levels = _levels_reference(x, rng, self.s, c, dt)
+        return Quantized(self.d, sent, self.s, negative, levels)
