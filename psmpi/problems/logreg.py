@@ -9,6 +9,7 @@ import copy
 
 import numpy as np
 
+from ..parallel import chunks, run_all, threads
 from .base import LocalProblem, gram_dense, nonconvex_reg
 
 
@@ -136,8 +137,6 @@ class LogRegBatch:
     """
 
     def __init__(self, problems, parts: int | None = None):
-        from ..parallel import chunks, threads
-
         self.n, self.dim = len(problems), problems[0].dim
         # a group below ~4 workers' rows costs more in thread hand-offs than it saves
         parts = threads() if parts is None else parts
@@ -157,8 +156,6 @@ class LogRegBatch:
         """Worker ``index``'s (gradient, margins) at round ``t``'s iterate ``x``
         (computed for every worker, the groups at the same time, at the first
         request of the round)."""
-        from ..parallel import run_all
-
         if self._round != t:
             self._out = run_all(lambda g: g.grad_aux(x), self.groups)
             self._round = t
