@@ -1,34 +1,8 @@
 """The Python API: ``psmpi.train(config, problems=None) -> Result``."""
 from __future__ import annotations
 
-import os
-
 from .config import TrainConfig, from_mapping, validate
-
-
-# What MPI launchers put in each rank's environment (Open MPI's mpirun, MPICH/Hydra and
-# PMI-2, PMIx, Slurm's srun), read without initialising MPI.  Where a launcher sets none
-# of the size variables, --backend mpi says so explicitly.
-_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")
-_RANK_VARS = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID")
-
-
-def _first_int(names, default: int) -> int:
-    for var in names:
-        v = os.environ.get(var)
-        if v and v.isdigit():
-            return int(v)
-    return default
-
-
-def mpi_world_size() -> int:
-    """The launcher's world size (1 when not launched by an MPI launcher)."""
-    return _first_int(_SIZE_VARS, 1)
-
-
-def launch_rank() -> int:
-    """This process's rank in the launch (0 when not launched by an MPI launcher)."""
-    return _first_int(_RANK_VARS, 0)
+from .launch import mpi_world_size
 
 
 def resolve_backend(cfg: TrainConfig) -> str:

@@ -137,6 +137,8 @@ class CupyDevice(Device):
     def __init__(self):
         self.cp = require_gpu()
         n = self.cp.cuda.runtime.getDeviceCount()
+        from .launch import local_rank
+
         self.index = local_rank() % n  # ranks of one node spread over its GPUs
         self.cp.cuda.Device(self.index).use()
 
@@ -249,9 +251,6 @@ class EmulatedDevice(Device):
             return a if dtype is None or a.dtype == dtype else a.astype(dtype)
         return np.array(a, dtype=dtype).view(EmulatedArray)  # a copy, as a transfer is
 
-    def to_host(self, a):
-        return np.array(a.view(np.ndarray)) if isinstance(a, EmulatedArray) else np.asarray(a)
-
     def csr(self, A):
         return EmulatedCSR(A)
 
@@ -266,18 +265,6 @@ class EmulatedDevice(Device):
         vals = diff[idx].astype(value_dtype)
         g[idx] = g[idx] + vals.astype(np.float64)  # the kernel's g[i] = g[i] + (double)c
         return idx, vals
-
-
-_LOCAL_RANK_VARS = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMIX_LOCAL_RANK", "SLURM_LOCALID")
-
-
-def local_rank() -> int:
-    """This process's rank among the launch's processes on this node (0 outside a launcher)."""
-    for var in _LOCAL_RANK_VARS:
-        v = os.environ.get(var, "")
-        if v.isdigit():
-            return int(v)
-    return 0
 
 
 def emulating() -> bool:

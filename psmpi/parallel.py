@@ -22,17 +22,7 @@ import os
 import queue
 import threading
 
-_LOCAL_SIZE_VARS = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS")  # Open MPI's mpirun, MPICH's Hydra
-_WORLD_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE")
-
-
-def _env_int(names) -> int | None:
-    for var in names:
-        v = os.environ.get(var, "")
-        if v.isdigit() and int(v) > 0:
-            return int(v)
-    return None
-
+from . import launch
 
 def available_cpus() -> int:
     try:
@@ -51,11 +41,11 @@ def threads() -> int:
 
             raise ConfigError(f"PSMPI_THREADS must be a positive integer (got {v!r})")
         return int(v)
-    local = _env_int(_LOCAL_SIZE_VARS)
-    if local is None and (_env_int(_WORLD_SIZE_VARS) or 1) > 1:
+    local = launch.local_size()
+    if local is None and launch.mpi_world_size() > 1:
         # launched by MPI without saying how many ranks share this node: srun's
         # --cpus-per-task if given, else one
-        return _env_int(("SLURM_CPUS_PER_TASK",)) or 1
+        return launch.env_int(("SLURM_CPUS_PER_TASK",)) or 1
     return max(1, available_cpus() // (local or 1))
 
 
@@ -69,6 +59,7 @@ class _Pool:
             threading.Thread(target=self._serve, name=f"psmpi-{i}", daemon=True).start()
 
     def _serve(self):
+        _local.on_pool = True
         while True:
             fn, item, slot, done = self.tasks.get()
             try:
@@ -76,6 +67,15 @@ class _Pool:
             except BaseException as e:  # handed back to the caller of run_all
                 slot.append((False, e))
             done.put(None)
+
+
+_local = threading.local()
+
+
+def on_pool_thread() -> bool:
+    """True on a thread of the shared pool, where :func:`run_all` runs everything
+    itself: waiting there for the pool could wait for this very thread."""
+    return getattr(_local, "on_pool", False)
 
 
 @functools.lru_cache(maxsize=1)
@@ -86,9 +86,9 @@ def _pool() -> _Pool:
 def run_all(fn, items) -> list:
     """[fn(item) for item in items]: the others are handed to the shared pool
     first, then the first is computed in this thread; exceptions propagate
-    (the first in item order)."""
+    (the first in item order).  On a pool thread, all in this thread."""
     items = list(items)
-    if len(items) <= 1 or threads() == 1:
+    if len(items) <= 1 or threads() == 1 or on_pool_thread():
         return [fn(item) for item in items]
     pool, done = _pool(), queue.SimpleQueue()
     slots = [[] for _ in items[1:]]

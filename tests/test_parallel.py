@@ -90,3 +90,18 @@ def test_run_all_keeps_item_order_uses_the_pool_and_raises(fresh):
     names.clear()
     assert parallel.run_all(f, range(3)) == [0, 1, 4]
     assert set(names.values()) == {threading.current_thread().name}
+
+
+def test_run_all_inside_a_pool_thread_runs_there(fresh):
+    """A nested run_all on the (one-thread) pool would wait for itself: it runs its items in place."""
+    fresh.setenv("PSMPI_THREADS", "2")
+
+    def inner(i):
+        me = threading.current_thread().name
+        names = parallel.run_all(lambda j: threading.current_thread().name, range(3))
+        return me, names, parallel.on_pool_thread()
+
+    (me0, names0, pool0), (me1, names1, pool1) = parallel.run_all(inner, range(2))
+    assert not pool0 and names0[0] == me0 and names0[1].startswith("psmpi")  # the caller: shares out
+    assert pool1 and me1.startswith("psmpi") and names1 == [me1] * 3  # the pool thread: all in place
+    assert not parallel.on_pool_thread()

@@ -22,7 +22,7 @@ def user_errors():
 
 def is_rank0() -> bool:
     """True unless launched as a non-zero MPI rank (only rank 0 reports errors)."""
-    from ..api import launch_rank
+    from ..launch import launch_rank
 
     return launch_rank() == 0
 

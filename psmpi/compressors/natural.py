@@ -1,32 +1,7 @@
 import numpy as np
 
-from .base import Compressor, register
+from .base import BLOCK, Compressor, for_uniform_blocks, register
 from .payload import Natural
-
-BLOCK = 1 << 16  # entries per block of the host passes (natural, qsgd): scratch in the cache, few Python calls (measured best of 2^12..2^18)
-
-
-def for_uniform_blocks(rng, d: int, n: int, fn) -> None:
-    """``fn(s, u)`` for the consecutive blocks ``[s, s + len(u))`` of range(d)
-    (``n`` entries each, the last one shorter), in order, where ``u`` holds
-    the block's uniforms: together ``rng.random(d)``, drawn ``n`` at a time
-    into one reused buffer (numpy's Generator gives the same numbers in
-    consecutive draws as in one draw of all of them, and is left in the same
-    state).
-
-    (Drawing the blocks ahead on a second thread, while ``fn`` runs on this
-    one, halves the time of natural compression on an idle machine, but after
-    any threaded BLAS call -- a dot product, as in QSGD's norm or a method's
-    ``g @ g`` -- OpenBLAS's threads spin for a while on the other cores and
-    the second thread made it slower on 2 cores: not done.)
-    """
-    u = np.empty(n)
-    for s in range(0, d, n):
-        m = min(n, d - s)
-        if m < n:
-            u = u[:m]
-        rng.random(m, out=u)
-        fn(s, u)
 
 
 def _natural_reference(x, rng, value_dtype):

@@ -2,8 +2,7 @@ import math
 
 import numpy as np
 
-from .base import Compressor, CompressorError, register
-from .natural import BLOCK, for_uniform_blocks
+from .base import BLOCK, Compressor, CompressorError, for_uniform_blocks, register
 from .payload import Quantized
 
 
@@ -21,7 +20,7 @@ def _levels_blocked(x, rng, s, c, dt, block=BLOCK):
     """The same signs and levels as :func:`_levels_reference`, block by
     block: the same ufuncs on the same dtypes (``r`` in the dtype of x, as
     ``abs(x) * c`` with a Python float c gives) into reused scratch, the
-    uniforms from :func:`~psmpi.compressors.natural.for_uniform_blocks`, the
+    uniforms from :func:`~psmpi.compressors.base.for_uniform_blocks`, the
     signs and levels (cast as ``astype`` casts) written straight into the
     results.  Nothing of size d but the results.
 

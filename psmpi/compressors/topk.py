@@ -75,7 +75,6 @@ from __future__ import annotations
 import functools
 import math
 import sys
-import threading
 
 import numpy as np
 
@@ -90,7 +89,6 @@ BLOCK = 1 << 17  # candidates per block of the final compaction (its positions a
 MIN_FAST_D = 1 << 15  # below this the direct exact selection is as fast
 PAR_MIN_D = 1 << 20  # from this size on the pass, the scan and the compaction run on parallel.threads() threads
 PAR_MIN_PART = 1 << 19  # elements of x per thread, at least
-_POOL_PREFIX = "psmpi"  # the names of the threads of parallel.run_all's pool
 SAMPLE = 1 << 16  # sampled positions (at most)
 RUN = 32  # consecutive sampled positions (4 cache lines of float64: few TLB misses)
 GROUPS = 8  # distinct run offsets: the sample is GROUPS strided views of x
@@ -320,8 +318,8 @@ def _parts(d: int) -> list:
     below PAR_MIN_D or with one thread (see :mod:`psmpi.parallel`).  Only
     the speed depends on them: every thread does on its range what one
     thread would do there, and the results are joined in index order."""
-    if d < PAR_MIN_D or threading.current_thread().name.startswith(_POOL_PREFIX):
-        return [(0, d)]  # (on a thread of the pool: waiting there for more of the pool could deadlock)
+    if d < PAR_MIN_D or parallel.on_pool_thread():
+        return [(0, d)]  # (on a thread of the pool, run_all would run the parts one after another)
     p = min(parallel.threads(), d // PAR_MIN_PART)
     return parallel.chunks(d, p) if p > 1 else [(0, d)]
 

@@ -13,23 +13,21 @@ from ..parallel import chunks, run_all, threads
 from .base import LocalProblem, gram_dense, nonconvex_reg
 
 
-def sigmoid_neg(z):
-    """1/(1 + exp(z)), the logistic function at -z, elementwise.  Written with
-    numpy's vectorised exp (4x scipy's expit here) so that it also runs on CuPy
-    arrays; each entry depends on its own input only, wherever it sits in the
-    array, which the stacked gradients of :class:`LogRegBatch` rely on (as on
-    :func:`weighted_sigmoid_neg`)."""
-    with np.errstate(over="ignore"):  # exp(z) = inf for z > 709 gives the exact limit 0
-        return 1.0 / (1.0 + np.exp(z))
-
-
 def weighted_sigmoid_neg(b, z):
-    """b / (1 + exp(z)) elementwise: b * sigmoid_neg(z) in one pass fewer (for
-    labels b = +-1 the two are equal bit for bit: only the sign differs)."""
-    with np.errstate(over="ignore"):
+    """b / (1 + exp(z)) elementwise, i.e. b times the logistic function at -z
+    (for labels b = +-1, b * (1/(1 + exp(z))) bit for bit: only the sign
+    differs).  numpy's vectorised exp (4x scipy's expit here) also runs on
+    CuPy arrays; each entry depends on its own inputs only, wherever it sits
+    in the array, which the stacked gradients of :class:`LogRegBatch` rely on."""
+    with np.errstate(over="ignore"):  # exp(z) = inf for z > 709 gives the exact limit 0
         e = np.exp(z)
         e += 1.0
         return np.divide(b, e, out=e)
+
+
+def reg_grad(x, lam: float):
+    """The gradient 2 lam x/(1 + x^2)^2 of the nonconvex regulariser (as every gradient here adds it)."""
+    return (2.0 * lam) * x / (1.0 + x * x) ** 2
 
 
 class LogReg(LocalProblem):
@@ -53,7 +51,7 @@ class LogReg(LocalProblem):
     def _vg(self, A, b, x):
         z = b * (A @ x)
         loss = float(np.mean(np.logaddexp(0.0, -z)))
-        grad = A.T @ (b * sigmoid_neg(z)) * (-1.0 / A.shape[0])
+        grad = A.T @ weighted_sigmoid_neg(b, z) * (-1.0 / A.shape[0])
         r, rg = nonconvex_reg(x, self.lam)
         return loss + r, grad + rg
 
@@ -66,7 +64,7 @@ class LogReg(LocalProblem):
         z = self.b * (self.A @ x)
         grad = self.AT @ weighted_sigmoid_neg(self.b, z)
         grad *= -1.0 / self.rows
-        grad += (2.0 * self.lam) * x / (1.0 + x * x) ** 2
+        grad += reg_grad(x, self.lam)
         return grad, z
 
     def value_from(self, x, z):
@@ -111,7 +109,7 @@ class _Stacked:
         z = self.b * (self.B @ np.tile(x, self.n))
         G = (self.BT @ weighted_sigmoid_neg(self.b, z)).reshape(self.n, self.dim)
         G *= self.scale
-        G += (2.0 * self.lam) * x / (1.0 + x * x) ** 2
+        G += reg_grad(x, self.lam)
         return G, z
 
 

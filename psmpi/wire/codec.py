@@ -358,9 +358,9 @@ def _finite(v, what):
     return v
 
 
-def _need(body, nbytes):
-    if body.shape[0] != nbytes:
-        raise WireError(f"body has {body.shape[0]} bytes, header implies {nbytes}")
+def _need(have: int, nbytes: int):
+    if have != nbytes:
+        raise WireError(f"body has {have} bytes, header implies {nbytes}")
 
 
 def _signs(buf: np.ndarray, d: int) -> np.ndarray:
@@ -389,8 +389,7 @@ def decode(buf, d_expected: int | None = None) -> Payload:
     if kind == SPARSE and enc == ABSOLUTE and count == 1 and vc in _DTYPES:  # Top-1: straight from the bytes
         vdt = _DTYPES[vc]
         nb = _nbytes(index_width(d))
-        if len(raw) - pos != nb + vdt.itemsize:
-            raise WireError(f"body has {len(raw) - pos} bytes, header implies {nb + vdt.itemsize}")
+        _need(len(raw) - pos, nb + vdt.itemsize)
         idx = _one_index(int.from_bytes(raw[pos:pos + nb], "big"), d)
         vals = np.frombuffer(raw, vdt, 1, pos + nb).astype(vdt.newbyteorder("="))
         return Sparse(d, idx, _finite(vals, "value"), flag)
@@ -410,7 +409,7 @@ def decode(buf, d_expected: int | None = None) -> Payload:
     if kind != QUANTIZED and kind != SPARSE and count:
         raise WireError(f"nonzero count {count} on a message of kind {kind}")
     if kind == DENSE:
-        _need(body, d * vdt.itemsize)
+        _need(body.shape[0], d * vdt.itemsize)
         return Dense(_finite(body.view(vdt).astype(native), "value"), flag)
     if kind == SPARSE:
         if enc not in ENCODING_NAMES:
@@ -425,12 +424,12 @@ def decode(buf, d_expected: int | None = None) -> Payload:
         return Sparse(d, idx, _finite(vals, "value"), flag)
     nsign = _nbytes(d)
     if kind == SIGNS:
-        _need(body, vdt.itemsize + nsign)
+        _need(body.shape[0], vdt.itemsize + nsign)
         scale = _finite(body[: vdt.itemsize].view(vdt), "scale").astype(native)[0]
         return Signs(d, scale, _signs(body[vdt.itemsize:], d), flag)
     if kind == NATURAL:
         ed = np.dtype("<i1") if vc == 1 else np.dtype("<i2")
-        _need(body, vdt.itemsize + nsign + d * ed.itemsize)
+        _need(body.shape[0], vdt.itemsize + nsign + d * ed.itemsize)
         scale = _finite(body[: vdt.itemsize].view(vdt), "scale").astype(native)[0]
         neg = _signs(body[vdt.itemsize: vdt.itemsize + nsign], d)
         exps = body[vdt.itemsize + nsign:].view(ed).astype(np.int16)
@@ -445,7 +444,7 @@ def decode(buf, d_expected: int | None = None) -> Payload:
         if not 1 <= s <= 65535:
             raise WireError(f"bad number of levels {s}")
         bits = _level_bits(s)
-        _need(body, vdt.itemsize + nsign + _nbytes(d * bits))
+        _need(body.shape[0], vdt.itemsize + nsign + _nbytes(d * bits))
         norm = _finite(body[: vdt.itemsize].view(vdt), "norm").astype(native)[0]
         if norm < 0:
             raise WireError("negative norm")
