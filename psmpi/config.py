@@ -1,17 +1,27 @@
-"""Run configuration: defaults, YAML loading, validation with one-line errors."""
+"""Run configuration: the fields every run has, YAML loading, field validation.
+
+This module checks fields only (types, ranges, paths).  What depends on the
+registries (method names, compressor specs, the hyper-parameters a method
+declares) is checked by :func:`psmpi.methods.check_config` and
+:func:`psmpi.compressors.check_spec`; :func:`psmpi.api.make_config` runs all
+of it in order.  A method's hyper-parameters (``eta``, ``zeta``, ``p``,
+``batch_size``, ...) live in ``TrainConfig.params``; they are top-level keys in
+YAML and in the ``config`` attribute of the output, like every other option.
+"""
 from __future__ import annotations
 
 import dataclasses
 import difflib
 import os
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import launch
+from .errors import ConfigError
 
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message is one line for the user."""
+__all__ = ["ConfigError", "TrainConfig", "FIELDS", "from_mapping", "load_yaml", "validate", "check_writable",
+           "default_out"]
 
 
 @dataclass
@@ -24,20 +34,15 @@ class TrainConfig:
     lam: float = 0.1
     gamma: float | str = "theory"
     gamma_factor: float = 1.0
-    eta: float = 0.1
-    zeta: float = 1.0
-    p: float | None = None
-    shift_step: float | None = None
-    batch_size: int | str | None = None  # None: 1 for stochastic methods, 'full' otherwise
-    init_batch_size: int | None = None  # None: the batch size
     iters: int = 1000
     tol: float = 0.0
     x0: str = "zeros"
     seed: int = 0
     eval_every: int | None = None  # None: about 200 rows per run
-    out: str | None = None  # None: results/<method>_<dataset>_<compressor>.h5
+    out: str | None = None  # None: results/<method>_<dataset>_<compressor>.h5, numbered if taken
+    overwrite: bool = False  # replace an existing output file
     backend: str = "auto"
-    workers: int = 20
+    workers: int | None = None  # None: 20 in the serial runtime, one per worker rank under MPI
     device: str = "cpu"
     cuda_aware: bool = False  # --device gpu: MPI moves device buffers itself (a CUDA-aware MPI build)
     value_dtype: str = "float32"
@@ -46,57 +51,72 @@ class TrainConfig:
     resume: str | None = None  # a checkpoint file, or 'auto' for OUT.ckpt
     label: str | None = None  # legend label for plots (default: made from the config)
     sweep: dict | None = None  # a grid for `psmpi sweep`; `psmpi train` ignores it
+    params: dict = field(default_factory=dict)  # the method's hyper-parameters (declared by the method)
     extra: dict = field(default_factory=dict)  # reserved for the Python API
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d.pop("extra")
+        """Every option as one flat mapping (the method's parameters as top-level keys)."""
+        d = {f: getattr(self, f) for f in FIELDS}
+        d.update(self.params)
         return d
 
 
-FIELDS = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "extra"]
+FIELDS = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("params", "extra")]
 BACKENDS = ("auto", "serial", "mpi")
-
-
-def default_compressor(method) -> str:
-    return {"identity": "identity", "unbiased": "randk:1"}.get(method.compressors, "topk:1")
-
-
-def from_mapping(data: dict, source: str = "config") -> TrainConfig:
-    """A TrainConfig from a dict (YAML keys may use '-' or '_')."""
-    kwargs = {}
-    for key, value in (data or {}).items():
-        name = str(key).replace("-", "_")
-        if name not in FIELDS:
-            near = difflib.get_close_matches(name, FIELDS, n=1)
-            hint = f" (did you mean '{near[0].replace('_', '-')}'?)" if near else ""
-            raise ConfigError(f"{source}: unknown key '{key}'{hint}")
-        kwargs[name] = value
-    return TrainConfig(**kwargs)
-
-
-def load_yaml(path: str) -> dict:
-    import yaml
-
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-    except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config must be a mapping of option: value")
-    return data
-
-
-def batch_or_none(v):
-    """A resolved batch size as the methods take it: None means exact gradients."""
-    return None if v == "full" else int(v)
+DEFAULT_WORKERS = 20
 
 
 def _flag(name: str) -> str:
     return name.replace("_", "-")
+
+
+def from_mapping(data: dict, source: str = "config", params=(), lines: dict | None = None) -> TrainConfig:
+    """A TrainConfig from a dict (keys may use '-' or '_'); ``params`` are the
+    hyper-parameter names some method declares.  Every unknown key is reported
+    in one line, with its line number when ``lines`` (key -> line) is given."""
+    kwargs, hyper, unknown = {}, {}, []
+    known = FIELDS + list(params)
+    for key, value in (data or {}).items():
+        name = str(key).replace("-", "_")
+        if name in FIELDS:
+            kwargs[name] = value
+        elif name in params:
+            hyper[name] = value
+        else:
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean '{_flag(near[0])}'?)" if near else ""
+            where = f" (line {lines[key]})" if lines and key in lines else ""
+            unknown.append(f"'{key}'{where}{hint}")
+    if unknown:
+        raise ConfigError(f"{source}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+    return TrainConfig(params=hyper, **kwargs)
+
+
+def load_yaml(path: str, with_lines: bool = False):
+    """The mapping in a YAML file (errors name the line); with ``with_lines``
+    also {key: line number} of its top-level keys."""
+    import yaml
+
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+        node = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of option: value")
+    if not with_lines:
+        return data
+    lines = {k.value: k.start_mark.line + 1 for k, _ in getattr(node, "value", ())
+             if hasattr(k, "value") and isinstance(k.value, str)}
+    return data, lines
 
 
 def _number(name: str, v, what: str = "a number") -> float:
@@ -106,62 +126,41 @@ def _number(name: str, v, what: str = "a number") -> float:
         raise ConfigError(f"--{_flag(name)} must be {what} (got {v!r})") from None
 
 
-def _positive_int(name, v, allow_full=False):
-    if allow_full and str(v).lower() == "full":
-        return None
+def _positive_int(name, v):
     try:
         iv = int(v)
         if iv != float(v) or iv < 1:
             raise ValueError
-    except (TypeError, ValueError):
-        full = " or full" if allow_full else ""
-        raise ConfigError(f"--{_flag(name)} must be a positive integer{full} (got {v!r})") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"--{_flag(name)} must be a positive integer (got {v!r})") from None
     return iv
 
 
+def _bool(name, v) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(f"{name} must be true or false (got {v!r})")
+    return v
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
-    """Check and normalise every field; raise ConfigError with one line."""
-    from .methods import REGISTRY, get_method
-
-    cfg.method = str(cfg.method).lower()
-    if cfg.method not in REGISTRY:
-        raise ConfigError(f"unknown method '{cfg.method}'; valid: {', '.join(REGISTRY)}")
-    method = get_method(cfg.method)
-    if cfg.compressor is None:
-        cfg.compressor = default_compressor(method)
-    from .compressors import REGISTRY as CREG
-
-    cname = str(cfg.compressor).partition(":")[0].lower()
-    if cname not in CREG:
-        raise ConfigError(f"unknown compressor '{cname}'; valid: {', '.join(sorted(CREG))}")
-    if cfg.problem is not None and cfg.problem not in ("logreg", "softmax", "quadratic"):
-        raise ConfigError(f"unknown problem '{cfg.problem}'; valid: logreg, softmax, quadratic")
+    """Check and normalise the fields (not the method or compressor: see the
+    module docstring); raise ConfigError with one line."""
     from .data import DataError, check_split
 
+    cfg.method = str(cfg.method).lower()
+    if cfg.problem is not None and cfg.problem not in ("logreg", "softmax", "quadratic"):
+        raise ConfigError(f"unknown problem '{cfg.problem}'; valid: logreg, softmax, quadratic")
     try:
         check_split(cfg.split)
     except DataError as e:
         raise ConfigError(str(e)) from None
-    cfg.iters = _positive_int("iters", cfg.iters) if cfg.iters != 0 else 0
-    cfg.workers = _positive_int("workers", cfg.workers)
-    if cfg.batch_size is None:
-        cfg.batch_size = 1 if method.stochastic else "full"
-    bs = _positive_int("batch_size", cfg.batch_size, allow_full=True)
-    cfg.batch_size = "full" if bs is None else bs
-    if cfg.init_batch_size is None:
-        cfg.init_batch_size = cfg.batch_size
-    ibs = _positive_int("init_batch_size", cfg.init_batch_size, allow_full=True)
-    cfg.init_batch_size = "full" if ibs is None else ibs
+    cfg.iters = _positive_int("iters", cfg.iters)
+    if cfg.workers is not None:
+        cfg.workers = _positive_int("workers", cfg.workers)
     if cfg.eval_every is None:
         cfg.eval_every = max(1, cfg.iters // 200)
     cfg.eval_every = _positive_int("eval_every", cfg.eval_every)
-    for name in ("eta", "p", "shift_step"):
-        if getattr(cfg, name) is not None:
-            v = _number(name, getattr(cfg, name))
-            if not 0.0 < v <= 1.0:
-                raise ConfigError(f"--{_flag(name)} must be in (0, 1] (got {v})")
-            setattr(cfg, name, v)
-    for name in ("lam", "zeta", "tol"):
+    for name in ("lam", "tol"):
         v = _number(name, getattr(cfg, name))
         if v < 0 or not np.isfinite(v):
             raise ConfigError(f"--{name} must be finite and >= 0 (got {v})")
@@ -185,8 +184,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if not (has_gpu() or emulating()):
             raise ConfigError("--device gpu needs CuPy and a CUDA device (pip install 'psmpi[gpu]'); "
                               "`psmpi info` shows what was found")
-    if not isinstance(cfg.cuda_aware, bool):
-        raise ConfigError(f"cuda_aware must be true or false (got {cfg.cuda_aware!r})")
+    cfg.cuda_aware = _bool("cuda_aware", cfg.cuda_aware)
+    cfg.overwrite = _bool("overwrite", cfg.overwrite)
+    cfg.quiet = _bool("quiet", cfg.quiet)
     if cfg.cuda_aware and cfg.device != "gpu":
         raise ConfigError("--cuda-aware applies to --device gpu only")
     if cfg.value_dtype not in ("float32", "float64"):
@@ -201,30 +201,75 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"--seed must be a non-negative integer (got {cfg.seed!r})") from None
     if cfg.checkpoint_every is not None:
         cfg.checkpoint_every = _positive_int("checkpoint_every", cfg.checkpoint_every)
-    if cfg.out is None:
-        ds = re.sub(r"[^A-Za-z0-9.-]+", "-", os.path.splitext(os.path.basename(str(cfg.dataset)))[0])
-        comp = re.sub(r"[^A-Za-z0-9.-]+", "", str(cfg.compressor).replace("%", "pct"))
-        cfg.out = os.path.join("results", f"{cfg.method}_{ds}_{comp}.h5")
-    if cfg.resume is not None:
-        from .runtime.checkpoint import default_path
-
-        if cfg.resume in ("auto", True):
-            cfg.resume = default_path(cfg.out)
-        if not os.path.exists(cfg.resume):
-            raise ConfigError(f"cannot resume: no checkpoint at {cfg.resume}")
+    if cfg.label is not None:
+        cfg.label = str(cfg.label)
+    if cfg.resume is not None and cfg.resume not in ("auto", True) and not os.path.exists(cfg.resume):
+        raise ConfigError(f"cannot resume: no checkpoint at {cfg.resume}")
+    if launch.launched() and launch.mpi_world_size() == 1 and cfg.backend != "serial":
+        raise ConfigError("mpirun -n 1 starts no worker rank (rank 0 is the master): launch N+1 ranks for N "
+                          "workers, or run without mpirun for the serial runtime")
     from .parallel import threads
 
     threads()  # a bad PSMPI_THREADS fails here, before any work
     return cfg
 
 
+def _default_names(cfg: TrainConfig):
+    """results/METHOD_DATASET_COMPRESSOR.h5, then the same with _2, _3, ..."""
+    import itertools
+    import re
+
+    ds = re.sub(r"[^A-Za-z0-9.-]+", "-", os.path.splitext(os.path.basename(str(cfg.dataset)))[0])
+    comp = re.sub(r"[^A-Za-z0-9.-]+", "", str(cfg.compressor).replace("%", "pct"))
+    stem = os.path.join("results", f"{cfg.method}_{ds}_{comp}")
+    yield f"{stem}.h5"
+    for k in itertools.count(2):
+        yield f"{stem}_{k}.h5"
+
+
+def default_out(cfg: TrainConfig) -> str:
+    """The first default name with neither an output nor a checkpoint: a
+    default name never replaces an earlier run's files."""
+    return next(p for p in _default_names(cfg) if not (os.path.exists(p) or os.path.exists(p + ".ckpt")))
+
+
+def _last_default_checkpoint(cfg: TrainConfig) -> str | None:
+    """The newest default-named output that has a checkpoint (what a bare --resume continues)."""
+    found = None
+    for p in _default_names(cfg):
+        if not (os.path.exists(p) or os.path.exists(p + ".ckpt")):
+            return found
+        if os.path.exists(p + ".ckpt"):
+            found = p
+
+
+def resolve_out(cfg: TrainConfig) -> None:
+    """Fill the default output name and the checkpoint to resume from, and
+    refuse to replace an existing file without --overwrite."""
+    from .runtime.checkpoint import default_path
+
+    if cfg.out is None:
+        resumed = _last_default_checkpoint(cfg) if cfg.resume in ("auto", True) else None
+        cfg.out = resumed or default_out(cfg)
+    elif os.path.exists(cfg.out) and not (cfg.overwrite or cfg.resume is not None):
+        raise ConfigError(f"{cfg.out} exists; pass --overwrite to replace it, or choose another --out")
+    if cfg.resume in ("auto", True):
+        cfg.resume = default_path(cfg.out)
+        if not os.path.exists(cfg.resume):
+            raise ConfigError(f"cannot resume: no checkpoint at {cfg.resume}")
+
+
 def check_writable(path: str) -> None:
-    """ConfigError unless ``path`` can be written (its folder made if missing)."""
+    """ConfigError unless a file can really be created next to ``path`` (its
+    folder is made if missing): permission bits alone say nothing for root."""
+    import tempfile
+
     folder = os.path.dirname(os.path.abspath(path)) or "."
-    probe = folder
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK) or \
-            (os.path.exists(folder) and not os.access(folder, os.W_OK | os.X_OK)) or \
-            (os.path.exists(path) and (os.path.isdir(path) or not os.access(path, os.W_OK))):
-        raise ConfigError(f"cannot write the output file {path}")
+    if os.path.isdir(path):
+        raise ConfigError(f"cannot write the output file {path}: it is a folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".psmpi-probe-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"cannot write the output file {path}: {e.strerror or e}") from None

@@ -42,3 +42,8 @@ def local_size() -> int | None:
     """How many of the launch's processes share this node, when the launcher says."""
     n = env_int(_LOCAL_SIZE_VARS)
     return n if n else None
+
+
+def launched() -> bool:
+    """True when an MPI launcher started this process (it set a world-size variable)."""
+    return env_int(_SIZE_VARS) is not None

@@ -23,6 +23,7 @@ import queue
 import threading
 
 from . import launch
+from .errors import ConfigError
 
 def available_cpus() -> int:
     try:
@@ -37,8 +38,6 @@ def threads() -> int:
     v = os.environ.get("PSMPI_THREADS")
     if v is not None:
         if not v.strip().isdigit() or int(v) < 1:
-            from .config import ConfigError
-
             raise ConfigError(f"PSMPI_THREADS must be a positive integer (got {v!r})")
         return int(v)
     local = launch.local_size()

@@ -12,12 +12,9 @@ EXIT_DIVERGED = 3
 
 
 def user_errors():
-    from ..config import ConfigError
-    from ..data import DataError
-    from ..methods import MethodError
-    from ..compressors import CompressorError
+    from ..errors import PsmpiError
 
-    return (ConfigError, DataError, MethodError, CompressorError)
+    return (PsmpiError,)
 
 
 def is_rank0() -> bool:

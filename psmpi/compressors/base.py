@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from ..errors import PsmpiError
 from .payload import Payload
 
 REGISTRY: dict[str, type["Compressor"]] = {}
@@ -35,7 +36,7 @@ def for_uniform_blocks(rng, d: int, n: int, fn) -> None:
         fn(s, u)
 
 
-class CompressorError(ValueError):
+class CompressorError(PsmpiError, ValueError):
     """A compressor spec that cannot be built (unknown name, bad parameter)."""
 
 

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from ..errors import PsmpiError
 
-class DataError(ValueError):
+
+class DataError(PsmpiError, ValueError):
     """A dataset that cannot be read or split as asked; the message is one line for the user."""
 
 

@@ -1,11 +1,67 @@
-"""Methods, one file each; ``get_method(name)`` returns one by its CLI name."""
-from . import clag, dcgd, diana, ef14, ef21, ef21_plus, ef21_sgd, ef21_sgdm, gd, ideal, marina  # noqa: F401
-from .base import REGISTRY, Hyper, Method, MethodError, WorkerContext, ef21_gamma, get_method
+"""Methods, one file each; ``get_method(name)`` returns one by its CLI name.
 
-ORDER = ("gd", "dcgd", "ef14", "ef21", "ef21-plus", "ef21-sgd", "ef21-sgdm", "ef21-sgd2m", "ef21-sgd-ideal",
-         "ef21-sgdm-ideal", "lag", "clag", "marina", "diana")
-_ordered = {k: REGISTRY[k] for k in ORDER} | REGISTRY
+Adding a method: one file in this folder (see ef21.py) and one line in MODULES.
+"""
+import importlib
+
+from .base import (REGISTRY, Hyper, Method, MethodError, NoTheory, Param, WorkerContext, ef21_gamma,
+                   get_method)
+
+# one module per method, in the order of --help and the README; importing a module registers its method
+MODULES = (
+    "gd",
+    "dcgd",
+    "ef14",
+    "ef21",
+    "ef21_plus",
+    "ef21_sgd",
+    "ef21_sgdm",
+    "ef21_sgd2m",
+    "ef21_sgd_ideal",
+    "ef21_sgdm_ideal",
+    "lag",
+    "clag",
+    "marina",
+    "diana",
+)
+for _m in MODULES:
+    importlib.import_module(f"{__name__}.{_m}")
+_ordered = sorted(REGISTRY.items(), key=lambda kv: MODULES.index(kv[1].__module__.rpartition(".")[2]))
 REGISTRY.clear()
 REGISTRY.update(_ordered)
 
-__all__ = ["REGISTRY", "Hyper", "Method", "MethodError", "WorkerContext", "get_method", "ef21_gamma"]
+
+def all_params() -> dict:
+    """Every declared hyper-parameter by name, first declaration wins (names are global:
+    one meaning per name across methods)."""
+    out = {}
+    for cls in REGISTRY.values():
+        for p in cls.params:
+            out.setdefault(p.name, p)
+    return out
+
+
+def check_config(cfg) -> None:
+    """The checks that need the registries: the method exists, the compressor
+    spec names a known compressor (the method's default filled in), and every
+    hyper-parameter given is one the method declares, with a valid value."""
+    from ..compressors import check_spec
+
+    method = get_method(cfg.method)
+    if cfg.compressor is None:
+        cfg.compressor = method.default_compressor
+    check_spec(cfg.compressor)
+    for k, v in list(cfg.params.items()):
+        p = method.param(k)
+        if p is None:
+            raise method.refuse(k)
+        cfg.params[k] = p.parse(v)
+
+
+def users_of(name: str) -> list:
+    """The methods that declare ``name``."""
+    return [m for m, c in REGISTRY.items() if c.param(name) is not None]
+
+
+__all__ = ["REGISTRY", "Hyper", "Method", "MethodError", "NoTheory", "Param", "WorkerContext", "get_method",
+           "ef21_gamma", "all_params", "users_of", "check_config"]

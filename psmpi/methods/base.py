@@ -1,17 +1,26 @@
-"""What every method shares: hyper-parameters, the worker context, the registry.
+"""What every method file builds on: hyper-parameter declarations, the worker
+context, small aggregation helpers and the registry.
 
-A method is written once as pure state updates:
+A method is one file that holds all of it (see ``ef21.py``):
 
+* ``params``: the hyper-parameters it uses, as :class:`Param` declarations.
+  They are the single source of the configuration keys, the ``train`` options
+  and their ``--help``, the plot legends, the sweep grid names and the
+  "option not used by this method" errors.
 * ``worker_init(ctx, x0) -> (state, payload)`` and
-  ``worker_step(ctx, state, x) -> (state, payload)`` run on each worker;
+  ``worker_step(ctx, state, x) -> (state, payload)``: a worker's part of round 0
+  (at x^0) and of round t >= 1 (at x^t), written as in the paper's algorithm box;
 * ``master_init(hp, x0, payloads) -> mstate`` and
-  ``master_step(hp, mstate, payloads) -> mstate`` run on the master, where
-  ``mstate.x`` is the next iterate.
+  ``master_step(hp, mstate, payloads) -> mstate``: the master's aggregation,
+  where ``mstate.x`` is the next iterate;
+* ``theory_gamma(consts, comp, hp)``: the theoretical step with its source, or
+  :class:`NoTheory` saying that theory gives none;
+* ``theory``: one line for ``--help`` and the README saying which step
+  ``--gamma theory`` uses and where it comes from.
 
-Round 0 calls the ``*_init`` functions at x^0 and yields x^1; round t >= 1
-calls the ``*_step`` functions at x^t and yields x^{t+1}.  Both runtimes call
-these functions in the same order with the same arguments, so they produce the
-same iterates.  States are small dataclasses updated in place (O(d) each).
+Both runtimes call these functions through one round driver
+(:mod:`psmpi.runtime.driver`), in the same order with the same arguments, so
+they produce the same iterates.  States are small dataclasses updated in place.
 """
 from __future__ import annotations
 
@@ -22,13 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import Device, is_device_array
-from ..compressors import Compressor, Dense, Payload, Sparse
+from ..compressors import Compressor, Dense, Payload
+from ..errors import MethodError
 
 REGISTRY: dict[str, type["Method"]] = {}
-
-
-class MethodError(ValueError):
-    """A method that cannot run as configured (e.g. with this compressor)."""
 
 
 def register(cls):
@@ -36,20 +42,107 @@ def register(cls):
     return cls
 
 
-@dataclass
+class NoTheory(MethodError):
+    """The method's theory gives no step size for this setting (pass --gamma)."""
+
+
+# ------------------------------------------------------------ declarations ---
+@dataclass(frozen=True)
+class Param:
+    """One hyper-parameter a method uses.
+
+    ``kind`` is ``float``, ``int`` or ``batch`` (a positive integer or
+    ``full``); ``default`` None means the method computes it
+    (:meth:`Method.default`, e.g. MARINA's p = 1/(omega+1)).  Values must lie
+    in the interval from ``low`` to ``high`` (open at ``low`` unless
+    ``low_closed``; closed at ``high``).  ``in_theory``: the theoretical step
+    depends on it.  ``symbol`` is its name in plot legends.
+    """
+
+    name: str
+    kind: str
+    default: object
+    help: str
+    low: float | None = None
+    high: float | None = None
+    low_closed: bool = False
+    in_theory: bool = False
+    symbol: str = ""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def range_text(self) -> str:
+        if self.kind == "batch":
+            return "a positive integer or full"
+        lo = "-inf" if self.low is None else f"{self.low:g}"
+        hi = "inf" if self.high is None else f"{self.high:g}"
+        return f"{'[' if self.low_closed else '('}{lo}, {hi}{']' if self.high is not None else ')'}"
+
+    def parse(self, value):
+        """The value checked and converted; MethodError (one line) if it is not valid."""
+        if self.kind == "batch":
+            if str(value).lower() == "full":
+                return "full"
+            return _int_in(self, value, 1)
+        if self.kind == "int":
+            v = _int_in(self, value, self.low)
+        else:
+            try:
+                v = float(value)
+            except (TypeError, ValueError):
+                raise MethodError(f"{self.flag} must be a number in {self.range_text()} (got {value!r})") from None
+        ok = math.isfinite(v) and (self.low is None or v > self.low or (self.low_closed and v == self.low)) \
+            and (self.high is None or v <= self.high)
+        if not ok:
+            raise MethodError(f"{self.flag} must be in {self.range_text()} (got {value!r})")
+        return v
+
+    def label(self, value) -> str:
+        return f"{self.symbol or self.name}={value}"
+
+
+def _int_in(p: Param, value, low) -> int:
+    try:
+        iv = int(value)
+        if iv != float(value) or (low is not None and iv < low):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise MethodError(f"{p.flag} must be {p.range_text() if p.kind == 'batch' else 'an integer'} "
+                          f"(got {value!r})") from None
+    return iv
+
+
+def batch_params(default) -> tuple[Param, Param]:
+    """``batch_size`` and ``init_batch_size`` for a method that takes minibatch
+    gradients; ``default`` 1 for the stochastic methods, 'full' for methods
+    whose minibatch version is optional (GD, DCGD, EF14, DIANA)."""
+    return (Param("batch_size", "batch", default, "per-worker minibatch size, or full (exact local gradients)",
+                  symbol="B"),
+            Param("init_batch_size", "batch", None, "minibatch B_init of the initial states g_i^0, v_i^0 "
+                  "[default: the batch size]", symbol="B_init"))
+
+
 class Hyper:
-    """Resolved hyper-parameters shared by master and workers."""
+    """The resolved hyper-parameters of a run, shared by master and workers:
+    ``n`` (workers), ``gamma`` (the step used), ``batch_size`` and
+    ``init_batch_size`` (None: exact gradients) and each declared parameter
+    of the method by name."""
 
-    n: int
-    gamma: float
-    eta: float = 0.1
-    zeta: float = 1.0
-    p: float | None = None
-    shift_step: float | None = None
-    batch_size: int | None = None  # None: exact local gradients
-    init_batch_size: int | None = None
+    def __init__(self, n: int, gamma: float, **params):
+        self.n = n
+        self.gamma = gamma
+        self.batch_size = None
+        self.init_batch_size = None
+        for k, v in params.items():
+            setattr(self, k, None if v == "full" else v)
+
+    def __repr__(self):
+        return f"Hyper({vars(self)})"
 
 
+# ------------------------------------------------------------------ worker ---
 class WorkerContext:
     """What a worker step may use: its local problem, compressor, random streams.
 
@@ -75,10 +168,7 @@ class WorkerContext:
         self._x_round = None
         self._x = None
         self.batch = None  # (oracle, index): the serial runtime's stacked gradients of all workers
-        # the fused EF21 kernel applies to Top-K without scaling on float64 states
-        self._fused_k = getattr(compressor, "k", None) if compressor.name == "topk" and compressor.scale == 1.0 \
-            else None
-        # seconds spent, for `psmpi bench round` (step and encode are added by the runtime's worker_round)
+        # seconds spent, for `psmpi bench round` (step and encode are added by the driver's worker round)
         self.timings = {"gradient": 0.0, "compress": 0.0, "step": 0.0, "encode": 0.0}
 
     def at(self, x, t: int):
@@ -134,6 +224,7 @@ class WorkerContext:
         return Dense(v.astype(self.value_dtype), flag)
 
     def compress(self, v) -> Payload:
+        """C(v): this worker's compressor, with its own random stream."""
         t0 = time.perf_counter()
         if not (self.device.on_host or self.compressor.device_native):
             v = self.device.to_host(v)  # no device version of this compressor: compress a host copy
@@ -141,22 +232,28 @@ class WorkerContext:
         self.timings["compress"] += time.perf_counter() - t0
         return p
 
-    def ef_update(self, target, g) -> Payload:
-        """The error-feedback step of the EF21 family: c = C(target - g), g += c
-        (in place); returns c.  On a GPU with Top-K this is one fused kernel
-        pass (psmpi.kernels.ef21_step_device) and only the K indices and values
-        of c ever leave the device."""
-        if self._fused_k is not None and not self.device.on_host and g.dtype == np.float64 \
-                and target.dtype == np.float64:
+    def ef21_update(self, target, g) -> Payload:
+        """The error-feedback step of the EF21 family: c = C(target - g); g += c
+        (in place); returns c, the message.  On a device, a compressor that has
+        a fused kernel for this step (``Compressor.fused_ef_step``, Top-K) runs
+        it in one pass, and only the message leaves the device."""
+        if not self.device.on_host:
             t0 = time.perf_counter()
-            idx, vals = self.device.ef_step(target, g, self._fused_k, self.value_dtype)
-            self.timings["compress"] += time.perf_counter() - t0
-            return Sparse(g.shape[0], idx, vals)
+            c = self.compressor.fused_ef_step(self.device, target, g, self.value_dtype)
+            if c is not None:
+                self.timings["compress"] += time.perf_counter() - t0
+                return c
         c = self.compress(target - g)
         c.add_to(g)
         return c
 
 
+def wire_copy(msg: Dense) -> np.ndarray:
+    """The float64 vector a dense message carries (what the master adds)."""
+    return msg.values.astype(np.float64)
+
+
+# ------------------------------------------------------------------ master ---
 def mean_of(payloads, d) -> np.ndarray:
     """(1/n) sum_i c_i, accumulated in worker order (the master's aggregation)."""
     acc = np.zeros(d)
@@ -166,27 +263,95 @@ def mean_of(payloads, d) -> np.ndarray:
     return acc
 
 
-def apply(p: Payload, v: np.ndarray) -> np.ndarray:
-    """v += p in place; returns v."""
-    p.add_to(v)
-    return v
-
-
 @dataclass
 class MasterG:
-    """Master state of gradient-estimator methods: x and g."""
+    """Master state of gradient-estimator methods: the iterate x and the estimate g."""
 
     x: np.ndarray
     g: np.ndarray
 
 
+@dataclass
+class MasterX:
+    """Master state of methods whose messages are the step itself."""
+
+    x: np.ndarray
+
+
+def tracking_init(hp, x0, payloads) -> MasterG:
+    """Gradient tracking, round 0: g^0 = (1/n) sum_i g_i^0 (sent dense); x^1 = x^0 - gamma g^0."""
+    g = mean_of(payloads, x0.shape[0])
+    return MasterG(x0 - hp.gamma * g, g)
+
+
+def tracking_step(hp, ms: MasterG, payloads) -> MasterG:
+    """Gradient tracking, round t: g^t = g^{t-1} + (1/n) sum_i c_i; x^{t+1} = x^t - gamma g^t.
+    The master of EF21 and of every method whose messages are increments of g_i."""
+    ms.g += mean_of(payloads, ms.x.shape[0])
+    ms.x -= hp.gamma * ms.g
+    return ms
+
+
+# ------------------------------------------------------------------ method ---
 class Method:
-    """Base class. Subclasses set ``name``, ``paper`` and ``compressors``."""
+    """Base class: declarations and the checks derived from them; no update rule."""
 
     name = "base"
     paper = ""
     compressors = "contractive"  # 'contractive', 'unbiased', 'identity' or 'any'
-    stochastic = False  # uses minibatch gradients (default batch size 1)
+    params: tuple = ()  # Param declarations
+    exact_sibling: str | None = None  # the exact-gradient version of a stochastic method
+    stochastic_sibling: str | None = None  # the minibatch version of an exact-gradient method
+    theory = ""  # one line: the step 'theory' uses, and its source
+
+    # declarations -----------------------------------------------------------
+    @property
+    def default_compressor(self) -> str:
+        return {"identity": "identity", "unbiased": "randk:1"}.get(self.compressors, "topk:1")
+
+    @classmethod
+    def param(cls, name: str) -> Param | None:
+        return next((p for p in cls.params if p.name == name), None)
+
+    @property
+    def stochastic(self) -> bool:
+        """Takes minibatch gradients by default (batch size 1)."""
+        p = self.param("batch_size")
+        return p is not None and p.default != "full"
+
+    def refuse(self, name: str) -> MethodError:
+        """The error for an option this method does not use."""
+        flag = "--" + name.replace("_", "-")
+        users = [m for m, c in REGISTRY.items() if c.param(name) is not None]
+        if name in ("batch_size", "init_batch_size") and self.stochastic_sibling:
+            return MethodError(f"method '{self.name}' uses exact gradients and takes no {flag}; "
+                               f"its minibatch version is '{self.stochastic_sibling}'")
+        hint = f" (used by {', '.join(users)})" if users else ""
+        return MethodError(f"method '{self.name}' does not use {flag}{hint}")
+
+    def default(self, name: str, comp: Compressor):
+        """Defaults that depend on the compressor (declared with default None)."""
+        if name == "init_batch_size":
+            return None  # the batch size (filled by resolve)
+        raise NotImplementedError(f"{self.name} declares no default for {name}")
+
+    def resolve(self, given: dict, comp: Compressor) -> dict:
+        """The method's parameters: given values checked, defaults filled in.
+        Options the method does not declare are refused."""
+        for k in given:
+            if self.param(k) is None:
+                raise self.refuse(k)
+        out = {}
+        for p in self.params:
+            if given.get(p.name) is not None:
+                out[p.name] = p.parse(given[p.name])
+            elif p.default is not None:
+                out[p.name] = p.default
+            else:
+                out[p.name] = self.default(p.name, comp)
+        if "init_batch_size" in out and out["init_batch_size"] is None:
+            out["init_batch_size"] = out["batch_size"]
+        return out
 
     def prepare_compressor(self, comp: Compressor) -> Compressor:
         """The compressor this method runs with, or a MethodError."""
@@ -200,26 +365,26 @@ class Method:
             return comp.as_contractive()
         return comp
 
-    def resolve_hyper(self, hp: Hyper, comp: Compressor) -> None:
-        """Fill method defaults that depend on the compressor (MARINA's p, DIANA's shift)."""
+    # the algorithm (each method file writes these) ---------------------------
+    def theory_gamma(self, consts, comp: Compressor, hp: Hyper) -> float:
+        raise NoTheory(f"method '{self.name}': theory gives no step size; pass --gamma")
 
-    # step sizes ------------------------------------------------------------
-    def theory_gamma(self, L: float, Lt: float, comp: Compressor, hp: Hyper) -> float:
-        """Default: the EF21 step 1/(L + Lt sqrt(beta/theta)) for the compressor's alpha."""
-        return ef21_gamma(L, Lt, comp.alpha)
+    def worker_init(self, ctx: WorkerContext, x):
+        raise NotImplementedError
 
-    # default master: EF21-style g^{t+1} = g^t + mean c_i, x^{t+1} = x^t - gamma g ----
-    def master_init(self, hp, x0, payloads):
-        g = mean_of(payloads, x0.shape[0])
-        return MasterG(x0 - hp.gamma * g, g)
+    def worker_step(self, ctx: WorkerContext, state, x):
+        raise NotImplementedError
 
-    def master_step(self, hp, ms, payloads):
-        ms.g += mean_of(payloads, ms.x.shape[0])
-        ms.x -= hp.gamma * ms.g
-        return ms
+    def master_init(self, hp: Hyper, x0, payloads):
+        raise NotImplementedError
+
+    def master_step(self, hp: Hyper, mstate, payloads):
+        raise NotImplementedError
 
 
+# ----------------------------------------------------------- step helpers ---
 def ef21_theta_beta(alpha: float) -> tuple[float, float]:
+    """theta = 1 - sqrt(1 - alpha), beta = (1 - alpha)/(1 - sqrt(1 - alpha)) (EF21, Lemma 3 with s chosen optimally)."""
     r = math.sqrt(max(0.0, 1.0 - alpha))
     theta = 1.0 - r
     beta = (1.0 - alpha) / theta if theta > 0 else 0.0
@@ -227,10 +392,17 @@ def ef21_theta_beta(alpha: float) -> tuple[float, float]:
 
 
 def ef21_gamma(L: float, Lt: float, alpha: float) -> float:
-    """gamma = 1/(L + Lt sqrt(beta/theta)), theta = 1 - sqrt(1-alpha),
-    beta = (1-alpha)/(1 - sqrt(1-alpha)) (Richtarik et al. 2021, Theorem 1)."""
+    """gamma = 1/(L + Lt sqrt(beta/theta)) (Richtarik, Sokolov, Fatkhullin 2021, Theorem 1)."""
     theta, beta = ef21_theta_beta(alpha)
     return 1.0 / (L + Lt * math.sqrt(beta / theta))
+
+
+def three_pc_gamma(L: float, Lt: float, A: float, B: float) -> float:
+    """gamma = 1/(L + Lt sqrt(B/A)) for a three-point compressor with constants (A, B)
+    (Richtarik et al. 2022, 3PC, Theorem 5.5)."""
+    if A <= 0:
+        raise MethodError("the compressor's constant A must be positive (alpha > 0)")
+    return 1.0 / (L + Lt * math.sqrt(B / A))
 
 
 def get_method(name: str) -> "Method":

@@ -1,22 +1,42 @@
-from .base import register
-from .gd import GD
+from .base import MasterG, Method, batch_params, register
+from .gd import NoState, averaged_step, gradient_message
 
 
 @register
-class DCGD(GD):
+class DCGD(Method):
     """Distributed compressed gradient descent (DCGD / compressed SGD), the naive
-    method (Khirirat et al. 2018; Alistarh et al. 2017):
+    method (Khirirat, Feyzmahdavian, Johansson 2018; Alistarh et al. 2017):
 
-    x^{t+1} = x^t - gamma (1/n) sum_i C(grad f_i(x^t)).
+    worker:  send m_i^t = C(grad f_i(x^t))
+    master:  x^{t+1} = x^t - gamma (1/n) sum_i m_i^t
 
     Any compressor is accepted; with a biased one (Top-K) it can diverge
-    (Beznosikov et al. 2020), which is what EF fixes.  Step 'theory':
-    1/(L (1 + omega/n)) for unbiased compressors, 1/L otherwise.
+    (Beznosikov et al. 2020, Example 1), which is what error feedback fixes.
+    theory:  unbiased C with omega: gamma = 1/(L (1 + omega/n)), a step of the
+             order the analyses of unbiased compression allow (Khirirat et al.
+             2018; with heterogeneous f_i DCGD reaches only a neighbourhood).  A biased C has no convergence theory (it
+             can diverge for every step): 'theory' then uses 1/L, the step of
+             uncompressed GD, as a reference point, not a guarantee.
     """
 
     name = "dcgd"
     paper = "Khirirat, Feyzmahdavian, Johansson (2018), Distributed learning with compressed gradients"
     compressors = "any"
+    params = batch_params("full")
+    theory = "unbiased C: 1/(L(1 + omega/n)); biased C: theory gives none, 1/L (GD's step) is used"
 
-    def theory_gamma(self, L, Lt, comp, hp):
-        return 1.0 / (L * (1.0 + comp.omega / hp.n)) if comp.unbiased else 1.0 / L
+    def theory_gamma(self, c, comp, hp):
+        if not comp.unbiased:
+            return 1.0 / c.L
+        return 1.0 / (c.L * (1.0 + comp.omega / hp.n))
+
+    def worker_init(self, ctx, x):
+        return NoState(), gradient_message(ctx, x)
+
+    def worker_step(self, ctx, state, x):
+        return state, gradient_message(ctx, x)
+
+    def master_init(self, hp, x0, payloads):
+        return averaged_step(hp, MasterG(x0.copy(), None), payloads)
+
+    master_step = staticmethod(averaged_step)

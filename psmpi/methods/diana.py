@@ -2,7 +2,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Method, mean_of, register
+from .base import Method, Param, batch_params, mean_of, register
+
+SHIFT = Param("shift_step", "float", None, "DIANA's shift step a of h_i [default: 1/(omega+1)]", low=0.0, high=1.0,
+              in_theory=True, symbol="a")
 
 
 @dataclass
@@ -19,27 +22,24 @@ class MasterShift:
 @register
 class DIANA(Method):
     """DIANA (Mishchenko, Gorbunov, Takac, Richtarik 2019, "Distributed learning
-    with compressed gradient differences"):
+    with compressed gradient differences", Algorithm 1):
 
-    m_i^t = C(grad f_i(x^t) - h_i^t),  h_i^{t+1} = h_i^t + a m_i^t,  h_i^0 = 0,
-    g^t = h^t + (1/n) sum_i m_i^t,  h^{t+1} = h^t + a (1/n) sum_i m_i^t,
-    x^{t+1} = x^t - gamma g^t.
+    init:    h_i^0 = 0, h^0 = 0
+    worker:  m_i^t = C(grad f_i(x^t) - h_i^t);  h_i^{t+1} = h_i^t + a m_i^t;  send m_i^t
+    master:  g^t = h^t + (1/n) sum_i m_i^t;  h^{t+1} = h^t + a (1/n) sum_i m_i^t;  x^{t+1} = x^t - gamma g^t
 
-    C must be unbiased (omega); the shift step a defaults to 1/(omega + 1).
-    With ``--batch-size`` the gradients are minibatch ones.
-    Step 'theory': 1/(L (1 + 2 omega / n)) (the paper's smooth-case choice).
+    C must be unbiased (omega); a defaults to 1/(omega + 1).  With --batch-size B
+    the gradients are minibatch ones.
+    theory:  SEE_THEORY
     """
 
     name = "diana"
     paper = "Mishchenko, Gorbunov, Takac, Richtarik (2019), Distributed learning with compressed gradient differences"
     compressors = "unbiased"
+    params = (SHIFT, *batch_params("full"))
 
-    def resolve_hyper(self, hp, comp):
-        if hp.shift_step is None:
-            hp.shift_step = 1.0 / (comp.omega + 1.0)
-
-    def theory_gamma(self, L, Lt, comp, hp):
-        return 1.0 / (L * (1.0 + 2.0 * comp.omega / hp.n))
+    def default(self, name, comp):
+        return 1.0 / (comp.omega + 1.0) if name == "shift_step" else super().default(name, comp)
 
     def worker_init(self, ctx, x):
         return self.worker_step(ctx, ShiftState(np.zeros_like(x, dtype=np.float64)), x)

@@ -1,25 +1,31 @@
-from .base import register
-from .ef21 import EF21
+from .base import Method, batch_params, register, tracking_init, tracking_step, wire_copy
+from .ef21 import GState
 
 
 @register
-class EF21SGD(EF21):
+class EF21SGD(Method):
     """EF21-SGD (Fatkhullin, Sokolov, Gorbunov, Li, Richtarik 2021, "EF21 with
-    bells & whistles"): EF21 with minibatch gradients,
+    bells & whistles", Algorithm 2 with minibatch gradients):
 
-    g_i^0 = grad f_i(x^0; B_init),  c_i^t = C(grad f_i(x^{t+1}; xi_i^{t+1}) - g_i^t),
-    g_i^{t+1} = g_i^t + c_i^t,  x^{t+1} = x^t - gamma g^t.
+    init:    g_i^0 = grad f_i(x^0; B_init), sent dense;  g^0 = (1/n) sum_i g_i^0
+    master:  x^{t+1} = x^t - gamma g^t;  g^{t+1} = g^t + (1/n) sum_i c_i^t
+    worker:  c_i^t = C(grad f_i(x^{t+1}; xi_i^t) - g_i^t);  g_i^{t+1} = g_i^t + c_i^t;  send c_i^t
 
-    Without large batches it can diverge (Fatkhullin, Tyurin, Richtarik 2023).
-    Step 'theory': the EF21 step.
+    With small batches it need not converge (Fatkhullin, Tyurin, Richtarik 2023).
+    theory:  SEE_THEORY
     """
 
     name = "ef21-sgd"
     paper = "Fatkhullin, Sokolov, Gorbunov, Li, Richtarik (2021), EF21 with bells & whistles"
-    stochastic = True
+    params = batch_params(1)
+    exact_sibling = "ef21"
 
-    def estimate(self, ctx, st, x):
-        return ctx.sgrad(x)
+    def worker_init(self, ctx, x):
+        msg = ctx.dense(ctx.init_grad(x))
+        return GState(wire_copy(msg)), msg
 
-    def init_estimate(self, ctx, x):
-        return ctx.init_grad(x)
+    def worker_step(self, ctx, st, x):
+        return st, ctx.ef21_update(ctx.sgrad(x), st.g)
+
+    master_init = staticmethod(tracking_init)
+    master_step = staticmethod(tracking_step)

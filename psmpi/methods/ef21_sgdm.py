@@ -2,62 +2,46 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Method, register
+from .base import Method, Param, batch_params, register, tracking_init, tracking_step, wire_copy
+
+ETA = Param("eta", "float", 0.1, "momentum parameter eta of EF21-SGDM, EF21-SGD2M and EF21-SGDM-ideal", low=0.0,
+            high=1.0, in_theory=True, symbol="η")
 
 
 @dataclass
 class MomentumState:
-    g: np.ndarray
-    v: np.ndarray
-    u: np.ndarray | None = None
+    g: np.ndarray  # g_i^t
+    v: np.ndarray  # v_i^t, the momentum
 
 
 @register
 class EF21SGDM(Method):
-    """EF21-SGDM (Fatkhullin, Tyurin, Richtarik 2023, "Momentum provably
-    improves error feedback!", NeurIPS 2023):
+    """EF21-SGDM (Fatkhullin, Tyurin, Richtarik, "Momentum provably improves
+    error feedback!", NeurIPS 2023, Algorithm 1):
 
-    v_i^{t+1} = (1 - eta) v_i^t + eta grad f_i(x^{t+1}; xi_i^{t+1}),
-    c_i^t = C(v_i^{t+1} - g_i^t),  g_i^{t+1} = g_i^t + c_i^t,
-    x^{t+1} = x^t - gamma g^t,  g^{t+1} = g^t + (1/n) sum_i c_i^t,
-    v_i^0 = g_i^0 = grad f_i(x^0; B_init).
+    init:    v_i^0 = g_i^0 = grad f_i(x^0; B_init), g_i^0 sent dense;  g^0 = (1/n) sum_i g_i^0
+    master:  x^{t+1} = x^t - gamma g^t;  g^{t+1} = g^t + (1/n) sum_i c_i^t
+    worker:  v_i^{t+1} = (1 - eta) v_i^t + eta grad f_i(x^{t+1}; xi_i^{t+1})
+             c_i^t = C(v_i^{t+1} - g_i^t);  g_i^{t+1} = g_i^t + c_i^t;  send c_i^t
 
-    Step 'theory': the EF21 step for the compressor's alpha (the paper's bound
-    adds eta-dependent terms; scale with --gamma-factor as its experiments do).
+    theory:  SEE_THEORY
     """
 
     name = "ef21-sgdm"
-    paper = "Fatkhullin, Tyurin, Richtarik (2023), Momentum provably improves error feedback!"
-    stochastic = True
-    double = False
+    paper = "Fatkhullin, Tyurin, Richtarik (2023), Momentum provably improves error feedback!, NeurIPS 2023"
+    params = (ETA, *batch_params(1))
+    exact_sibling = "ef21"
 
     def worker_init(self, ctx, x):
         v = ctx.init_grad(x)
         msg = ctx.dense(v)
-        g = msg.values.astype(np.float64)
-        return MomentumState(g, v.copy(), v.copy() if self.double else None), msg
+        return MomentumState(wire_copy(msg), v.copy()), msg
 
     def worker_step(self, ctx, st, x):
         eta = ctx.hp.eta
         st.v *= 1.0 - eta
         st.v += eta * ctx.sgrad(x)
-        target = st.v
-        if self.double:
-            st.u *= 1.0 - eta
-            st.u += eta * st.v
-            target = st.u
-        return st, ctx.ef_update(target, st.g)
+        return st, ctx.ef21_update(st.v, st.g)
 
-
-@register
-class EF21SGD2M(EF21SGDM):
-    """EF21-SGD2M, double momentum (Fatkhullin, Tyurin, Richtarik 2023):
-
-    v_i^{t+1} = (1 - eta) v_i^t + eta grad f_i(x^{t+1}; xi_i^{t+1}),
-    u_i^{t+1} = (1 - eta) u_i^t + eta v_i^{t+1},
-    c_i^t = C(u_i^{t+1} - g_i^t),  g_i^{t+1} = g_i^t + c_i^t,  x^{t+1} = x^t - gamma g^t,
-    u_i^0 = v_i^0 = g_i^0 = grad f_i(x^0; B_init).
-    """
-
-    name = "ef21-sgd2m"
-    double = True
+    master_init = staticmethod(tracking_init)
+    master_step = staticmethod(tracking_step)

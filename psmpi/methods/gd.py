@@ -1,6 +1,6 @@
 from dataclasses import dataclass
 
-from .base import MasterG, Method, mean_of, register
+from .base import MasterG, Method, batch_params, mean_of, register
 
 
 @dataclass
@@ -8,32 +8,45 @@ class NoState:
     pass
 
 
+def gradient_message(ctx, x):
+    """C(grad f_i(x; xi)) (exact with --batch-size full)."""
+    return ctx.compress(ctx.sgrad(x))
+
+
+def averaged_step(hp, ms: MasterG, payloads) -> MasterG:
+    """g^t = (1/n) sum_i m_i^t;  x^{t+1} = x^t - gamma g^t."""
+    ms.g = mean_of(payloads, ms.x.shape[0])
+    ms.x -= hp.gamma * ms.g
+    return ms
+
+
 @register
 class GD(Method):
-    """Distributed gradient descent, uncompressed (the baseline).
+    """Distributed gradient descent, uncompressed (the baseline of every EF paper):
 
-    x^{t+1} = x^t - gamma (1/n) sum_i grad f_i(x^t).  Step 'theory': 1/L.
-    With ``--batch-size`` it is minibatch SGD.
+    worker:  send m_i^t = grad f_i(x^t)   (minibatch SGD with --batch-size B)
+    master:  x^{t+1} = x^t - gamma (1/n) sum_i m_i^t
+
+    theory:  gamma = 1/L, the classical step for L-smooth f (e.g. Nesterov 2004,
+             Lemma 1.2.3, descent lemma); with minibatches no step is derived here.
     """
 
     name = "gd"
     paper = "Cauchy (1847); the uncompressed baseline of every EF paper"
     compressors = "identity"
+    params = batch_params("full")
+    theory = "1/L (descent lemma)"
 
-    def theory_gamma(self, L, Lt, comp, hp):
-        return 1.0 / L
+    def theory_gamma(self, c, comp, hp):
+        return 1.0 / c.L
 
     def worker_init(self, ctx, x):
-        return NoState(), ctx.compress(ctx.sgrad(x))
+        return NoState(), gradient_message(ctx, x)
 
     def worker_step(self, ctx, state, x):
-        return state, ctx.compress(ctx.sgrad(x))
+        return state, gradient_message(ctx, x)
 
     def master_init(self, hp, x0, payloads):
-        g = mean_of(payloads, x0.shape[0])
-        return MasterG(x0 - hp.gamma * g, g)
+        return averaged_step(hp, MasterG(x0.copy(), None), payloads)
 
-    def master_step(self, hp, ms, payloads):
-        ms.g = mean_of(payloads, ms.x.shape[0])
-        ms.x -= hp.gamma * ms.g
-        return ms
+    master_step = staticmethod(averaged_step)

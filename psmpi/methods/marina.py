@@ -3,7 +3,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import MasterG, Method, mean_of, register
+from .base import MasterG, Method, Param, mean_of, register
+
+P = Param("p", "float", None, "MARINA's probability p of a full-gradient round [default: 1/(omega+1)]", low=0.0,
+          high=1.0, in_theory=True, symbol="p")
 
 
 @dataclass
@@ -13,30 +16,31 @@ class MarinaState:
 
 @register
 class MARINA(Method):
-    """MARINA (Gorbunov, Burlachenko, Li, Richtarik 2021, "MARINA: Faster
-    non-convex distributed learning with compression", ICML 2021):
+    """MARINA (Gorbunov, Burlachenko, Li, Richtarik, "MARINA: Faster non-convex
+    distributed learning with compression", ICML 2021, Algorithm 1):
 
-    x^{t+1} = x^t - gamma g^t;  draw c_t ~ Bernoulli(p) (one coin shared by all);
-    g^{t+1} = grad f(x^{t+1}) if c_t = 1,
-    g^{t+1} = g^t + (1/n) sum_i C(grad f_i(x^{t+1}) - grad f_i(x^t)) otherwise;
-    g^0 = grad f(x^0).  C must be unbiased (omega); default p = 1/(omega + 1).
+    init:    g^0 = grad f(x^0): every worker sends grad f_i(x^0) dense
+    master:  x^{t+1} = x^t - gamma g^t;  draw c_t ~ Bernoulli(p), one coin shared by all
+             g^{t+1} = (1/n) sum_i grad f_i(x^{t+1})                              if c_t = 1
+             g^{t+1} = g^t + (1/n) sum_i C(grad f_i(x^{t+1}) - grad f_i(x^t))     otherwise
+    worker:  sends grad f_i(x^{t+1}) dense (flag bit set) or the compressed difference
 
-    Full-gradient rounds send dense messages with the flag bit set.  The coin
-    comes from a stream every worker holds a copy of, so no bit is spent on it.
-    Step 'theory': 1/(L + Lt sqrt((1 - p) omega / (p n))) (Theorem 2.1).
+    C must be unbiased (omega).  The coin comes from a stream every worker holds
+    a copy of, so no bit is spent on it.
+    theory:  gamma = 1/(L + L_tilde sqrt((1 - p) omega / (p n)))  (Theorem 2.1)
     """
 
     name = "marina"
     paper = "Gorbunov, Burlachenko, Li, Richtarik (2021), MARINA, ICML 2021"
     compressors = "unbiased"
+    params = (P,)
+    theory = "1/(L + L~ sqrt((1-p) omega/(p n))), MARINA Theorem 2.1"
 
-    def resolve_hyper(self, hp, comp):
-        if hp.p is None:
-            hp.p = 1.0 / (comp.omega + 1.0)
+    def default(self, name, comp):
+        return 1.0 / (comp.omega + 1.0) if name == "p" else super().default(name, comp)
 
-    def theory_gamma(self, L, Lt, comp, hp):
-        p = hp.p
-        return 1.0 / (L + Lt * math.sqrt((1.0 - p) * comp.omega / (p * hp.n)))
+    def theory_gamma(self, c, comp, hp):
+        return 1.0 / (c.L + c.L_tilde * math.sqrt((1.0 - hp.p) * comp.omega / (hp.p * hp.n)))
 
     def worker_init(self, ctx, x):
         grad = ctx.grad(x)
@@ -65,5 +69,3 @@ class MARINA(Method):
             ms.g += acc
         ms.x -= hp.gamma * ms.g
         return ms
-
-

@@ -21,10 +21,11 @@ import h5py
 import numpy as np
 
 from ..backend import replace_arrays
-from ..config import ConfigError
+from ..errors import ConfigError
 
 # keys of the config that may change between a checkpoint and its resumption
-RESUMABLE_CHANGES = {"iters", "out", "quiet", "checkpoint_every", "resume", "eval_every", "label", "sweep", "tol"}
+RESUMABLE_CHANGES = {"iters", "out", "overwrite", "quiet", "checkpoint_every", "resume", "eval_every", "label",
+                     "sweep", "tol", "backend"}
 
 
 def _json_array(obj) -> np.ndarray:
@@ -128,6 +129,9 @@ def read_checkpoint(path, cfg) -> Checkpoint:
         if diff:
             k = diff[0]
             raise ConfigError(f"cannot resume {path}: option '{k}' was {saved.get(k)!r}, now {now.get(k)!r}")
+        if int(f.attrs["round"]) > cfg.iters:
+            raise ConfigError(f"cannot resume {path}: it was taken at round {int(f.attrs['round'])}, past "
+                              f"--iters {cfg.iters}")
         master, _ = unpack_state(f["master"][()].tobytes())
         blobs = [f["workers"][str(i)][()].tobytes() for i in range(len(f["workers"]))]
         metrics = {k: f["metrics"][k][()] for k in f["metrics"]}

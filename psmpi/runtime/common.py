@@ -3,6 +3,7 @@
 these in one place is what makes the serial and MPI iterates identical."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -12,18 +13,13 @@ import numpy as np
 
 from ..backend import get_device
 from ..compressors import make_compressor
-from ..compressors.payload import to_host
-from ..config import ConfigError, TrainConfig, batch_or_none
+from ..config import TrainConfig
 from ..data import class_labels, load_shard, open_dataset
+from ..errors import ConfigError, Stop
 from ..methods import Hyper, WorkerContext, get_method
 from ..problems import LogReg, Softmax, lambda_max
-from ..wire import decode, encode
 
 DIVERGED = 1e20  # ||grad f||^2 above DIVERGED * max(1, its value at x^0), or non-finite, stops the run
-
-
-class Diverged(RuntimeError):
-    """The run diverged (the message says where); metrics up to there are kept."""
 
 
 # ---------------------------------------------------------------- seeds ---
@@ -136,18 +132,28 @@ class Plan:
 
 
 def plan_run(cfg: TrainConfig, d: int, consts: Constants) -> Plan:
-    """Method, compressor and hyper-parameters, including the step size used."""
+    """Method, compressor and hyper-parameters, including the step size used;
+    the method's resolved parameters are written back to ``cfg.params``."""
     method = get_method(cfg.method)
     try:
         comp = method.prepare_compressor(make_compressor(cfg.compressor, d, cfg.value_dtype))
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    hp = Hyper(n=cfg.workers, gamma=0.0, eta=cfg.eta, zeta=cfg.zeta, p=cfg.p, shift_step=cfg.shift_step,
-               batch_size=batch_or_none(cfg.batch_size), init_batch_size=batch_or_none(cfg.init_batch_size))
-    method.resolve_hyper(hp, comp)
-    theory = method.theory_gamma(consts.L, consts.L_tilde, comp, hp)
+    cfg.params = method.resolve(cfg.params, comp)
+    hp = Hyper(cfg.workers, 0.0, **cfg.params)
+    theory = method.theory_gamma(consts, comp, hp) if cfg.gamma == "theory" else _try_theory(method, consts, comp, hp)
     hp.gamma = (theory if cfg.gamma == "theory" else float(cfg.gamma)) * cfg.gamma_factor
     return Plan(method, comp, hp, theory)
+
+
+def _try_theory(method, consts, comp, hp):
+    """The theoretical step for the record when an explicit step is used (None if theory gives none)."""
+    from ..methods import MethodError
+
+    try:
+        return method.theory_gamma(consts, comp, hp)
+    except MethodError:
+        return None
 
 
 def make_context(cfg, plan: Plan, index: int, problem) -> WorkerContext:
@@ -161,39 +167,27 @@ def make_context(cfg, plan: Plan, index: int, problem) -> WorkerContext:
         raise ConfigError(f"--device {cfg.device}: {e}") from None
 
 
-def worker_round(method, ctx: WorkerContext, state, x: np.ndarray, t: int):
-    """One worker's part of round t: the method's step, encoded. -> (state, bytes)"""
-    ctx.round = t
-    t0 = time.perf_counter()
-    x = ctx.at(x, t)  # on the worker's device
-    if t == 0:
-        state, payload = method.worker_init(ctx, x)
-    else:
-        state, payload = method.worker_step(ctx, state, x)
-    t1 = time.perf_counter()
-    msg = encode(payload if ctx.device.on_host else to_host(payload, ctx.device.to_host))
-    ctx.timings["step"] += t1 - t0
-    ctx.timings["encode"] += time.perf_counter() - t1
-    return state, msg
+def make_workers(cfg, plan: Plan, problems: dict):
+    """Workers for {index: problem}, in index order; on the CPU the logistic
+    regression gradients of the workers one process hosts come from one stacked
+    product per round (bit-identical to the separate ones)."""
+    from ..problems.logreg import LogRegBatch
+    from .driver import Worker
+
+    workers = [Worker(plan.method, make_context(cfg, plan, i, problems[i])) for i in sorted(problems)]
+    if cfg.device == "cpu" and len(workers) > 1 and LogRegBatch.applies([w.ctx.problem for w in workers]):
+        oracle = LogRegBatch([w.ctx.problem for w in workers])
+        for j, w in enumerate(workers):
+            w.ctx.batch = (oracle, j)
+    return workers
 
 
-class BadMessage(RuntimeError):
-    pass
-
-
-def master_round(method, hp, mstate, x: np.ndarray, messages, t: int, d: int):
-    """Decode the n messages (validated) and aggregate in worker order."""
-    payloads = []
-    for i, m in enumerate(messages):
-        try:
-            payloads.append(decode(m, d))
-        except ValueError as e:
-            if "non-finite" in str(e):  # an honest worker whose iterates blew up
-                raise Diverged(f"diverged at round {t}: worker {i} sent non-finite values") from None
-            raise BadMessage(f"malformed message from worker {i} in round {t}: {e}") from None
-    if t == 0:
-        return method.master_init(hp, x, payloads)
-    return method.master_step(hp, mstate, payloads)
+def hosted(n: int, ranks: int, r: int) -> range:
+    """The workers worker rank r (0-based among ranks worker ranks) hosts: n
+    workers in contiguous blocks, the first n % ranks blocks one larger."""
+    q, rem = divmod(n, ranks)
+    lo = r * q + min(r, rem)
+    return range(lo, lo + q + (1 if r < rem else 0))
 
 
 WORKER_PHASES = ("gradient", "compress", "step", "encode")
@@ -206,29 +200,9 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-class EvalSum:
-    """f(x) and grad f(x) as (1/n) sums of the workers' exact values, in order."""
-
-    def __init__(self, n):
-        self.n = n
-        self.loss = 0.0
-        self.grad = None
-
-    def add(self, loss: float, grad: np.ndarray):
-        self.loss += loss
-        if self.grad is None:
-            self.grad = np.array(grad, dtype=np.float64)
-        else:
-            self.grad += grad
-
-    def result(self):
-        g = self.grad / self.n
-        return self.loss / self.n, float(g @ g)
-
-
 # ---------------------------------------------------------------- metrics ---
 class Recorder:
-    """Metrics rows, byte counters, the progress bar; rank 0 / serial only."""
+    """Metrics rows, byte counters, the progress bar, why the run stopped; rank 0 / serial only."""
 
     NAMES = ("iteration", "grad_norm_sq", "loss", "bits_up_per_worker", "bytes_up", "bytes_down", "wall_time")
 
@@ -240,9 +214,11 @@ class Recorder:
         self.bytes_down = 0
         self.bytes_up_round0 = 0  # the initial round's messages (often dense), for per-round rates
         self.offset = 0.0  # wall time already spent before a resume
+        self.master_time = 0.0  # seconds in decoding and aggregation
         self.t0 = None
         self.bar = None
-        self.stop_reason = "iters"
+        self.stop: Stop | None = None  # None while running
+        self.stop_detail = ""
         if not cfg.quiet:
             import sys
 
@@ -250,6 +226,9 @@ class Recorder:
 
             self.bar = tqdm(total=cfg.iters, unit="round", disable=not sys.stderr.isatty(), leave=False,
                             dynamic_ncols=True)
+
+    def set_stop(self, reason: Stop, detail: str = "") -> None:
+        self.stop, self.stop_detail = reason, detail
 
     def start(self):
         if self.t0 is None:
@@ -274,6 +253,9 @@ class Recorder:
     def should_eval(self, t: int) -> bool:
         return t % self.cfg.eval_every == 0 or t == self.cfg.iters
 
+    def last_round(self) -> int:
+        return int(self.rows["iteration"][-1]) if self.rows["iteration"] else 0
+
     def eval_row(self, t: int, loss: float, gns: float) -> bool:
         """Record a row; True when the run should stop here (last round, tol, divergence)."""
         r = self.rows
@@ -289,12 +271,15 @@ class Recorder:
             self.bar.set_postfix_str(f"|grad|^2={gns:.3e} up={self.bytes_up / 1e6:.2f}MB "
                                     f"down={self.bytes_down / 1e6:.2f}MB", refresh=True)
         if not np.isfinite(gns) or gns > DIVERGED * max(1.0, r["grad_norm_sq"][0]):
-            self.stop_reason = f"diverged at round {t} (||grad f||^2 = {gns:.3e})"
+            self.set_stop(Stop.DIVERGED, f"diverged at round {t} (||grad f||^2 = {gns:.3e})")
             return True
         if gns <= self.cfg.tol:
-            self.stop_reason = "tol"
+            self.set_stop(Stop.TOL, f"||grad f||^2 <= tol at round {t}")
             return True
-        return t == self.cfg.iters
+        if t == self.cfg.iters:
+            self.set_stop(Stop.ITERS)
+            return True
+        return False
 
     def close(self):
         if self.bar is not None:
@@ -306,17 +291,19 @@ class Recorder:
 
 
 def make_result(cfg: TrainConfig, plan: Plan, consts: Constants, rec: Recorder, x, backend: str, mpi_library: str,
-                dim: int):
+                dim: int, problem: str, timings: dict):
     from .. import __version__
     from ..results import Result
 
     config = cfg.to_dict()
-    config.update(gamma_used=plan.hp.gamma, gamma_theory=plan.gamma_theory, L=consts.L, L_tilde=consts.L_tilde,
-                  alpha=_maybe(lambda: plan.compressor.alpha), omega=_maybe(lambda: plan.compressor.omega),
-                  p=plan.hp.p, shift_step=plan.hp.shift_step, dim=dim)
+    config.update(problem=problem, gamma_used=plan.hp.gamma, gamma_theory=plan.gamma_theory, L=consts.L,
+                  L_tilde=consts.L_tilde, alpha=_maybe(lambda: plan.compressor.alpha),
+                  omega=_maybe(lambda: plan.compressor.omega), dim=dim)
+    stop = rec.stop or Stop.RUNNING
     attrs = {"psmpi_version": __version__, "backend": backend, "n_workers": cfg.workers, "mpi_library": mpi_library,
-             "L": consts.L, "L_tilde": consts.L_tilde, "L_i": np.asarray(consts.L_i)}
-    return Result(rec.arrays(), np.array(x, dtype=np.float64), plan.hp.gamma, config, attrs, cfg.out, rec.stop_reason)
+             "L": consts.L, "L_tilde": consts.L_tilde, "L_i": np.asarray(consts.L_i),
+             "stop_message": rec.stop_detail, "timings": json.dumps(timings)}
+    return Result(rec.arrays(), np.array(x, dtype=np.float64), plan.hp.gamma, config, attrs, cfg.out, stop.value)
 
 
 def _maybe(fn):
@@ -330,16 +317,16 @@ class Control:
     """Rank 0's decisions at the top of each round: checkpoint, stop on a signal,
     flush the output file now and then (so a killed job leaves a readable file)."""
 
-    CONTINUE, CHECKPOINT, STOP = 0, 1, 2
     FLUSH_SECONDS = float(os.environ.get("PSMPI_FLUSH_SECONDS", "10"))
 
     def __init__(self, cfg: TrainConfig):
         from .checkpoint import default_path
 
         self.cfg = cfg
-        self.path = default_path(cfg.out)
+        self.path = default_path(cfg.out) if cfg.out else None
         self.signal = None
         self.last_flush = time.monotonic()
+        self.make_result = None  # set by the runtime: x -> Result so far
         self._old = {}
 
     def install(self, ignore=False):
@@ -364,25 +351,27 @@ class Control:
         self._old.clear()
 
     def action(self, t: int, start: int) -> int:
+        from .driver import CHECKPOINT, CONTINUE, STOP
+
         if self.signal is not None:
-            return self.STOP
+            return STOP
         every = self.cfg.checkpoint_every
         if every and t > start and t % every == 0 and t < self.cfg.iters:
-            return self.CHECKPOINT
-        return self.CONTINUE
+            return CHECKPOINT
+        return CONTINUE
 
     def checkpoint(self, t, x, mstate, blobs, rec):
         from .checkpoint import write_checkpoint
 
         write_checkpoint(self.path, self.cfg, t, x, mstate, blobs, rec)
 
-    def maybe_flush(self, make, force=False):
+    def maybe_flush(self, x, force=False):
         if not self.cfg.extra.get("write", True):  # a Python API run that writes no file
             return
         if force or time.monotonic() - self.last_flush > self.FLUSH_SECONDS:
             from ..results import write_result
 
-            write_result(self.cfg.out, make())
+            write_result(self.cfg.out, self.make_result(x))
             self.last_flush = time.monotonic()
 
     def stop_message(self, t: int) -> str:

@@ -1,17 +1,25 @@
-"""The MPI runtime: rank 0 is the master (parameter server), ranks 1..n are workers.
+"""The MPI runtime: rank 0 is the master (parameter server), ranks 1..R-1 host the workers.
 
-Each round t the master broadcasts one float64 buffer holding a control word
-(round, evaluate?, checkpoint/stop) followed by x^t (``Bcast``). On evaluation
-rounds every worker sends its exact f_i(x^t) and grad f_i(x^t) (``Send``,
-received in rank order so the sum is the serial one). Every worker runs the
-same ``worker_round`` as the serial runtime; the master collects the encoded
-messages with ``Gather`` (sizes) + ``Gatherv`` (bytes), then decodes and
-aggregates them in worker order with ``master_round``.
-No pickle is used: every call is an uppercase mpi4py call on a numpy buffer.
+The n workers are spread over the R-1 worker ranks in contiguous blocks
+(``hosted``: the first n mod (R-1) ranks host one more), so ``mpirun -n 21``
+gives one worker per rank and ``mpirun -n 3 --workers 20`` ten per rank; each
+worker keeps its own shard, state and random stream, so the iterates do not
+depend on the placement.
 
-``bytes_up`` counts the message bytes handed to Gatherv, ``bytes_down`` the
-bytes of x broadcast to the n workers; control words, evaluation traffic and
-set-up traffic (smoothness constants) are not counted, as in the serial runtime.
+The round driver (:mod:`psmpi.runtime.driver`) runs on rank 0 over the
+:class:`MPITransport`.  Each round the master broadcasts one float64 buffer
+holding a control word (round, evaluate?, checkpoint/stop/end) followed by x^t
+(``Bcast``); on evaluation rounds each worker rank sends its workers' exact
+f_i(x^t) and grad f_i(x^t) (``Send``, received in rank order so the sum is the
+serial one) and the master answers go/stop; each worker rank runs its workers'
+steps and the master collects the encoded messages with two ``Gatherv``
+(per-worker sizes, then the bytes), then decodes and aggregates them in worker
+order.  No pickle is used: every call is an uppercase mpi4py call on a buffer.
+
+``bytes_up`` counts the message bytes of every worker (one message per worker
+even when a rank hosts several), ``bytes_down`` the bytes of x for the n
+workers; control words, evaluation and set-up traffic are not counted, as in
+the serial runtime.
 
 Failure: set-up errors are agreed on collectively (one line from the lowest
 failing rank, exit code 2); an exception on any rank during the run prints one
@@ -20,23 +28,23 @@ left hanging.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 import traceback
 
 import numpy as np
 
-from ..config import ConfigError, TrainConfig
+from ..config import TrainConfig
+from ..errors import ConfigError
 from ..problems.base import DENSE_EIG_MAX
-from .checkpoint import pack_worker, read_checkpoint, restore_worker
-from .common import (WORKER_PHASES, Control, Diverged, EvalSum, Recorder, constants_from, describe_data,
-                     global_smoothness, initial_point, local_problem, make_context, make_result, master_round,
-                     peak_rss_mb, plan_run, sum_in_order, worker_round)
+from .checkpoint import read_checkpoint
+from .common import (WORKER_PHASES, Control, Recorder, constants_from, describe_data, global_smoothness, hosted,
+                     initial_point, local_problem, make_result, make_workers, peak_rss_mb, plan_run, sum_in_order)
+from .driver import CONTINUE, Transport, drive
 
 TAG_EVAL, TAG_CURV = 11, 12
-T, EVAL, ACTION, NCTRL = 0, 1, 2, 3  # control word fields: round, evaluate?, checkpoint/stop (exact in float64)
-END = 3  # ACTION: stop now without a checkpoint (the run diverged)
+T, EVAL, ACTION, NCTRL = 0, 1, 2, 3  # control word fields: round, evaluate?, action (exact in float64)
+END = 3  # ACTION: stop now, the round is abandoned (the run diverged)
 
 
 class SetupFailed(SystemExit):
@@ -59,7 +67,11 @@ def run_mpi(cfg: TrainConfig):
     MPI, comm = _comm()
     if comm.size < 2:
         raise ConfigError("--backend mpi needs at least 2 ranks (rank 0 is the master): mpirun -n N+1 psmpi train ...")
-    cfg.workers = comm.size - 1
+    if cfg.workers is None:
+        cfg.workers = comm.size - 1
+    elif cfg.workers < comm.size - 1:
+        _agree(MPI, comm, ConfigError(f"--workers {cfg.workers} is fewer than the {comm.size - 1} worker ranks "
+                                      f"(each hosts at least one worker): launch at most {cfg.workers + 1} ranks"))
     ctl = Control(cfg)
     ctl.install(ignore=comm.rank != 0)  # the master decides what a signal means
     try:
@@ -76,7 +88,7 @@ def run_mpi(cfg: TrainConfig):
 
 
 def _abort(MPI, comm, e):
-    who = "master" if comm.rank == 0 else f"worker {comm.rank - 1}"
+    who = "master" if comm.rank == 0 else f"worker rank {comm.rank}"
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
     sys.stderr.write(f"psmpi: error on rank {comm.rank} ({who}): {type(e).__name__}: {msg}\n")
     if not isinstance(e, (ValueError, RuntimeError)):
@@ -95,34 +107,41 @@ def _agree(MPI, comm, error: Exception | None):
         raise SetupFailed()
 
 
+def _mine(cfg, comm) -> range:
+    """The workers this rank hosts (none on the master)."""
+    return range(0) if comm.rank == 0 else hosted(cfg.workers, comm.size - 1, comm.rank - 1)
+
+
 def _setup(MPI, comm, cfg):
     """Data, constants and the plan, identically on every rank."""
-    n, rank = cfg.workers, comm.rank
-    problem = info = error = None
+    n = cfg.workers
+    problems, info, error = {}, None, None
     try:
         info = describe_data(cfg)
-        if rank > 0:
-            problem = local_problem(cfg, info, rank - 1)
+        problems = {i: local_problem(cfg, info, i) for i in _mine(cfg, comm)}
     except (ValueError, OSError) as e:
         error = e
     _agree(MPI, comm, error)
-    # L_i from every worker
-    Li = np.zeros(1) if rank == 0 else np.array([problem.local_smoothness()])
-    all_Li = np.zeros(comm.size) if rank == 0 else None
-    comm.Gather(Li, all_Li, root=0)
+    # L_i of every worker, in worker order
+    counts = np.array([0] + [len(hosted(n, comm.size - 1, r)) for r in range(comm.size - 1)])
+    Li = np.array([problems[i].local_smoothness() for i in sorted(problems)], dtype=np.float64)
+    all_Li = np.empty(n) if comm.rank == 0 else None
+    comm.Gatherv(Li, [all_Li, counts, np.concatenate([[0], np.cumsum(counts)[:-1]]), MPI.DOUBLE] if comm.rank == 0
+                 else None, root=0)
     # L from the mean curvature bound, reduced in worker order on the master
     hdim = info.hdim
-    if rank == 0:
-        L = global_smoothness(hdim, info.reg, lambda: sum_in_order(_recv_each(comm, (hdim, hdim)), n),
-                              lambda v: _remote_matvec(comm, v, n))
+    if comm.rank == 0:
+        L = global_smoothness(hdim, info.reg, lambda: sum_in_order(_recv_each(comm, counts, (hdim, hdim)), n),
+                              lambda v: _remote_matvec(comm, counts, v, n))
         if hdim > DENSE_EIG_MAX:
             comm.Bcast(np.zeros(1, dtype=np.int64), root=0)  # end of matvec service
-        consts_buf = np.concatenate([[L], all_Li[1:]])
+        consts_buf = np.concatenate([[L], all_Li])
     else:
         if hdim <= DENSE_EIG_MAX:
-            comm.Send(np.ascontiguousarray(problem.hbound_dense(), dtype=np.float64), dest=0, tag=TAG_CURV)
+            for i in sorted(problems):
+                comm.Send(np.ascontiguousarray(problems[i].hbound_dense(), dtype=np.float64), dest=0, tag=TAG_CURV)
         else:
-            _serve_matvec(comm, problem, hdim)
+            _serve_matvec(comm, problems, hdim)
         consts_buf = np.empty(n + 1)
     comm.Bcast(consts_buf, root=0)
     consts = constants_from(consts_buf[0], consts_buf[1:])
@@ -132,23 +151,25 @@ def _setup(MPI, comm, cfg):
     except ValueError as e:
         error = e
     _agree(MPI, comm, error)
-    return info, problem, consts, plan
+    return info, problems, consts, plan
 
 
-def _recv_each(comm, shape):
+def _recv_each(comm, counts, shape):
+    """One array per worker, in worker order."""
     buf = np.empty(shape)
     for src in range(1, comm.size):
-        comm.Recv(buf, source=src, tag=TAG_CURV)
-        yield buf
+        for _ in range(counts[src]):
+            comm.Recv(buf, source=src, tag=TAG_CURV)
+            yield buf
 
 
-def _remote_matvec(comm, v, n):
+def _remote_matvec(comm, counts, v, n):
     comm.Bcast(np.ones(1, dtype=np.int64), root=0)
     comm.Bcast(np.ascontiguousarray(v, dtype=np.float64), root=0)
-    return sum_in_order(_recv_each(comm, v.shape), n)
+    return sum_in_order(_recv_each(comm, counts, v.shape), n)
 
 
-def _serve_matvec(comm, problem, hdim):
+def _serve_matvec(comm, problems, hdim):
     flag = np.empty(1, dtype=np.int64)
     v = np.empty(hdim)
     while True:
@@ -156,179 +177,191 @@ def _serve_matvec(comm, problem, hdim):
         if not flag[0]:
             return
         comm.Bcast(v, root=0)
-        comm.Send(np.ascontiguousarray(problem.hbound_matvec(v), dtype=np.float64), dest=0, tag=TAG_CURV)
+        for i in sorted(problems):
+            comm.Send(np.ascontiguousarray(problems[i].hbound_matvec(v), dtype=np.float64), dest=0, tag=TAG_CURV)
 
 
-def _resume_blobs(MPI, comm, cfg):
-    """On resume: the master reads the checkpoint (errors agreed on) and hands
-    each worker its state blob. -> (checkpoint on rank 0 / None, blob or None, start)"""
-    ck, error = None, None
-    if comm.rank == 0:
+class Blocks:
+    """Variable-size byte strings, one per worker, between the worker ranks and rank 0:
+    per-worker sizes and the bytes, each in one collective (``Gatherv``/``Scatterv``)."""
+
+    def __init__(self, MPI, comm, n):
+        self.MPI, self.comm = MPI, comm
+        self.counts = np.array([0] + [len(hosted(n, comm.size - 1, r)) for r in range(comm.size - 1)])
+        self.displs = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
+        self.sizes = np.empty(n, dtype=np.int64)
+        self.scratch = np.empty(1 << 16, dtype=np.uint8)
+
+    def gather(self, mine=None):
+        """Worker ranks pass their workers' strings; rank 0 gets (all strings in worker order, total bytes)."""
+        MPI, comm = self.MPI, self.comm
+        if comm.rank != 0:
+            comm.Gatherv(np.array([len(b) for b in mine], dtype=np.int64), None, root=0)
+            comm.Gatherv(np.frombuffer(b"".join(mine), dtype=np.uint8), None, root=0)
+            return None, 0
+        sizes = self.sizes
+        comm.Gatherv(np.zeros(0, dtype=np.int64), [sizes, self.counts, self.displs, MPI.INT64_T], root=0)
+        ends = np.cumsum(sizes)
+        total = int(ends[-1]) if len(ends) else 0
+        if self.scratch.size < total:
+            self.scratch = np.empty(total, dtype=np.uint8)
+        rank_bytes = np.add.reduceat(sizes, self.displs[1:]) if len(sizes) else sizes
+        rank_bytes = np.concatenate([[0], rank_bytes])
+        comm.Gatherv(np.zeros(0, dtype=np.uint8),
+                     [self.scratch, rank_bytes, np.concatenate([[0], np.cumsum(rank_bytes)[:-1]]), MPI.BYTE], root=0)
+        starts = ends - sizes
+        return [self.scratch[s:e].tobytes() for s, e in zip(starts, ends)], total
+
+    def scatter(self, blobs=None):
+        """Rank 0 passes one string per worker; each worker rank gets its workers' strings."""
+        MPI, comm = self.MPI, self.comm
+        sizes = self.sizes
+        if comm.rank == 0:
+            sizes[:] = [len(b) for b in blobs]
+        comm.Bcast(sizes, root=0)
+        rank_bytes = np.concatenate([[0], np.add.reduceat(sizes, self.displs[1:])])
+        if comm.rank == 0:
+            buf = np.frombuffer(b"".join(blobs), dtype=np.uint8)
+            comm.Scatterv([buf, rank_bytes, np.concatenate([[0], np.cumsum(rank_bytes)[:-1]]), MPI.BYTE],
+                          np.zeros(0, dtype=np.uint8), root=0)
+            return None
+        out = np.empty(int(rank_bytes[comm.rank]), dtype=np.uint8)
+        comm.Scatterv(None, out, root=0)
+        mine = sizes[self.displs[comm.rank]:self.displs[comm.rank] + self.counts[comm.rank]]
+        cuts = np.concatenate([[0], np.cumsum(mine)])
+        return [out[a:b].tobytes() for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+class MPITransport(Transport):
+    """Rank 0's side: one Bcast of [control word, x] opens each round."""
+
+    def __init__(self, MPI, comm, n, d, buf):
+        self.comm, self.n = comm, n
+        self.buf, self.ctrl, self.x = buf, buf[:NCTRL], buf[NCTRL:]
+        self.blocks = Blocks(MPI, comm, n)
+        self.go = np.zeros(1, dtype=np.int64)
+        self.evalbufs = {r: np.empty((int(c), d + 1)) for r, c in enumerate(self.blocks.counts) if c}
+        self.timing = {"bcast": 0.0, "eval": 0.0, "gather": 0.0}
+
+    def open_round(self, t, x, evaluate, action):
+        t0 = time.perf_counter()
+        self.ctrl[T], self.ctrl[EVAL], self.ctrl[ACTION] = t, evaluate, action
+        self.comm.Bcast(self.buf, root=0)
+        self.timing["bcast"] += time.perf_counter() - t0
+
+    def states(self):
+        return self.blocks.gather()[0]
+
+    def evaluations(self, t, x):
+        t0 = time.perf_counter()
+        for r, buf in self.evalbufs.items():
+            self.comm.Recv(buf, source=r, tag=TAG_EVAL)
+            for row in buf:
+                yield float(row[0]), row[1:]
+        self.timing["eval"] += time.perf_counter() - t0
+
+    def decide(self, go):
+        self.go[0] = go
+        self.comm.Bcast(self.go, root=0)
+
+    def messages(self, t, x):
+        t0 = time.perf_counter()
+        out = self.blocks.gather()
+        self.timing["gather"] += time.perf_counter() - t0
+        return out
+
+    def abandon(self):
+        self.ctrl[ACTION] = END
+        self.comm.Bcast(self.buf, root=0)
+
+    def next_x(self, mstate):
+        if mstate.x is not self.x:
+            self.x[:] = mstate.x
+            mstate.x = self.x
+        return self.x
+
+
+def _master(MPI, comm, cfg, ctl, info, _problems, consts, plan):
+    n, d = cfg.workers, info.dim
+    buf = np.empty(NCTRL + d)  # control word + x, one Bcast a round
+    transport = MPITransport(MPI, comm, n, d, buf)
+    x = transport.x
+    x[:] = initial_point(cfg, d)
+    rec = Recorder(cfg, n)
+    mstate, start, error, ck = None, 0, None, None
+    if cfg.resume:
         try:
             ck = read_checkpoint(cfg.resume, cfg)
         except ValueError as e:
             error = e
     _agree(MPI, comm, error)
-    blob = _scatter_bytes(MPI, comm, ck.worker_blobs if ck else None)
-    start = np.array([ck.round if ck else 0], dtype=np.int64)
-    comm.Bcast(start, root=0)
-    return ck, blob, int(start[0])
-
-
-def _scatter_bytes(MPI, comm, blobs):
-    sizes = np.zeros(comm.size, dtype=np.int64)
-    if comm.rank == 0:
-        sizes[1:] = [len(b) for b in blobs]
-    comm.Bcast(sizes, root=0)
-    if comm.rank == 0:
-        buf = np.frombuffer(b"".join(blobs), dtype=np.uint8)
-        displs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        comm.Scatterv([buf, sizes, displs, MPI.BYTE], np.zeros(0, dtype=np.uint8), root=0)
-        return None
-    out = np.empty(int(sizes[comm.rank]), dtype=np.uint8)
-    comm.Scatterv(None, out, root=0)
-    return out.tobytes()
-
-
-def _gather_bytes(MPI, comm, mine: bytes | None, scratch=None):
-    """Gather variable-size byte strings on rank 0 (sizes, then Gatherv).
-    -> (list of the workers' bytes in rank order, total bytes) on rank 0."""
-    size = np.array([0 if mine is None else len(mine)], dtype=np.int64)
-    if comm.rank != 0:
-        comm.Gather(size, None, root=0)
-        comm.Gatherv(np.frombuffer(mine, dtype=np.uint8), None, root=0)
-        return None, 0
-    sizes = np.zeros(comm.size, dtype=np.int64)
-    comm.Gather(size, sizes, root=0)
-    total = int(sizes.sum())
-    recv = scratch if scratch is not None and scratch.size >= total else np.empty(total, dtype=np.uint8)
-    displs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    comm.Gatherv(np.zeros(0, dtype=np.uint8), [recv, sizes, displs, MPI.BYTE], root=0)
-    return [recv[displs[i]:displs[i] + sizes[i]].tobytes() for i in range(1, comm.size)], total
-
-
-def _master(MPI, comm, cfg, ctl, info, _problem, consts, plan):
-    n, d = cfg.workers, info.dim
-    buf = np.empty(NCTRL + d)  # control word + x, one Bcast a round
-    ctrl, x = buf[:NCTRL], buf[NCTRL:]
-    x[:] = initial_point(cfg, d)
-    rec = Recorder(cfg, n)
-    go = np.zeros(1, dtype=np.int64)
-    evalbuf = np.empty(d + 1)
-    scratch = np.empty(1 << 16, dtype=np.uint8)
-    mstate, start = None, 0
-    if cfg.resume:
-        ck, _, start = _resume_blobs(MPI, comm, cfg)
-        mstate = ck.master
+    if ck is not None:
+        transport.blocks.scatter(ck.worker_blobs)
+        start, mstate = ck.round, ck.master
         x[:] = ck.x
         if mstate is not None:
             mstate.x = x
         rec.restore(ck)
-    timing = {"bcast": 0.0, "eval": 0.0, "gather": 0.0, "decode_aggregate": 0.0}
     library = _library(MPI)
 
-    def result():
-        res = make_result(cfg, plan, consts, rec, x, "mpi", library, d)
-        rounds = int(rec.rows["iteration"][-1]) if rec.rows["iteration"] else 0
-        res.attrs["timings"] = json.dumps({"master": timing, "bytes_up_round0": rec.bytes_up_round0, "rounds": rounds})
-        return res
+    def result(x, extra=None):
+        return make_result(cfg, plan, consts, rec, x, "mpi", library, d, info.problem, {
+            "master": dict(transport.timing, decode_aggregate=rec.master_time),
+            "bytes_up_round0": rec.bytes_up_round0, "rounds": rec.last_round(), **(extra or {})})
 
+    ctl.make_result = result
     try:
-        for t in range(start, cfg.iters + 1):
-            ctrl[T], ctrl[EVAL], ctrl[ACTION] = t, rec.should_eval(t), ctl.action(t, start)
-            t0 = time.perf_counter()
-            comm.Bcast(buf, root=0)
-            if ctrl[ACTION] != ctl.CONTINUE:
-                blobs, _ = _gather_bytes(MPI, comm, None)
-                ctl.checkpoint(t, x, mstate, blobs, rec)
-                if ctrl[ACTION] == ctl.STOP:
-                    rec.stop_reason = ctl.stop_message(t)
-                    break
-                ctl.maybe_flush(result, force=True)
-            t1 = time.perf_counter()
-            timing["bcast"] += t1 - t0
-            if ctrl[EVAL]:
-                ev = EvalSum(n)
-                for src in range(1, comm.size):
-                    comm.Recv(evalbuf, source=src, tag=TAG_EVAL)
-                    ev.add(float(evalbuf[0]), evalbuf[1:])
-                stop = rec.eval_row(t, *ev.result())
-                go[0] = not stop
-                comm.Bcast(go, root=0)
-                timing["eval"] += time.perf_counter() - t1
-                if stop:
-                    break
-                ctl.maybe_flush(result)
-            rec.start()
-            t2 = time.perf_counter()
-            messages, total = _gather_bytes(MPI, comm, None, scratch)
-            t3 = time.perf_counter()
-            rec.add_round(t, total, n * x.nbytes)
-            try:
-                mstate = master_round(plan.method, plan.hp, mstate, x, messages, t, d)
-            except Diverged as e:
-                rec.stop_reason = str(e)
-                ctrl[ACTION] = END
-                comm.Bcast(buf, root=0)
-                break
-            if mstate.x is not x:
-                x[:] = mstate.x
-                mstate.x = x
-            timing["decode_aggregate"] += time.perf_counter() - t3
-            timing["gather"] += t3 - t2
+        x, mstate = drive(plan, transport, rec, ctl, x, mstate, start, cfg.iters)
     finally:
         rec.close()
     worker_times = np.zeros((comm.size, len(WORKER_PHASES) + 1))
     comm.Gather(np.zeros(len(WORKER_PHASES) + 1), worker_times, root=0)
-    res = result()
-    tim = json.loads(res.attrs["timings"])
-    tim["workers_mean"] = dict(zip(WORKER_PHASES, worker_times[1:, :-1].mean(axis=0)))
-    tim["peak_rss_mb"] = {"master": peak_rss_mb(), "worker_max": float(worker_times[1:, -1].max())}
-    res.attrs["timings"] = json.dumps(tim)
-    return res
+    per_worker = worker_times[1:][transport.blocks.counts[1:] > 0]
+    return result(x, {"workers_mean": dict(zip(WORKER_PHASES, per_worker[:, :-1].mean(axis=0))),
+                      "peak_rss_mb": {"master": peak_rss_mb(), "worker_max": float(per_worker[:, -1].max())}})
 
 
-def _worker(MPI, comm, cfg, info, problem, consts, plan):
+def _worker(MPI, comm, cfg, info, problems, consts, plan):
     d = info.dim
-    ctx = make_context(cfg, plan, comm.rank - 1, problem)
-    state = None
+    workers = make_workers(cfg, plan, problems)
+    blocks = Blocks(MPI, comm, cfg.workers)
+    _agree(MPI, comm, None)  # the master's checkpoint check
     if cfg.resume:
-        _, blob, _ = _resume_blobs(MPI, comm, cfg)
-        state = restore_worker(ctx, blob)
+        for w, blob in zip(workers, blocks.scatter()):
+            w.restore(blob)
     buf = np.empty(NCTRL + d)
     ctrl, x = buf[:NCTRL], buf[NCTRL:]
     dev_buf = None
     if cfg.cuda_aware:  # MPI writes [control + x] straight into device memory
-        dev_buf = ctx.device.asarray(buf)
+        dev = workers[0].ctx.device
+        dev_buf = dev.asarray(buf)
         x = dev_buf[NCTRL:]
     go = np.zeros(1, dtype=np.int64)
-    evalbuf = np.empty(d + 1)
+    evalbuf = np.empty((len(workers), d + 1))
     while True:
         if dev_buf is None:
             comm.Bcast(buf, root=0)
         else:
-            ctx.device.synchronize()  # no kernel may still be reading x
+            dev.synchronize()  # no kernel may still be reading x
             comm.Bcast(dev_buf, root=0)
-            ctrl[:] = ctx.device.to_host(dev_buf[:NCTRL])
-        if ctrl[ACTION] == END:
+            ctrl[:] = dev.to_host(dev_buf[:NCTRL])
+        action, t = int(ctrl[ACTION]), int(ctrl[T])
+        if action == END:
             break
-        if ctrl[ACTION] != Control.CONTINUE:
-            _gather_bytes(MPI, comm, pack_worker(ctx, state))
-            if ctrl[ACTION] == Control.STOP:
-                break
-        t = int(ctrl[T])
+        if action != CONTINUE:
+            blocks.gather([w.pack() for w in workers])
         if ctrl[EVAL]:
-            ctx.round = t
-            loss, grad = ctx.value_and_grad(x)
-            evalbuf[0] = loss
-            evalbuf[1:] = grad
+            for j, w in enumerate(workers):
+                loss, grad = w.evaluate(x, t)
+                evalbuf[j, 0] = loss
+                evalbuf[j, 1:] = grad
             comm.Send(evalbuf, dest=0, tag=TAG_EVAL)
             comm.Bcast(go, root=0)
             if not go[0]:
                 break
-        state, msg = worker_round(plan.method, ctx, state, x, t)
-        _gather_bytes(MPI, comm, msg)
-    comm.Gather(np.array([ctx.timings[k] for k in WORKER_PHASES] + [peak_rss_mb()]), None, root=0)
+        blocks.gather([w.round(x, t) for w in workers])
+    timings = [sum(w.ctx.timings[k] for w in workers) / len(workers) for k in WORKER_PHASES]
+    comm.Gather(np.array(timings + [peak_rss_mb()]), None, root=0)
 
 
 def _library(MPI) -> str:

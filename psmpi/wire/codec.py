@@ -57,6 +57,7 @@ from ..compressors.payload import (
     Signs,
     Sparse,
 )
+from ..errors import PsmpiError
 
 MAGIC = 0xEF
 VERSION = 2
