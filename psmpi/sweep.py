@@ -30,7 +30,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from .config import FIELDS, ConfigError, from_mapping, load_yaml, validate
+from .api import make_config
+from .config import FIELDS, ConfigError, from_mapping, load_yaml
+from .errors import PsmpiError
 
 RESERVED = ("union", "best_by", "smoke")
 SMOKE_ITERS = 20  # --smoke without a smoke section: at most this many rounds
@@ -104,8 +106,8 @@ def _field(key: str, source: str) -> str:
     name = str(key).replace("-", "_")
     if name in RESERVED:
         return name
-    if name not in FIELDS:
-        from_mapping({key: None}, source)  # raises the 'unknown key (did you mean ...)' error
+    if name not in FIELDS and name not in _params():
+        from_mapping({key: None}, source, _params())  # raises the 'unknown key (did you mean ...)' error
     if name in FORBIDDEN_AXES:
         raise ConfigError(f"{source}: '{key}' cannot be swept (each point gets its own output file)")
     return name
@@ -225,7 +227,7 @@ def build(config, grid: dict | None = None, smoke: bool = False, iters: int | No
     out_dir = out_dir or os.path.join("results", f"sweep-{name}")
     points, used = [], set()
     for i, combo in enumerate(combos):
-        cfg = {**base, **combo}
+        cfg = {k: v for k, v in {**base, **combo}.items() if relevant(k, cfg_method({**base, **combo}))}
         values = {k: cfg.get(k) for k in varying if relevant(k, cfg.get("method"))}
         stem = slug(values) or name
         if stem in used:
@@ -234,8 +236,8 @@ def build(config, grid: dict | None = None, smoke: bool = False, iters: int | No
         out = os.path.join(out_dir, f"{stem}.h5")
         cfg["out"] = out
         try:
-            validate(from_mapping(dict(cfg), source))
-        except ConfigError as e:
+            make_config(dict(cfg), source)
+        except PsmpiError as e:
             where = ", ".join(f"{k}={v}" for k, v in values.items())
             raise ConfigError(f"sweep point {i} ({where}): {e}" if where else str(e)) from None
         points.append(Point(i, values, cfg, out))
@@ -246,12 +248,25 @@ def build(config, grid: dict | None = None, smoke: bool = False, iters: int | No
     return Sweep(name, base, varying, points, out_dir, [k for k in by if k in varying])
 
 
-def relevant(key: str, method) -> bool:
-    """False for an option the method does not use (zeta for EF21, eta for EF14, ...)."""
-    from .plotting import ONLY_FOR
+def _params() -> dict:
+    from .methods import all_params
 
-    methods = ONLY_FOR.get(key)
-    return methods is None or str(method).lower() in methods
+    return all_params()
+
+
+def cfg_method(cfg: dict) -> str:
+    return str(cfg.get("method", "ef21")).lower()
+
+
+def relevant(key: str, method) -> bool:
+    """False for a hyper-parameter the method does not declare (zeta for EF21,
+    eta for EF14, ...): a sweep's shared settings reach only the points whose
+    method uses them."""
+    from .methods import REGISTRY
+
+    name = str(key).replace("-", "_")
+    cls = REGISTRY.get(str(method).lower())
+    return name not in _params() or cls is None or cls.param(name) is not None
 
 
 def _short(v) -> str:

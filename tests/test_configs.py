@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from conftest import ROOT, SHARED_LIBSVM, libsvm_file
 from psmpi import sweep as sw
 from psmpi.cli import main
-from psmpi.config import from_mapping, validate
+from psmpi.api import make_config
 from psmpi.results import read_result
 
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -41,7 +41,7 @@ def test_there_is_a_config_per_published_experiment():
 def test_config_is_a_valid_train_config_and_a_valid_sweep(config):
     data = yaml.safe_load(config.read_text())
     assert isinstance(data.get("sweep"), dict) and "smoke" in data["sweep"], "every config has a sweep with a smoke size"
-    validate(from_mapping(dict(data), str(config)))  # what `psmpi train --config` accepts
+    make_config(dict(data), str(config))  # what `psmpi train --config` accepts
     full = sw.build(str(config))
     smoke = sw.build(str(config), smoke=True)
     assert len(full.points) >= 2

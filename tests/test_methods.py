@@ -106,7 +106,7 @@ def test_method_compressor_pair_converges_where_theory_says_or_is_refused(method
             # The momentum theorems also need gamma <~ eta/L, which psmpi's
             # 'theory' step (the EF21 step) leaves to --gamma-factor: take the
             # smaller of the two, as the papers' step size does.
-            dry = run(method=method, compressor=comp, iters=0, **kw)
+            dry = run(method=method, compressor=comp, iters=1, **kw)
             kw["gamma"] = min(dry.config["gamma_theory"], dry.config["eta"] / dry.config["L"])
     res = run(method=method, compressor=comp, iters=ITERS, eval_every=ITERS // 10, **kw)
     g = res.metrics["grad_norm_sq"]
@@ -122,7 +122,7 @@ def test_method_compressor_pair_converges_where_theory_says_or_is_refused(method
                                          ("ef21", "randk:2"), ("ef21-sgdm", "natural"), ("ef21-plus", "qsgd:4"),
                                          ("ef14", "topk:1")])
 def test_theoretical_step_of_ef_methods_is_the_spec_formula(method, comp):
-    r = run(method=method, compressor=comp, iters=0)
+    r = run(method=method, compressor=comp, iters=1)
     c = r.config
     alpha = {"topk:1": 1 / 20, "topk:10%": 2 / 20, "sign": 1 / 20, "randk:2": 2 / 20, "natural": 1 / (1 + 1 / 8),
              "qsgd:4": 1 / (1 + min(20 / 16, math.sqrt(20) / 4))}[comp]
@@ -132,9 +132,9 @@ def test_theoretical_step_of_ef_methods_is_the_spec_formula(method, comp):
 
 
 def test_gamma_factor_multiplies_the_theoretical_step_and_explicit_gamma_is_used():
-    base = run(method="ef21", compressor="topk:1", iters=0)
-    assert run(method="ef21", compressor="topk:1", iters=0, gamma_factor=4).gamma == pytest.approx(4 * base.gamma)
-    assert run(method="ef21", compressor="topk:1", iters=0, gamma=0.1).gamma == 0.1
+    base = run(method="ef21", compressor="topk:1", iters=1)
+    assert run(method="ef21", compressor="topk:1", iters=1, gamma_factor=4).gamma == pytest.approx(4 * base.gamma)
+    assert run(method="ef21", compressor="topk:1", iters=1, gamma=0.1).gamma == 0.1
 
 
 def test_smoothness_constants_match_independent_computation_on_the_table_problem():
@@ -150,7 +150,7 @@ def test_smoothness_constants_match_independent_computation_on_the_table_problem
     H = [A[a:b].T @ A[a:b] / (4 * (b - a)) for a, b in zip(bounds, bounds[1:])]
     Li = [np.linalg.eigvalsh(h)[-1] + 2 * lam for h in H]
     L = np.linalg.eigvalsh(sum(H) / n)[-1] + 2 * lam
-    r = run(method="ef21", iters=0)
+    r = run(method="ef21", iters=1)
     assert r.config["L"] == pytest.approx(L, rel=1e-10)
     assert r.config["L_tilde"] == pytest.approx(math.sqrt(np.mean(np.square(Li))), rel=1e-10)
 

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from psmpi.methods import REGISTRY
 from psmpi.results import read_result
 
 from conftest import mpirun
@@ -30,20 +31,28 @@ def _check(proc):
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
-PAIRS = [(m, c) for m in ("ef21", "ef21-sgdm", "ef14", "clag", "marina") for c in ("topk:2", "randk:2")
-         if not (m == "marina" and c.startswith("topk"))]  # MARINA needs an unbiased compressor
+def _compressor_for(cls) -> str:
+    return {"identity": "identity", "unbiased": "randk:2"}.get(cls.compressors, "topk:2")
 
 
-@pytest.mark.parametrize("method,compressor", PAIRS)
-def test_mpi_run_equals_serial_run_bit_for_bit(tmp_path, method, compressor):
-    extra = ["--batch-size", "4"] if method == "ef21-sgdm" else []
+# every registered method (a new method is covered without editing this file), with a
+# compressor of the class it needs; the even-numbered ones run 5 workers on 2 worker ranks
+# (3 and 2 workers per rank), the others one worker per rank
+CASES = [(name, _compressor_for(cls), (3, 5) if k % 2 == 0 else (4, 3))
+         for k, (name, cls) in enumerate(REGISTRY.items())]
+
+
+@pytest.mark.parametrize("method,compressor,layout", CASES, ids=[c[0] for c in CASES])
+def test_mpi_run_equals_serial_run_bit_for_bit(tmp_path, method, compressor, layout):
+    ranks, workers = layout
+    extra = ["--batch-size", "4"] if REGISTRY[method].stochastic else []
     args = ["--method", method, "--compressor", compressor, *COMMON, *extra]
     serial, mpi = tmp_path / "serial.h5", tmp_path / "mpi.h5"
-    _check(_train(args + ["--backend", "serial", "--workers", "3"], serial))
-    _check(_train(args, mpi, mpi_ranks=4))
+    _check(_train(args + ["--backend", "serial", "--workers", str(workers)], serial))
+    _check(_train(args + ["--workers", str(workers)], mpi, mpi_ranks=ranks))
     a, b = read_result(str(serial)), read_result(str(mpi))
     assert a.attrs["backend"] == "serial" and b.attrs["backend"] == "mpi"
-    assert b.attrs["n_workers"] == 3
+    assert b.attrs["n_workers"] == workers
     assert "Open MPI" in b.attrs["mpi_library"] or "MPICH" in b.attrs["mpi_library"]
     assert np.array_equal(a.x, b.x)
     assert a.gamma == b.gamma
@@ -51,6 +60,13 @@ def test_mpi_run_equals_serial_run_bit_for_bit(tmp_path, method, compressor):
         assert np.array_equal(a.metrics[name], b.metrics[name]), name
     # the run actually moved and communicated
     assert a.metrics["bytes_up"][-1] > 0 and not np.array_equal(a.x, np.zeros_like(a.x))
+
+
+def test_workers_fewer_than_worker_ranks_is_a_one_line_error(tmp_path):
+    proc = _train(["--workers", "2", *COMMON], tmp_path / "o.h5", mpi_ranks=4)
+    assert proc.returncode != 0
+    assert "--workers 2 is fewer than the 3 worker ranks" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_threaded_serial_run_equals_mpi_run_bit_for_bit(tmp_path, monkeypatch):
@@ -83,8 +99,32 @@ def test_mpi_backend_with_one_rank_is_a_one_line_error(tmp_path):
     proc = _train(["--backend", "mpi", "--iters", "5"], tmp_path / "x.h5", mpi_ranks=1)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("psmpi:")]
-    assert lines == [lines[0]] and "at least 2 ranks" in lines[0]
+    assert lines == [lines[0]] and "mpirun -n 1 starts no worker rank" in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_mpirun_with_one_rank_does_not_fall_back_to_the_serial_runtime(tmp_path):
+    proc = _train(["--iters", "5"], tmp_path / "x.h5", mpi_ranks=1)
+    assert proc.returncode == 2
+    assert "mpirun -n 1 starts no worker rank" in proc.stderr
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_mpi_resume_past_iters_or_with_another_config_is_an_error_on_every_rank(tmp_path):
+    """A checkpoint taken at round 20 resumed with --iters 10 used to hang the workers forever."""
+    out = tmp_path / "r.h5"
+    base = ["--method", "ef21", "--dataset", "breast-cancer", "--quiet", "--checkpoint-every", "20"]
+    _check(_train(base + ["--iters", "30"], out, mpi_ranks=4))
+    assert (tmp_path / "r.h5.ckpt").exists()
+    t0 = time.time()
+    proc = _train(base + ["--iters", "10", "--resume"], out, mpi_ranks=4, timeout=60)
+    assert proc.returncode == 2 and time.time() - t0 < 30
+    assert proc.stderr.count("psmpi: error: cannot resume") == 1
+    assert "past --iters 10" in proc.stderr
+    proc = _train(base + ["--iters", "30", "--resume", "--seed", "5"], out, mpi_ranks=4, timeout=60)
+    assert proc.returncode == 2 and "option 'seed' was 0, now 5" in proc.stderr
+    proc = _train(base + ["--iters", "30", "--resume"], out, mpi_ranks=4, timeout=60)
+    _check(proc)
 
 
 def test_bad_option_under_mpi_is_reported_once_by_rank_0(tmp_path):

@@ -27,7 +27,7 @@ def main(dataset: str, workers: int, rounds: int) -> None:
     from ..config import TrainConfig, validate
     from ..runtime.common import describe_data, local_problem
     from ..compressors.payload import Sparse
-    from ..runtime.mpi import NCTRL, _comm, _gather_bytes
+    from ..runtime.mpi import NCTRL, Blocks, _comm
     from ..wire import encode
 
     MPI, comm = _comm()
@@ -36,6 +36,7 @@ def main(dataset: str, workers: int, rounds: int) -> None:
     cfg = validate(TrainConfig(dataset=dataset, workers=workers, quiet=True))
     info = describe_data(cfg)
     problem = None if comm.rank == 0 else local_problem(cfg, info, comm.rank - 1)
+    blocks = Blocks(MPI, comm, workers)
     buf = np.zeros(NCTRL + info.dim)
     x = buf[NCTRL:]
     msg = encode(Sparse(info.dim, np.zeros(1, np.int64), np.zeros(1, np.float32)))  # a Top-1 message's size
@@ -51,7 +52,7 @@ def main(dataset: str, workers: int, rounds: int) -> None:
                     c0 = time.thread_time()
                     problem.grad_aux(x)
                     c += time.thread_time() - c0
-                _gather_bytes(MPI, comm, None if comm.rank == 0 else msg)
+                blocks.gather(None if comm.rank == 0 else [msg])
             times.append(time.perf_counter() - t0)
             if work and rep:
                 cpu += c

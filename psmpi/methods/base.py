@@ -96,7 +96,7 @@ class Param:
         ok = math.isfinite(v) and (self.low is None or v > self.low or (self.low_closed and v == self.low)) \
             and (self.high is None or v <= self.high)
         if not ok:
-            raise MethodError(f"{self.flag} must be in {self.range_text()} (got {value!r})")
+            raise MethodError(f"{self.flag} must be in {self.range_text()} (got {v:g})")
         return v
 
     def label(self, value) -> str:
@@ -313,11 +313,12 @@ class Method:
     def param(cls, name: str) -> Param | None:
         return next((p for p in cls.params if p.name == name), None)
 
-    @property
-    def stochastic(self) -> bool:
-        """Takes minibatch gradients by default (batch size 1)."""
-        p = self.param("batch_size")
-        return p is not None and p.default != "full"
+    stochastic = False  # takes minibatch gradients by default (batch size 1): derived from params
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        p = cls.param("batch_size")
+        cls.stochastic = p is not None and p.default != "full"
 
     def refuse(self, name: str) -> MethodError:
         """The error for an option this method does not use."""
@@ -399,7 +400,7 @@ def ef21_gamma(L: float, Lt: float, alpha: float) -> float:
 
 def three_pc_gamma(L: float, Lt: float, A: float, B: float) -> float:
     """gamma = 1/(L + Lt sqrt(B/A)) for a three-point compressor with constants (A, B)
-    (Richtarik et al. 2022, 3PC, Theorem 5.5)."""
+    (Richtarik et al. 2022, 3PC, its main theorem for three-point compressors)."""
     if A <= 0:
         raise MethodError("the compressor's constant A must be positive (alpha > 0)")
     return 1.0 / (L + Lt * math.sqrt(B / A))

@@ -1,13 +1,31 @@
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..compressors import Empty
-from .base import Method, Param, ef21_theta_beta, register, three_pc_gamma, tracking_init, tracking_step, wire_copy
+from .base import Method, Param, register, three_pc_gamma, tracking_init, tracking_step, wire_copy
 
 ZETA = Param("zeta", "float", 1.0, "trigger zeta of LAG/CLAG: a worker sends when "
              "||grad f_i(x^{t+1}) - g_i^t||^2 > zeta ||grad f_i(x^{t+1}) - grad f_i(x^t)||^2", low=0.0,
              low_closed=True, in_theory=True, symbol="ζ")
+
+
+def clag_constants(alpha: float, zeta: float) -> tuple[float, float]:
+    """(A, B) of CLAG's three-point compressor at the s > 0 minimising B/A, where
+    A(s) = 1 - (1 - alpha)(1 + s), B(s) = max{(1 - alpha)(1 + 1/s), zeta} (3PC paper).
+
+    (1 - alpha)(1 + 1/s)/A(s) alone is smallest at EF21's s* = 1/sqrt(1 - alpha) - 1;
+    above s_zeta = (1 - alpha)/(zeta - (1 - alpha)) the maximum is zeta, and zeta/A(s)
+    grows with s; so the best s is min(s*, s_zeta).
+    """
+    if alpha >= 1.0:
+        return 1.0, zeta  # C is the identity: LAG's (A, B) = (1, zeta)
+    q = 1.0 - alpha
+    s = 1.0 / math.sqrt(q) - 1.0
+    if zeta > q:
+        s = min(s, q / (zeta - q))
+    return 1.0 - q * (1.0 + s), max(q * (1.0 + 1.0 / s), zeta)
 
 
 @dataclass
@@ -48,12 +66,21 @@ class CLAG(Method):
                  if ||grad f_i(x^{t+1}) - g_i^t||^2 > zeta ||grad f_i(x^{t+1}) - grad f_i(x^t)||^2,
              c_i^t = 0 otherwise (an empty message);  g_i^{t+1} = g_i^t + c_i^t
 
-    theory:  SEE_THEORY
+    theory:  gamma = 1/(L + L_tilde sqrt(B/A)) (3PC paper, its theorem for three-point
+             compressors, with L and L_tilde in the places of its L_- <= L and
+             L_+ <= L_tilde) with CLAG's constants A = 1 - (1 - alpha)(1 + s),
+             B = max{(1 - alpha)(1 + 1/s), zeta}, at the s > 0 that minimises B/A
+             (clag_constants).
     """
 
     name = "clag"
     paper = "Richtarik et al. (2022), 3PC: Three point compressors, ICML 2022"
     params = (ZETA,)
+
+    theory = "1/(L + L~ sqrt(B/A)), 3PC with CLAG's A(s), B(s) at the best s"
+
+    def theory_gamma(self, c, comp, hp):
+        return three_pc_gamma(c.L, c.L_tilde, *clag_constants(comp.alpha, hp.zeta))
 
     worker_init = staticmethod(lazy_init)
     worker_step = staticmethod(lazy_update)

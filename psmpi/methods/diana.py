@@ -1,3 +1,4 @@
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,11 @@ class DIANA(Method):
 
     C must be unbiased (omega); a defaults to 1/(omega + 1).  With --batch-size B
     the gradients are minibatch ones.
-    theory:  SEE_THEORY
+    theory:  gamma = 1/(10 L sqrt(1 + omega/n) (omega + 2)) with a = 1/(omega + 1): the
+             nonconvex theorem for (VR-)DIANA of Horvath, Kovalev, Mishchenko, Stich,
+             Richtarik (2019, "Stochastic distributed learning with gradient
+             quantization and variance reduction", Theorem 4) with full local
+             gradients (m = 1): 1/(10 L sqrt(1 + omega/n) (m^(2/3) + omega + 1)).
     """
 
     name = "diana"
@@ -40,6 +45,11 @@ class DIANA(Method):
 
     def default(self, name, comp):
         return 1.0 / (comp.omega + 1.0) if name == "shift_step" else super().default(name, comp)
+
+    theory = "1/(10 L sqrt(1 + omega/n)(omega + 2)), Horvath et al. 2019 Theorem 4 (m = 1)"
+
+    def theory_gamma(self, c, comp, hp):
+        return 1.0 / (10.0 * c.L * math.sqrt(1.0 + comp.omega / hp.n) * (comp.omega + 2.0))
 
     def worker_init(self, ctx, x):
         return self.worker_step(ctx, ShiftState(np.zeros_like(x, dtype=np.float64)), x)

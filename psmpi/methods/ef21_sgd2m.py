@@ -3,7 +3,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .base import Method, batch_params, register, tracking_init, tracking_step, wire_copy
-from .ef21_sgdm import ETA
+from .ef21_sgdm import ETA, momentum_gamma
 
 
 @dataclass
@@ -24,13 +24,23 @@ class EF21SGD2M(Method):
              u_i^{t+1} = (1 - eta) u_i^t + eta v_i^{t+1}
              c_i^t = C(u_i^{t+1} - g_i^t);  g_i^{t+1} = g_i^t + c_i^t;  send c_i^t
 
-    theory:  SEE_THEORY
+    theory:  gamma = min{alpha/(20 L_tilde), eta/(7 L)}, the step condition of the paper's
+             theorem for EF21-SGD2M (same form as Theorem 3); it shrinks with eta, and a step that ignores eta diverges for
+             small eta (the method-layer issue's example).  The form
+             min{c alpha/L_tilde, c' eta/L} is the theorem's; the constants 20 and 7
+             are as we read them and could not be re-checked against the paper's
+             text where this was written.
     """
 
     name = "ef21-sgd2m"
     paper = "Fatkhullin, Tyurin, Richtarik (2023), Momentum provably improves error feedback!, NeurIPS 2023"
     params = (ETA, *batch_params(1))
     exact_sibling = "ef21"
+
+    theory = "min{alpha/(20 L~), eta/(7 L)}, EF21-SGDM paper, EF21-SGD2M theorem"
+
+    def theory_gamma(self, c, comp, hp):
+        return momentum_gamma(c, comp.alpha, hp.eta)
 
     def worker_init(self, ctx, x):
         v = ctx.init_grad(x)

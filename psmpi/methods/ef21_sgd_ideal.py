@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Method, batch_params, register, tracking_init, tracking_step, wire_copy
+from .base import Method, batch_params, ef21_gamma, register, tracking_init, tracking_step, wire_copy
 
 
 @dataclass
@@ -39,16 +39,21 @@ class EF21SGDIdeal(Method):
     master:  x^{t+1} = x^t - gamma g^t;  g^{t+1} = (1/n) sum_i g_i^{t+1}
     worker:  g_i^{t+1} = grad f_i(x^{t+1}) + C(grad f_i(x^{t+1}; xi_i^{t+1}) - grad f_i(x^{t+1}))
 
-    Theorem 1: on f = 1/2 ||x||^2 with Gaussian gradient noise and Top-1, for
+    theory:  none that converges.  Theorem 1: on f = 1/2 ||x||^2 with Gaussian gradient noise and Top-1, for
     every constant step it stays away from the solution (E||grad f||^2 bounded
     below by a multiple of sigma^2): theory gives no step that converges.
+    'theory' uses the EF21 step 1/(L + L_tilde sqrt(beta/theta)) instead, the
+    step its comparison with EF21-SGDM starts from.
     """
 
     name = "ef21-sgd-ideal"
     paper = "Fatkhullin, Tyurin, Richtarik (2023), Momentum provably improves error feedback!, Theorem 1"
     params = batch_params(1)
     exact_sibling = "ef21"
-    theory = "none (Theorem 1: no constant step converges); pass --gamma"
+    theory = "theory gives none (Theorem 1: no constant step converges); EF21's step is used"
+
+    def theory_gamma(self, c, comp, hp):
+        return ef21_gamma(c.L, c.L_tilde, comp.alpha)
 
     worker_init = staticmethod(ideal_init)
 

@@ -8,6 +8,12 @@ ETA = Param("eta", "float", 0.1, "momentum parameter eta of EF21-SGDM, EF21-SGD2
             high=1.0, in_theory=True, symbol="η")
 
 
+def momentum_gamma(c, alpha: float, eta: float) -> float:
+    """gamma = min{alpha/(20 L_tilde), eta/(7 L)} (EF21-SGDM paper, its theorems for
+    EF21-SGDM and EF21-SGD2M)."""
+    return min(alpha / (20.0 * c.L_tilde), eta / (7.0 * c.L))
+
+
 @dataclass
 class MomentumState:
     g: np.ndarray  # g_i^t
@@ -24,13 +30,23 @@ class EF21SGDM(Method):
     worker:  v_i^{t+1} = (1 - eta) v_i^t + eta grad f_i(x^{t+1}; xi_i^{t+1})
              c_i^t = C(v_i^{t+1} - g_i^t);  g_i^{t+1} = g_i^t + c_i^t;  send c_i^t
 
-    theory:  SEE_THEORY
+    theory:  gamma = min{alpha/(20 L_tilde), eta/(7 L)}, the step condition of the paper's
+             Theorem 3 (EF21-SGDM); it shrinks with eta, and a step that ignores eta diverges for
+             small eta (the method-layer issue's example).  The form
+             min{c alpha/L_tilde, c' eta/L} is the theorem's; the constants 20 and 7
+             are as we read them and could not be re-checked against the paper's
+             text where this was written.
     """
 
     name = "ef21-sgdm"
     paper = "Fatkhullin, Tyurin, Richtarik (2023), Momentum provably improves error feedback!, NeurIPS 2023"
     params = (ETA, *batch_params(1))
     exact_sibling = "ef21"
+
+    theory = "min{alpha/(20 L~), eta/(7 L)}, EF21-SGDM paper Theorem 3"
+
+    def theory_gamma(self, c, comp, hp):
+        return momentum_gamma(c, comp.alpha, hp.eta)
 
     def worker_init(self, ctx, x):
         v = ctx.init_grad(x)

@@ -1,6 +1,6 @@
 from .base import Method, batch_params, register, tracking_init, tracking_step
 from .ef21_sgd_ideal import ideal_init, ideal_update
-from .ef21_sgdm import ETA
+from .ef21_sgdm import ETA, momentum_gamma
 
 
 @register
@@ -17,13 +17,19 @@ class EF21SGDMIdeal(Method):
     what removes the lower bound of Theorem 1.  The messages are the changes of
     g_i, sent dense (see ef21_sgd_ideal.py).
 
-    theory:  SEE_THEORY
+    theory:  the paper studies it as a thought experiment and gives it no step of
+             its own; 'theory' uses EF21-SGDM's step min{alpha/(20 L_tilde), eta/(7 L)}.
     """
 
     name = "ef21-sgdm-ideal"
     paper = "Fatkhullin, Tyurin, Richtarik (2023), Momentum provably improves error feedback!, Section 2"
     params = (ETA, *batch_params(1))
     exact_sibling = "ef21"
+
+    theory = "theory gives none of its own; EF21-SGDM's step is used"
+
+    def theory_gamma(self, c, comp, hp):
+        return momentum_gamma(c, comp.alpha, hp.eta)
 
     worker_init = staticmethod(ideal_init)
 

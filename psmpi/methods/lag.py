@@ -13,13 +13,19 @@ class LAG(Method):
                  if ||grad f_i(x^{t+1}) - g_i^t||^2 > zeta ||grad f_i(x^{t+1}) - grad f_i(x^t)||^2,
              g_i^{t+1} = g_i^t otherwise (an empty message); send g_i^{t+1} - g_i^t
 
-    theory:  SEE_THEORY
+    theory:  gamma = 1/(L + L_tilde sqrt(zeta)): the 3PC theorem with LAG's constants
+             A = 1, B = zeta (3PC paper).
     """
 
     name = "lag"
     paper = "Chen, Giannakis, Sun, Yin (2018), LAG: Lazily aggregated gradient; 3PC (2022)"
     compressors = "identity"
     params = (ZETA,)
+
+    theory = "1/(L + L~ sqrt(zeta)), 3PC with A = 1, B = zeta"
+
+    def theory_gamma(self, c, comp, hp):
+        return three_pc_gamma(c.L, c.L_tilde, 1.0, hp.zeta)
 
     worker_init = staticmethod(lazy_init)
     worker_step = staticmethod(lazy_update)

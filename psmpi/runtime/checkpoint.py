@@ -125,7 +125,8 @@ def read_checkpoint(path, cfg) -> Checkpoint:
         if saved.get("workers") != now.get("workers"):
             raise ConfigError(f"cannot resume {path}: it has {saved.get('workers')} workers, "
                               f"this run has {now.get('workers')}")
-        diff = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+        keys = list(now) + sorted(set(saved) - set(now))  # the run's fields first (method before its parameters)
+        diff = [k for k in keys if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k)]
         if diff:
             k = diff[0]
             raise ConfigError(f"cannot resume {path}: option '{k}' was {saved.get(k)!r}, now {now.get(k)!r}")

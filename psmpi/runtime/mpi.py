@@ -82,13 +82,16 @@ def run_mpi(cfg: TrainConfig):
             _worker(MPI, comm, cfg, *setup)
             return None
         except Exception as e:  # noqa: BLE001 - any failure must take the whole world down
-            _abort(MPI, comm, e)
+            _abort(MPI, comm, e, _mine(cfg, comm))
     finally:
         ctl.uninstall()
 
 
-def _abort(MPI, comm, e):
-    who = "master" if comm.rank == 0 else f"worker rank {comm.rank}"
+def _abort(MPI, comm, e, hosts=range(0)):
+    if comm.rank == 0:
+        who = "master"
+    else:
+        who = f"worker {hosts[0]}" if len(hosts) == 1 else f"workers {hosts[0]}-{hosts[-1]}"
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
     sys.stderr.write(f"psmpi: error on rank {comm.rank} ({who}): {type(e).__name__}: {msg}\n")
     if not isinstance(e, (ValueError, RuntimeError)):
