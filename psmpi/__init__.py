@@ -2,5 +2,6 @@
 __version__ = "0.1.0"
 
 from .api import train  # noqa: E402
+from .results import read_result  # noqa: E402
 
-__all__ = ["train", "__version__"]
+__all__ = ["train", "read_result", "__version__"]

@@ -1,9 +1,13 @@
 """Paper-style figures from run outputs: ||grad f(x^t)||^2 on a log scale
-against #bits/n (payload bits sent per worker), rounds and wall time; one curve
-per run, labelled from its config.  Uses matplotlib's Agg backend (no display).
+(or any other metric) against #bits/n (payload bits sent per worker), rounds
+and wall time; one curve per run, labelled from its config.  Each method keeps
+one colour and marker in every panel; the settings of a method (step, batch,
+...) differ by line style.  With a single method each setting has its own
+colour.  Uses matplotlib's Agg backend (no display).
 """
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -16,24 +20,32 @@ X_AXES = {
     "rounds": ("iteration", "rounds t"),
     "time": ("wall_time", "wall time (s)"),
 }
-Y_AXES = {
+Y_AXES = {  # short names of --y; any other metric in /metrics is drawn under its own name
     "grad": ("grad_norm_sq", r"$\|\nabla f(x^t)\|^2$", True),
     "loss": ("loss", r"$f(x^t)$", False),
 }
+# line styles of one method's settings: 12 distinct patterns before they repeat
+LINE_STYLES = ["-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 2, 2, 2)),
+               (0, (10, 3)), (0, (3, 5, 1, 5)), (0, (6, 2, 1, 2, 1, 2)), (0, (2, 1))]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
 FORMATS = (".png", ".pdf", ".svg")
 
-# Config keys that tell runs apart, in the order they appear in a label.
-LABEL_KEYS = ("method", "compressor", "dataset", "workers", "batch_size", "eta", "zeta", "lam", "gamma",
-              "gamma_factor", "split", "seed", "p", "shift_step", "init_batch_size", "value_dtype", "x0", "backend",
-              "device")
+# Config keys that tell runs apart, in the order they appear in a label: the run's
+# fields, with every method's declared hyper-parameters after the workers.
+# iters tells a smoke run from the full run of the same point.
+RUN_KEYS = ("method", "compressor", "dataset", "workers", "lam", "gamma", "gamma_factor", "split", "seed",
+            "value_dtype", "x0", "backend", "device", "iters")
 GAMMA_KEYS = ("gamma", "gamma_factor")
-# Keys that mean something for some methods only (not shown in other methods' labels).
-ONLY_FOR = {
-    "zeta": ("lag", "clag"),
-    "eta": ("ef21-sgdm", "ef21-sgd2m", "ef21-sgdm-ideal"),
-    "p": ("marina",),
-    "shift_step": ("diana",),
-}
+
+
+def _declared() -> dict:
+    from .methods import all_params
+
+    return all_params()
+
+
+def label_keys() -> tuple:
+    return RUN_KEYS[:4] + tuple(_declared()) + RUN_KEYS[4:]
 
 
 class PlotError(ValueError):
@@ -115,6 +127,20 @@ def parse_select(items) -> dict:
     return sel
 
 
+def check_key(key: str, runs: list, option: str) -> str:
+    """``key`` as a config key of the runs ('-' read as '_'), or a PlotError with a
+    'did you mean' hint (a misspelt --panels would otherwise group by None)."""
+    name = str(key).strip().replace("-", "_")
+    from .config import FIELDS
+
+    known = set(FIELDS).union(*(r.config for r in runs))
+    if name not in known:
+        near = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        raise PlotError(f"{option}: unknown config key '{key}'{hint}")
+    return name
+
+
 def _matches(value, wanted: list) -> bool:
     for w in wanted:
         if value_label(value) == w or str(value) == w:
@@ -128,6 +154,7 @@ def _matches(value, wanted: list) -> bool:
 
 
 def select(runs: list, sel: dict) -> list:
+    sel = {check_key(k, runs, "--select"): v for k, v in sel.items()}
     out = [r for r in runs if all(_matches(r.config.get(k), v) for k, v in sel.items())]
     if not out:
         raise PlotError("no run matches " + " ".join(f"{k}={','.join(v)}" for k, v in sel.items()))
@@ -146,7 +173,7 @@ def best_gamma(runs: list) -> list:
     final ||grad f||^2 (the papers' tuned step sizes)."""
     groups: dict = {}
     for r in runs:
-        key = tuple(value_label(r.config.get(k)) for k in LABEL_KEYS if k not in GAMMA_KEYS)
+        key = tuple(value_label(r.config.get(k)) for k in label_keys() if k not in GAMMA_KEYS)
         groups.setdefault(key, []).append(r)
     return [min(g, key=final_grad) for g in groups.values()]
 
@@ -170,48 +197,70 @@ def _fmt(key: str, v) -> str:
         "gamma_factor": f"{t}x",
         "gamma": f"γ={t}",
         "workers": f"n={t}",
-        "batch_size": f"B={t}",
-        "init_batch_size": f"B_init={t}",
-        "eta": f"η={t}",
-        "zeta": f"ζ={t}",
         "lam": f"λ={t}",
         "seed": f"seed {t}",
-        "p": f"p={t}",
-        "shift_step": f"α={t}",
-    }.get(key, t)
+        "iters": f"T={t}",
+    }.get(key) or (_declared()[key].label(t) if key in _declared() else t)
 
 
 def _shown(key: str, run: Run) -> bool:
     if key == "init_batch_size" and value_label(run.config.get(key)) == value_label(run.config.get("batch_size")):
         return False
-    methods = ONLY_FOR.get(key)
-    return methods is None or value_label(run.config.get("method")) in methods
+    from .sweep import relevant
+
+    return relevant(key, value_label(run.config.get("method")))
 
 
 def _varying(runs: list, skip=()) -> list:
-    return [k for k in LABEL_KEYS if k not in skip and len({value_label(r.config.get(k)) for r in runs}) > 1]
+    return [k for k in label_keys() if k not in skip and len({value_label(r.config.get(k)) for r in runs}) > 1]
+
+
+def _settings(runs: list, skip=()) -> list:
+    """Per run, its settings apart from the method: [(key, value), ...] of the
+    label keys that differ between the runs (a lone run: compressor and step)."""
+    vary = _varying(runs, skip)
+    if len(runs) == 1:
+        vary = ["compressor", "gamma_factor"]
+    return [[(k, r.config.get(k)) for k in vary if k != "method" and _shown(k, r)] for r in runs]
 
 
 def labels(runs: list, skip=()) -> list:
     """One legend label per run: its ``label`` if set, else the method and the
     settings that differ between the runs (a lone run: method, compressor, step)."""
-    vary = _varying(runs, skip)
-    if len(runs) == 1:
-        vary = ["compressor", "gamma_factor"]
-    auto = []
-    for r in runs:
-        parts = [_fmt("method", r.config.get("method"))]
-        parts += [_fmt(k, r.config.get(k)) for k in vary if k != "method" and _shown(k, r)]
-        auto.append(", ".join(parts))
-    out = []
+    settings = [", ".join(_fmt(k, v) for k, v in kv) for kv in _settings(runs, skip)]
     given = [r.config.get("label") for r in runs]
-    for r, lab, a in zip(runs, given, auto):
+    out = []
+    for r, lab, extra in zip(runs, given, settings):
         if lab:
             dup = sum(1 for g in given if g == lab) > 1
-            extra = ", ".join(_fmt(k, r.config.get(k)) for k in vary if k != "method" and _shown(k, r))
             out.append(f"{lab} ({extra})" if dup and extra else str(lab))
         else:
-            out.append(a)
+            out.append(", ".join([_fmt("method", r.config.get("method"))] + ([extra] if extra else [])))
+    return out
+
+
+def styles(runs: list, skip=()) -> list:
+    """Per run, (colour, marker, line style): colour and marker by method, line style
+    by the other settings, the same in every panel; with a single method the
+    colour goes by setting.  No two legend entries get the same three."""
+    import matplotlib.pyplot as plt
+
+    methods = [value_label(r.config.get("method")) for r in runs]
+    settings = [repr(kv) for kv in _settings(runs, skip)]
+    one_method = len(set(methods)) == 1
+    colour_keys = list(dict.fromkeys(settings if one_method else methods))
+    n = len(colour_keys)
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    colours = [cmap(i) for i in range(n)] if n <= 20 else [plt.get_cmap("hsv")(i / n) for i in range(n)]
+    colour = dict(zip(colour_keys, colours))
+    marker = {m: MARKERS[i % len(MARKERS)] for i, m in enumerate(dict.fromkeys(methods))}
+    dashes: dict = {}
+    out = []
+    for m, st in zip(methods, settings):
+        ck = st if one_method else m
+        per = dashes.setdefault(ck, {})
+        ls = per.setdefault(st, LINE_STYLES[len(per) % len(LINE_STYLES)])
+        out.append((colour[ck], marker[m], ls))
     return out
 
 
@@ -234,42 +283,78 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     return (c[idx] - c[lo]) / (idx - lo)
 
 
+def y_axis(y: str, runs: list, yscale: str = "auto") -> tuple[str, str, bool]:
+    """(metric, axis label, log scale) for --y: grad, loss or any metric all runs store."""
+    if yscale not in ("auto", "log", "linear"):
+        raise PlotError(f"--yscale must be auto, log or linear (got {yscale!r})")
+    if y in Y_AXES:
+        key, label, log = Y_AXES[y]
+    else:
+        key, label, log = y, y.replace("_", " "), y.endswith("_sq")
+    stored = set.intersection(*(set(r.result.metrics) for r in runs)) if runs else set()
+    if key not in stored:
+        names = sorted(stored | set(Y_AXES))
+        near = difflib.get_close_matches(y, names, n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        raise PlotError(f"--y: no metric '{y}' in every run{hint}; stored: {', '.join(sorted(stored))}")
+    return key, label, log if yscale == "auto" else yscale == "log"
+
+
+def parse_figsize(text) -> tuple[float, float] | None:
+    """'W,H' in inches -> (W, H)."""
+    if text is None:
+        return None
+    try:
+        w, h = (float(v) for v in str(text).replace("x", ",").split(","))
+        if not (w > 0 and h > 0 and math.isfinite(w) and math.isfinite(h)):
+            raise ValueError
+    except ValueError:
+        raise PlotError(f"--figsize expects WIDTH,HEIGHT in inches, e.g. 8,3 (got {text!r})") from None
+    return w, h
+
+
 def figure(runs: list, out: str, x="all", y="grad", panels: str | None = None, title: str | None = None,
-           dpi: int = 110, smooth_window: int = 1, sharey: bool = False) -> str:
+           dpi: int = 110, smooth_window: int = 1, sharey: bool = False, figsize=None, font_size=None,
+           yscale: str = "auto") -> str:
     """Draw the runs and save to ``out`` (.png, .pdf or .svg); returns ``out``.
 
-    ``smooth_window`` > 1 draws the running mean of that many logged rows
-    (for noisy stochastic runs); ``sharey`` gives the panels one y scale."""
+    ``y`` is grad, loss or the name of any metric the runs store; ``smooth_window``
+    > 1 draws the running mean of that many logged rows (for noisy stochastic runs);
+    ``sharey`` gives the panels one y scale; ``figsize`` (W, H) in inches is the
+    whole figure; ``font_size`` the base font size in points."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     ext = os.path.splitext(out)[1].lower()
     if ext not in FORMATS:
         raise PlotError(f"-o {out}: the figure must be .png, .pdf or .svg")
-    if y not in Y_AXES:
-        raise PlotError(f"--y must be one of {', '.join(Y_AXES)} (got {y!r})")
     xs = parse_x(x)
-    ykey, ylabel, log = Y_AXES[y]
+    ykey, ylabel, log = y_axis(y, runs, yscale)
     if panels:
-        panels = panels.replace("-", "_")
-        groups: dict = {}
-        for r in runs:
-            groups.setdefault(value_label(r.config.get(panels)), []).append(r)
-    else:
-        groups = {None: runs}
+        panels = check_key(panels, runs, "--panels")
+    rc = {"font.size": font_size, "legend.fontsize": font_size} if font_size else {"legend.fontsize": 8}
+    with plt.rc_context(rc):
+        fig = _draw(plt, runs, xs, ykey, ylabel, log, panels, sharey, smooth_window, figsize, title)
+        fig.tight_layout()
+        folder = os.path.dirname(os.path.abspath(out))
+        os.makedirs(folder, exist_ok=True)
+        fig.savefig(out, dpi=dpi, bbox_inches="tight")
+        plt.close(fig)
+    return out
+
+
+def _draw(plt, runs, xs, ykey, ylabel, log, panels, sharey, smooth_window, figsize, title):
+    from matplotlib.ticker import MaxNLocator
+
+    groups: dict = {}
+    for r in runs:
+        groups.setdefault(value_label(r.config.get(panels)) if panels else None, []).append(r)
     skip = (panels,) if panels else ()
-    # one label and colour per distinct setting, shared by every panel
-    all_labels = labels(runs, skip)
-    label_of = {id(r): lab for r, lab in zip(runs, all_labels)}
-    distinct = list(dict.fromkeys(all_labels))
-    cmap = plt.get_cmap("tab10" if len(distinct) <= 10 else "tab20")
-    color = {lab: cmap(i % cmap.N) for i, lab in enumerate(distinct)}
-    methods = list(dict.fromkeys(value_label(r.config.get("method")) for r in runs))
-    styles = ["-", "--", "-.", ":"]
-    style = {m: styles[i % len(styles)] for i, m in enumerate(methods)}
+    # one label, colour, marker and line style per run, shared by every panel
+    label_of = {id(r): lab for r, lab in zip(runs, labels(runs, skip))}
+    style_of = {id(r): st for r, st in zip(runs, styles(runs, skip))}
 
     # rows: x axes, columns: panels; a single panel puts its x axes side by side,
     # and one x axis with more than three panels wraps them two per row
@@ -281,7 +366,7 @@ def figure(runs: list, out: str, x="all", y="grad", panels: str | None = None, t
         nrow, ncol = (len(groups) + 1) // 2, 2
     else:
         nrow, ncol = len(xs), len(groups)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.4 * ncol, 3.3 * nrow), squeeze=False,
+    fig, axes = plt.subplots(nrow, ncol, figsize=figsize or (4.4 * ncol, 3.3 * nrow), squeeze=False,
                              sharey=("all" if wrap else "row") if sharey and not single else False)
     for ax in axes.ravel()[len(groups):] if wrap else ():
         ax.set_visible(False)
@@ -300,8 +385,9 @@ def figure(runs: list, out: str, x="all", y="grad", panels: str | None = None, t
                 lab = label_of[id(r)]
                 if r.result.diverged:
                     lab += " (diverged)"
-                line, = ax.plot(xv[ok], yv[ok], style[value_label(r.config.get("method"))], color=color[label_of[id(r)]],
-                                lw=1.4, label=lab)
+                colour, marker, ls = style_of[id(r)]
+                line, = ax.plot(xv[ok], yv[ok], linestyle=ls, color=colour, marker=marker, ms=4,
+                                markevery=max(1, int(ok.sum()) // 8), lw=1.4, label=lab)
                 if r.result.diverged and ok.any():
                     ax.plot(xv[ok][-1:], yv[ok][-1:], "x", color=line.get_color(), ms=7)
             if log:
@@ -320,14 +406,15 @@ def figure(runs: list, out: str, x="all", y="grad", panels: str | None = None, t
                 handles.append(h)
                 labs.append(lab)
     if len(labs) <= 6 and nrow * ncol == 1:
-        axes[0][0].legend(handles, labs, fontsize=8)
+        axes[0][0].legend(handles, labs)
     else:
-        fig.legend(handles, labs, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+        fig.legend(handles, labs, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    folder = os.path.dirname(os.path.abspath(out))
-    os.makedirs(folder, exist_ok=True)
-    fig.savefig(out, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return fig
+
+
+def differing_iters(runs: list) -> list:
+    """The distinct --iters of the runs when they differ (e.g. smoke and full runs mixed), else []."""
+    found = sorted({r.config.get("iters") for r in runs if r.config.get("iters") is not None})
+    return found if len(found) > 1 else []

@@ -17,6 +17,13 @@ The ``sweep:`` section of a config (``psmpi train`` ignores it)::
 
 Points are ordered as the axes are written (the first axis varies slowest).
 A scalar in the grid is an axis of one value.
+
+``--smoke`` runs go to ``results/sweep-NAME-smoke`` (the full sweep to
+``results/sweep-NAME``), so the two never share a folder by default.  With
+``--resume`` a point's existing output is reused only when it finished (it
+stopped at ``iters``, ``tol`` or diverged) and its stored ``config`` equals
+the configuration the sweep would run now in every option except
+:data:`REUSE_IGNORES`; any other output is run again (and replaced).
 """
 from __future__ import annotations
 
@@ -37,6 +44,13 @@ from .errors import PsmpiError
 RESERVED = ("union", "best_by", "smoke")
 SMOKE_ITERS = 20  # --smoke without a smoke section: at most this many rounds
 FORBIDDEN_AXES = ("out", "sweep", "quiet", "label")
+# Options that change neither the iterates nor the recorded metrics: a stored
+# output that differs from the sweep's point only in these is still that point.
+# (backend: the serial and MPI runtimes give the same iterates bit for bit.
+# eval_every and tol are NOT here: they change the rows recorded and where a run stops.)
+REUSE_IGNORES = ("out", "quiet", "label", "resume", "checkpoint_every", "sweep", "backend", "cuda_aware",
+                 "overwrite")
+FINISHED = ("iters", "tol")  # stop reasons of a complete run (and 'diverged ...')
 
 
 @dataclass
@@ -45,6 +59,7 @@ class Point:
     values: dict  # the settings of this point that vary across the sweep
     config: dict  # every option, for psmpi.train
     out: str
+    resolved: dict = field(default_factory=dict)  # the validated configuration (what the output stores)
 
 
 @dataclass
@@ -224,7 +239,7 @@ def build(config, grid: dict | None = None, smoke: bool = False, iters: int | No
         spec = {k: v for k, v in spec.items() if k.replace("-", "_") != "iters"}
     keys, combos = expand(spec, f"{source}: sweep")
     varying = [k for k in keys if len({repr(c.get(k, base.get(k))) for c in combos}) > 1]
-    out_dir = out_dir or os.path.join("results", f"sweep-{name}")
+    out_dir = out_dir or os.path.join("results", f"sweep-{name}" + ("-smoke" if smoke else ""))
     points, used = [], set()
     for i, combo in enumerate(combos):
         cfg = {k: v for k, v in {**base, **combo}.items() if relevant(k, cfg_method({**base, **combo}))}
@@ -236,11 +251,11 @@ def build(config, grid: dict | None = None, smoke: bool = False, iters: int | No
         out = os.path.join(out_dir, f"{stem}.h5")
         cfg["out"] = out
         try:
-            make_config(dict(cfg), source)
+            resolved = make_config(dict(cfg), source).to_dict()
         except PsmpiError as e:
             where = ", ".join(f"{k}={v}" for k, v in values.items())
             raise ConfigError(f"sweep point {i} ({where}): {e}" if where else str(e)) from None
-        points.append(Point(i, values, cfg, out))
+        points.append(Point(i, values, cfg, out, resolved))
     by = best_by if best_by is not None else spec.get("best_by") or []
     if isinstance(by, str):
         by = [by]
@@ -301,48 +316,74 @@ def row_from_result(point: Point, res, seconds=math.nan) -> Row:
 def run_point(point: Point, quiet: bool = False) -> Row | None:
     """Run one point and write its output; None on an MPI worker rank."""
     from .api import train
-    from .compressors import CompressorError
-    from .data import DataError
-    from .methods import MethodError
 
     t0 = time.perf_counter()
-    try:
-        res = train({**point.config, "quiet": quiet or point.config.get("quiet", False)}, write=True)
-    except (ConfigError, DataError, MethodError, CompressorError) as e:
+    try:  # a point the sweep runs replaces what its file held (see read_row for what --resume keeps)
+        res = train({**point.config, "quiet": quiet or point.config.get("quiet", False), "overwrite": True},
+                    write=True)
+    except PsmpiError as e:
         return Row(point, f"error: {e}")
     if res is None:
         return None
     return row_from_result(point, res, time.perf_counter() - t0)
 
 
-def read_row(point: Point) -> Row:
-    """The row of a point whose output already exists (or 'missing')."""
+def config_differences(point: Point, stored: dict) -> list:
+    """The options in which a stored output's ``config`` differs from the point's
+    configuration, as 'key: stored -> now' (REUSE_IGNORES left out).  An option
+    the point leaves unset (None: derived at run time from the others, e.g. the
+    problem or MARINA's p) is not compared."""
+    diffs = []
+    for k, now in point.resolved.items():
+        if k in REUSE_IGNORES or now is None:
+            continue
+        old = stored.get(k)
+        if old != now:
+            diffs.append(f"{k}: {old!r} -> {now!r}")
+    return diffs
+
+
+def read_row(point: Point, check: bool = False) -> Row:
+    """The row of a point whose output already exists (or 'missing').  With
+    ``check``, an output of another configuration, or of a run that did not
+    finish, is 'stale: ...' instead."""
     from .results import read_result
 
     if not os.path.exists(point.out):
         return Row(point, "missing")
     try:
-        return row_from_result(point, read_result(point.out))
+        res = read_result(point.out)
     except (OSError, KeyError, ValueError) as e:
         return Row(point, f"error: unreadable output ({e})")
+    if check:
+        if res.stop_reason not in FINISHED and not res.diverged:
+            return Row(point, f"stale: unfinished ({res.stop_reason})")
+        diffs = config_differences(point, res.config)
+        if diffs:
+            return Row(point, "stale: " + ", ".join(diffs))
+    return row_from_result(point, res)
 
 
 def run(sweep: Sweep, only: int | None = None, resume: bool = False, quiet: bool = False, log=None) -> list:
     """Run the points in sequence (or only point ``only``); returns the rows.
 
-    With ``resume`` a point whose output exists is read instead of run.  On an
-    MPI worker rank the rows of points run here are absent (rank 0 reports).
+    With ``resume`` a point whose finished output exists with the same
+    configuration (:func:`config_differences`) is read instead of run; any
+    other output of that point is run again.  On an MPI worker rank the rows
+    of points run here are absent (rank 0 reports).
     """
     log = log or (lambda s: None)
     points = sweep.points if only is None else [sweep.points[only]]
     rows = []
     for p in points:
         if resume and os.path.exists(p.out):
-            row = read_row(p)
+            row = read_row(p, check=True)
+            where = f"[{p.index + 1}/{len(sweep.points)}] {describe(p.values)}"
             if row.status in ("ok", "tol", "diverged"):
-                log(f"[{p.index + 1}/{len(sweep.points)}] {describe(p.values)}: exists, skipped ({p.out})")
+                log(f"{where}: exists, skipped ({p.out})")
                 rows.append(row)
                 continue
+            log(f"{where}: {p.out} is not this point ({row.status.removeprefix('stale: ')}); running it again")
         row = run_point(p, quiet)
         if row is None:
             continue
@@ -461,20 +502,38 @@ def command_line(config_path: str, grid: dict, smoke: bool, iters, out_dir: str,
     return args
 
 
-SLURM_ARRAY = """#!/bin/bash
-# psmpi sweep '{name}' as a Slurm job array: one array task per grid point.
+# The generated batch scripts: an array script (one task per point) and a separate
+# summary script with no array directive, so that the summary runs once (a summary
+# submitted from the array script would inherit its --array / -J and run N times).
+SLURM_HEAD = """#!/bin/bash
+# {what}
 # Written by: {written_by}
-#   submit:    sbatch {script}
-#   when done: {summary}
-#SBATCH --job-name=psmpi-{name}
-#SBATCH --array=0-{last}%{parallel}
+#   submit:    JOB=$(sbatch --parsable {array_path})
+#   when done: sbatch --dependency=afterany:$JOB {summary_path}
+#SBATCH --job-name=psmpi-{name}{job_suffix}
 #SBATCH --ntasks=1
 #SBATCH --cpus-per-task=1
 #SBATCH --time=01:00:00
-#SBATCH --output={out_dir}/slurm-%A_%a.out
+#SBATCH --output={out_dir}/slurm-{log}.out
 ##SBATCH --partition=compute
 ##SBATCH --account=myproject
-set -euo pipefail
+"""
+
+PBS_HEAD = """#!/bin/bash
+# {what}
+# Written by: {written_by}
+#   submit:    JOB=$(qsub {array_path})
+#   when done: qsub -W depend=afterany:$JOB {summary_path}
+#PBS -N psmpi-{name}{job_suffix}
+#PBS -l select=1:ncpus=1:mem=4gb
+#PBS -l walltime=01:00:00
+#PBS -j oe
+#PBS -o {out_dir}/
+##PBS -q workq
+##PBS -A myproject
+"""
+
+SITE = """set -euo pipefail
 
 # --- site set-up: edit -----------------------------------------------------
 # module load python/3.11 openmpi/4.1       # the site's modules, if any
@@ -484,51 +543,45 @@ export OMP_NUM_THREADS=1                     # one core per point: no BLAS overs
 # ---------------------------------------------------------------------------
 source "$VENV/bin/activate"
 cd {cwd}
-# Each point uses the serial backend (simulated workers) on one core.  To run
+"""
+
+SLURM_ARRAY_BODY = """# Each point uses the serial backend (simulated workers) on one core.  To run
 # every point under MPI instead, set --ntasks to WORKERS+1 and prefix the
 # command with: srun --mpi=pmix
 {command} --point "$SLURM_ARRAY_TASK_ID"
 """
 
-PBS_ARRAY = """#!/bin/bash
-# psmpi sweep '{name}' as a PBS job array: one array sub-job per grid point.
-# Written by: {written_by}
-#   submit:    qsub {script}
-#   when done: {summary}
-#PBS -N psmpi-{name}
-#PBS -J 0-{last}
-#PBS -l select=1:ncpus=1:mem=4gb
-#PBS -l walltime=01:00:00
-#PBS -j oe
-#PBS -o {out_dir}/
-##PBS -q workq
-##PBS -A myproject
-set -euo pipefail
-
-# --- site set-up: edit -----------------------------------------------------
-# module load python/3.11 openmpi/4.1
-VENV="${{PSMPI_VENV:-{venv}}}"
-export PSMPI_DATA="${{PSMPI_DATA:-$HOME/.cache/psmpi/data}}"
-export OMP_NUM_THREADS=1
-# ---------------------------------------------------------------------------
-source "$VENV/bin/activate"
-cd {cwd}
-# (Torque uses '#PBS -t 0-{last}' and $PBS_ARRAYID instead of -J and $PBS_ARRAY_INDEX.)
+PBS_ARRAY_BODY = """# (Torque uses '#PBS -t 0-{last}' and $PBS_ARRAYID instead of -J and $PBS_ARRAY_INDEX.)
 {command} --point "${{PBS_ARRAY_INDEX:-${{PBS_ARRAYID:-0}}}}"
 """
 
+SUMMARY_BODY = """{command} --summary-only
+psmpi plot {out_dir} -o {out_dir}/sweep.png
+"""
 
-def array_script(sweep: Sweep, kind: str, args: list, parallel: int = 16) -> tuple[str, str]:
-    """(path, text) of a job-array batch script running one point per array task."""
+ARRAY_DIRECTIVE = {"slurm": "#SBATCH --array=0-{last}%{parallel}\n", "pbs": "#PBS -J 0-{last}\n"}
+
+
+def array_script(sweep: Sweep, kind: str, args: list, parallel: int = 16) -> list:
+    """[(path, text), (path, text)]: a job-array batch script running one point
+    per array task, and the summary script (not an array) to submit after it."""
     if kind not in ("slurm", "pbs"):
         raise ConfigError(f"--array-script must be slurm or pbs (got {kind!r})")
     ext = {"slurm": "sbatch", "pbs": "pbs"}[kind]
-    script = os.path.join(os.path.abspath(sweep.out_dir), f"{sweep.name}.{ext}")
+    folder = os.path.abspath(sweep.out_dir)
+    array_path = os.path.join(folder, f"{sweep.name}.{ext}")
+    summary_path = os.path.join(folder, f"{sweep.name}-summary.{ext}")
     command = " ".join(shlex.quote(a) for a in args)
     venv = os.environ.get("VIRTUAL_ENV") or os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))
-    template = SLURM_ARRAY if kind == "slurm" else PBS_ARRAY
-    text = template.format(name=sweep.name, last=len(sweep.points) - 1, parallel=parallel,
-                           out_dir=os.path.abspath(sweep.out_dir), venv=venv, cwd=shlex.quote(os.getcwd()),
-                           command=command, script=script, written_by=command,
-                           summary=command + " --summary-only")
-    return script, text
+    fields = dict(name=sweep.name, last=len(sweep.points) - 1, parallel=parallel, out_dir=folder, venv=venv,
+                  cwd=shlex.quote(os.getcwd()), command=command, written_by=command, array_path=array_path,
+                  summary_path=summary_path)
+    head = SLURM_HEAD if kind == "slurm" else PBS_HEAD
+    body = SLURM_ARRAY_BODY if kind == "slurm" else PBS_ARRAY_BODY
+    array = head.format(what=f"psmpi sweep '{sweep.name}' as a job array: one array task per grid point.",
+                        job_suffix="", log="%A_%a", **fields)
+    array += ARRAY_DIRECTIVE[kind].format(**fields) + SITE.format(**fields) + body.format(**fields)
+    summary = head.format(what=f"psmpi sweep '{sweep.name}': the summary, once every array task has finished "
+                               "(one job, not an array).", job_suffix="-summary", log="%j", **fields)
+    summary += SITE.format(**fields) + SUMMARY_BODY.format(**fields)
+    return [(array_path, array), (summary_path, summary)]

@@ -117,7 +117,9 @@ def test_batch_scripts_keep_their_settings_in_variables():
             assert var in text, f"{name} lacks {var}"
     slurm = (scripts / "slurm_train.sbatch").read_text()
     assert 'SRUN_MPI="${SRUN_MPI:-pmix}"' in slurm and 'srun --mpi="$SRUN_MPI" psmpi train' in slurm
-    assert "#SBATCH --array" in (scripts / "slurm_sweep_array.sbatch").read_text()
+    # the array comes at submission (sbatch --array=...), so the SUMMARY=1 job of the same script is one job
+    sweep = (scripts / "slurm_sweep_array.sbatch").read_text()
+    assert "#SBATCH --array" not in sweep and "sbatch --parsable --array=0-$((N-1))" in sweep
     assert "mpiexec" in (scripts / "pbs_train.pbs").read_text()
 
 

@@ -153,6 +153,9 @@ def test_fetch_without_network_says_so_in_one_line(tmp_path):
     assert r.stderr.startswith(f"psmpi: error: cannot download http://127.0.0.1:{port}/binary/w8a: ")
     assert "no network?" in r.stderr and len(r.stderr.splitlines()) == 1
     assert os.listdir(tmp_path) == []
+    # where a file downloaded by hand must go for --dataset w8a to find it
+    assert f"psmpi data convert FILE {tmp_path / 'w8a.h5'}" in r.stderr and f"copy it to {tmp_path / 'w8a'}" in r.stderr
+    assert f"--dataset w8a finds it with PSMPI_DATA={tmp_path}" in r.stderr
 
 
 def test_fetch_list_names_the_catalog():

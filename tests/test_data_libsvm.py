@@ -216,3 +216,25 @@ def test_fast_float_path_equals_python_float():
     assert ok.all()
     assert np.array_equal(vals, np.array([float(t) for t in texts]))
     assert np.array_equal(np.signbit(vals), np.signbit([float(t) for t in texts]))
+
+
+def test_writer_uses_the_shortest_exact_form_and_reads_back_bit_for_bit(tmp_path):
+    """docs/data.md: values in their shortest exact form; 1.0 is '1' (a9a's text would grow by a third
+    with '1.0'), and every value, signed zeros and extreme exponents included, reads back exactly."""
+    import scipy.sparse as sp
+
+    from psmpi.data.libsvm import exact_text, read_libsvm, write_libsvm
+
+    values = np.array([1.0, -0.0, 0.1, 1e-5, 1e16, -2.5, 1e300, 5e-324, 123456789.0, 1 / 3])
+    X = sp.csr_matrix((values, np.arange(len(values)), [0, 5, len(values)]), shape=(2, len(values)))
+    path = tmp_path / "v.txt"
+    write_libsvm(str(path), X, np.array([1.0, -1.0]))
+    text = path.read_text()
+    assert text.splitlines()[0] == "1 1:1 2:-0 3:0.1 4:1e-5 5:1e16"
+    assert text.splitlines()[1].startswith("-1 6:-2.5 7:1e300 8:5e-324 9:123456789 10:")
+    Y, labels = read_libsvm(str(path))
+    assert np.array_equal(Y.data.view(np.int64), X.data.view(np.int64))  # bit for bit, -0 included
+    assert list(labels) == [1.0, -1.0]
+    rng = np.random.default_rng(0)
+    for v in np.concatenate([rng.standard_normal(200), rng.standard_normal(200) * 1e-200, [2.0 ** 60, 1e22]]):
+        assert float(exact_text(v)) == v and len(exact_text(v)) <= len(repr(float(v)))

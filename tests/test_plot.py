@@ -177,3 +177,85 @@ def test_panels_and_diverged_runs_plot(tmp_path):
 def test_smooth_is_a_running_mean_over_the_last_rows():
     np.testing.assert_allclose(plotting.smooth(np.array([1.0, 2.0, 3.0, 5.0]), 2), [1.0, 1.5, 2.5, 4.0])
     np.testing.assert_allclose(plotting.smooth(np.array([1.0, 3.0]), 1), [1.0, 3.0])
+
+
+# ------------------------------------------------- options, styles, mixed runs ---
+def captured_figure(monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    captured = {}
+    monkeypatch.setattr(plt, "close", lambda fig: captured.setdefault("fig", fig))
+    return captured
+
+
+def test_misspelt_panels_key_is_a_one_line_error_with_a_hint(tmp_path):
+    fake_run(tmp_path / "a.h5", 1e-3)
+    res = plot(str(tmp_path / "a.h5"), "-o", str(tmp_path / "f.png"), "--panels", "datset")
+    assert res.exit_code == 2
+    assert res.output.strip() == "psmpi: error: --panels: unknown config key 'datset' (did you mean 'dataset'?)"
+    res = plot(str(tmp_path / "a.h5"), "-o", str(tmp_path / "f.png"), "--select", "methd=ef21")
+    assert res.exit_code == 2 and "did you mean 'method'" in res.output
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_colour_and_marker_per_method_in_every_panel_line_style_per_setting(tmp_path, monkeypatch):
+    captured = captured_figure(monkeypatch)
+    paths = [fake_run(tmp_path / f"{m}{gf}{ds}.h5", 1e-3, method=m, gamma_factor=float(gf), dataset=ds)
+             for ds in ("a9a", "w8a") for m in ("ef21", "ef14") for gf in (1, 4)]
+    runs = plotting.load_runs(paths)
+    plotting.figure(runs, str(tmp_path / "f.png"), x="bits", panels="dataset")
+    seen = {}
+    for ax in captured["fig"].axes:
+        for line in ax.get_lines():
+            lab = line.get_label()
+            method = lab.split(",")[0]
+            seen.setdefault(lab, set()).add((line.get_color(), line.get_marker(), str(line.get_linestyle())))
+            seen.setdefault(method, set()).add((line.get_color(), line.get_marker()))
+    assert all(len(v) == 1 for v in seen.values())  # the same style in both panels
+    colour = {m: next(iter(seen[m]))[0] for m in ("EF21", "EF14")}
+    assert colour["EF21"] != colour["EF14"]
+    styles = {next(iter(seen[f"EF21, {g}x"]))[2] for g in (1, 4)}
+    assert len(styles) == 2  # the two steps of a method differ by line style
+
+
+def test_one_method_gets_one_colour_per_setting_and_no_legend_entry_repeats(tmp_path):
+    runs = plotting.load_runs([fake_run(tmp_path / f"{i}.h5", 1e-3, gamma_factor=float(2 ** i)) for i in range(12)])
+    st = plotting.styles(runs)
+    assert len({c for c, _, _ in st}) == 12
+    mixed = plotting.load_runs([fake_run(tmp_path / f"m{m}{i}.h5", 1e-3, method=m, gamma_factor=float(2 ** i))
+                                for m in ("ef21", "ef14", "dcgd") for i in range(9)])
+    assert len(set(plotting.styles(mixed))) == 27
+
+
+def test_figsize_font_size_and_any_stored_metric(tmp_path, monkeypatch):
+    captured = captured_figure(monkeypatch)
+    path = fake_run(tmp_path / "a.h5", 1e-3)
+    runs = plotting.load_runs([path])
+    plotting.figure(runs, str(tmp_path / "f.png"), x="rounds", y="bytes_up", figsize=(8, 3), font_size=15)
+    fig = captured["fig"]
+    assert tuple(fig.get_size_inches()) == (8, 3)
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "linear" and ax.get_ylabel() == "bytes up"
+    assert ax.xaxis.label.get_fontsize() == 15
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), runs[0].result.metrics["bytes_up"])
+    res = plot(path, "-o", str(tmp_path / "g.png"), "--y", "bytes_upp", "--figsize", "6,2", "--font-size", "9")
+    assert res.exit_code == 2 and "no metric 'bytes_upp'" in res.output and "did you mean 'bytes_up'" in res.output
+    res = plot(path, "-o", str(tmp_path / "g.png"), "--figsize", "6")
+    assert res.exit_code == 2 and "--figsize expects WIDTH,HEIGHT" in res.output
+    res = plot(path, "-o", str(tmp_path / "g.png"), "--y", "wall_time", "--figsize", "6,2", "--font-size", "9")
+    assert res.exit_code == 0, res.output
+
+
+def test_smoke_and_full_runs_of_a_point_are_told_apart_not_silently_mixed(tmp_path):
+    d = tmp_path / "runs"
+    d.mkdir()
+    fake_run(d / "a.h5", 1e-3, iters=30)
+    fake_run(d / "b.h5", 1e-6, iters=300)
+    runs = plotting.load_runs([d])
+    assert plotting.labels(runs) == ["EF21, T=30", "EF21, T=300"]
+    res = CliRunner().invoke(main, ["plot", str(d), "-o", str(tmp_path / "f.png")])
+    assert res.exit_code == 0
+    assert "different --iters (30, 300)" in res.stderr

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 
 import pytest
 import yaml
@@ -11,7 +12,7 @@ from click.testing import CliRunner
 from psmpi import sweep as sw
 from psmpi.cli import main
 from psmpi.config import ConfigError
-from psmpi.results import read_result
+from psmpi.results import read_result, write_result
 
 BEZ = {"method": "ef21", "compressor": "topk:1", "dataset": "quad:beznosikov", "workers": 3, "x0": "ones",
        "iters": 30, "eval_every": 5, "value_dtype": "float64"}
@@ -228,6 +229,64 @@ def test_array_script_has_one_task_per_point_and_rebuilds_the_same_sweep(tmp_pat
     assert f"--config {os.path.abspath(cfg)}" in text and "--grid seed=3" in text and "--smoke" in text
     assert "--point" in text
     assert not list(out.glob("*.h5"))  # nothing ran
+    # the summary is its own script, one job: no array directive, no --point
+    summary = next(out.glob("exp-summary.*"))
+    assert str(summary) in res.output and str(summary) in text
+    stext = summary.read_text()
+    assert os.access(summary, os.X_OK)
+    assert not [d for d in directives(stext) if ARRAY_FLAG.search(d)]
+    assert "--summary-only" in stext and "--point" not in stext and "--grid seed=3" in stext
+
+
+ARRAY_FLAG = re.compile(r"(--array\b|^-a\b|^-J\b|^-t\b)")
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+
+
+def directives(text: str) -> list:
+    """The scheduler options of a batch script: '#SBATCH X' and '#PBS X' lines ('##' lines are comments)."""
+    out = []
+    for line in text.splitlines():
+        for tag in ("#SBATCH ", "#PBS "):
+            if line.startswith(tag):
+                out.append(line[len(tag):].split("#")[0].strip())
+    return out
+
+
+@pytest.mark.parametrize("script", ["slurm_sweep_array.sbatch", "pbs_sweep_array.pbs"])
+def test_sweep_array_scripts_carry_no_array_directive_so_the_summary_job_runs_once(script):
+    """The array is given at submission; the documented SUMMARY=1 submission of the
+    same script gives none, so the summary is one job (not one per grid point)."""
+    text = open(os.path.join(SCRIPTS, script)).read()
+    assert not [d for d in directives(text) if ARRAY_FLAG.search(d)]
+    docs = text + open(os.path.join(SCRIPTS, "..", "docs", "cluster.md")).read()
+    summary_lines = [line for line in docs.splitlines() if "SUMMARY=1" in line and ("sbatch " in line or "qsub " in line)]
+    assert summary_lines
+    for line in summary_lines:
+        assert "--array" not in line and " -J " not in line and " -t " not in line, line
+    array_lines = [line for line in docs.splitlines() if ("sbatch " in line or "qsub " in line) and "SUMMARY" not in line
+                   and os.path.basename(script) in line]
+    assert array_lines and all("--array=0-" in line or "-J 0-" in line for line in array_lines)
+
+
+@pytest.mark.parametrize("script,array_var", [("slurm_sweep_array.sbatch", "SLURM_ARRAY_TASK_ID"),
+                                              ("pbs_sweep_array.pbs", "PBS_ARRAY_INDEX")])
+def test_a_summary_job_submitted_as_an_array_refuses_to_run(tmp_path, script, array_var):
+    import subprocess
+
+    venv, bindir = tmp_path / "venv", tmp_path / "bin"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "activate").write_text("")
+    bindir.mkdir()
+    (bindir / "psmpi").write_text(f"#!/bin/sh\necho \"psmpi $*\" >> {tmp_path}/calls\n")
+    (bindir / "psmpi").chmod(0o755)
+    env = {"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(tmp_path), "VENV": str(venv), "SUMMARY": "1",
+           "OUT_DIR": str(tmp_path / "o"), "CONFIG": "c.yaml"}
+    ok = subprocess.run(["bash", os.path.join(SCRIPTS, script)], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "calls").read_text().count("--summary-only") == 1
+    bad = subprocess.run(["bash", os.path.join(SCRIPTS, script)], env={**env, array_var: "3"}, cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "without" in bad.stderr
 
 
 def test_set_overrides_an_option_for_every_point(tmp_path):
@@ -264,3 +323,61 @@ def test_options_a_method_does_not_use_do_not_name_its_points(tmp_path):
     assert [p.values for p in s.points] == [{"method": "ef21"}, {"method": "clag", "zeta": 4},
                                             {"method": "clag", "zeta": 64}]
     assert os.path.basename(s.points[0].out) == "method-ef21.h5"
+
+
+# ------------------------------------------------- resume, smoke and stale outputs ---
+def test_smoke_runs_go_to_their_own_folder_by_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = write_config(tmp_path, {"method": ["dcgd", "ef21"], "smoke": {"iters": 5}})
+    assert sw.build(cfg).out_dir == os.path.join("results", "sweep-exp")
+    assert sw.build(cfg, smoke=True).out_dir == os.path.join("results", "sweep-exp-smoke")
+    assert sw.build(cfg, smoke=True, out_dir="mine").out_dir == "mine"
+
+
+def test_resume_reruns_a_point_whose_output_has_another_configuration(tmp_path):
+    """A smoke run in the full sweep's folder: --resume must not reuse its 5-round outputs."""
+    out = tmp_path / "o"
+    cfg = write_config(tmp_path, {"method": ["dcgd", "ef21"], "smoke": {"iters": 5}})
+    assert invoke("--config", cfg, "--out-dir", str(out), "--smoke", "-q").exit_code == 0
+    assert read_result(str(out / "method-ef21.h5")).metrics["iteration"][-1] == 5
+    res = invoke("--config", cfg, "--out-dir", str(out), "--resume")
+    assert res.exit_code == 0, res.output
+    assert "exists, skipped" not in res.output
+    assert "is not this point (iters: 5 -> 30" in res.output
+    assert read_result(str(out / "method-ef21.h5")).metrics["iteration"][-1] == 30
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert {row["rounds"] for row in rows} == {"30"}
+    again = invoke("--config", cfg, "--out-dir", str(out), "--resume")
+    assert again.output.count("exists, skipped") == 2
+
+
+def test_resume_ignores_options_that_do_not_change_the_run_but_not_eval_every(tmp_path):
+    out = tmp_path / "o"
+    cfg = write_config(tmp_path, {"method": ["ef21"]})
+    assert invoke("--config", cfg, "--out-dir", str(out), "-q").exit_code == 0
+    cfg = write_config(tmp_path, {"method": ["ef21"]}, label="mine")
+    s = sw.build(cfg, out_dir=str(out), overrides={"checkpoint_every": 7, "backend": "serial"})
+    assert sw.read_row(s.points[0], check=True).status == "ok"
+    s = sw.build(cfg, out_dir=str(out), overrides={"eval_every": 1})
+    assert sw.read_row(s.points[0], check=True).status == "stale: eval_every: 5 -> 1"
+
+
+def test_resume_reruns_an_unfinished_output(tmp_path):
+    out = tmp_path / "o"
+    cfg = write_config(tmp_path, {"method": ["ef21"]})
+    assert invoke("--config", cfg, "--out-dir", str(out), "-q").exit_code == 0
+    point = sw.build(cfg, out_dir=str(out)).points[0]
+    r = read_result(point.out)
+    r.stop_reason = "running"
+    write_result(point.out, r)
+    assert sw.read_row(point, check=True).status == "stale: unfinished (running)"
+
+
+def test_summary_only_does_not_count_another_configurations_output(tmp_path):
+    out = tmp_path / "o"
+    cfg = write_config(tmp_path, {"method": ["dcgd", "ef21"], "smoke": {"iters": 5}})
+    assert invoke("--config", cfg, "--out-dir", str(out), "--smoke", "-q").exit_code == 0
+    res = invoke("--config", cfg, "--out-dir", str(out), "--summary-only")
+    assert res.exit_code == 2 and "2 of 2 points failed or are missing" in res.output
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert all(row["status"].startswith("stale: iters: 5 -> 30") for row in rows)

@@ -12,6 +12,7 @@ COMMANDS = {
     "train": ("psmpi.cli.train", "train", "Run one training run (serial or MPI)."),
     "data": ("psmpi.cli.data", "data", "Convert, inspect and fetch datasets."),
     "plot": ("psmpi.cli.plot", "plot", "Paper-style figures from run outputs."),
+    "export": ("psmpi.cli.export", "export", "The metrics of many runs as one CSV (long format)."),
     "sweep": ("psmpi.cli.sweep", "sweep", "Run a grid of configurations and pick the best."),
     "bench": ("psmpi.cli.bench", "bench", "Throughput and bandwidth benchmarks."),
     "info": ("psmpi.cli.info", "info", "Versions, MPI library, GPU, methods and compressors."),

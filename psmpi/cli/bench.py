@@ -123,8 +123,9 @@ def wire(sizes, fractions, encodings, repeat, warmup, budget, seed, json_path):
 @bench_errors
 def round_(dataset, method, compressor, workers, rounds, mpi, sizes, device, json_path):
     """Time per round of the serial and MPI runtimes, split into phases, next to
-    the dense baseline (gd with the identity compressor: an uncompressed Gather of
-    d floats) and a plain numpy loop over the workers' dense local gradients.
+    the dense baseline (the same --method with the identity compressor, so EF21 +
+    identity by default: an uncompressed Gather of d floats) and a plain numpy
+    loop over the workers' dense local gradients.
     With --mpi (on the CPU) also the MPI floor: the same mpirun and collectives
     with no work, then with the local gradients only."""
     from ..bench.common import parse_sizes

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import shlex
-
 import click
 
 from .errors import fail, friendly, is_rank0
@@ -25,12 +23,16 @@ def _csv(ctx, param, value):
 @click.option("--iters", type=int, help="rounds per point (overrides the config and --smoke)")
 @click.option("--smoke", is_flag=True, help="reduced size for CI: the config's sweep.smoke section "
                                              "(or at most 20 rounds); also PSMPI_SMOKE=1")
-@click.option("--out-dir", type=click.Path(file_okay=False), help="[default: results/sweep-CONFIGNAME]")
+@click.option("--out-dir", type=click.Path(file_okay=False),
+              help="[default: results/sweep-CONFIGNAME, with --smoke results/sweep-CONFIGNAME-smoke]")
 @click.option("--best-by", callback=_csv, metavar="KEY,...",
               help="name the best point within each group of these keys (e.g. dataset,method)")
-@click.option("--resume", is_flag=True, help="skip points whose output file already exists")
+@click.option("--resume", is_flag=True, help="reuse a point's output when it finished with the same configuration "
+                                              "(any option but out, label, quiet, checkpoints, backend); "
+                                              "run the other points")
 @click.option("--point", "only", type=int, metavar="I", help="run only point I (0-based; for job arrays)")
-@click.option("--summary-only", is_flag=True, help="run nothing: summarise the outputs already in --out-dir")
+@click.option("--summary-only", is_flag=True, help="run nothing: summarise the outputs already in --out-dir "
+                                                    "(an output of another configuration counts as failed)")
 @click.option("--list", "list_only", is_flag=True, help="print the points and exit")
 @click.option("--count", is_flag=True, help="print the number of points and exit (for --array=0-$((N-1)))")
 @click.option("--array-script", type=click.Choice(["slurm", "pbs"]),
@@ -78,14 +80,19 @@ def sweep(config_file, gamma_factors, grid, sets, iters, smoke, out_dir, best_by
         return
     if array_script:
         args = sw.command_line(config_file, axes, smoke, iters, s.out_dir, best_by, overrides)
-        path, text = sw.array_script(s, array_script, args)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            f.write(text)
-        os.chmod(path, 0o755)
-        submit = "sbatch" if array_script == "slurm" else "qsub"
-        click.echo(f"wrote {path} ({n} array tasks); submit with: {submit} {path}")
-        click.echo("then summarise with: " + " ".join(shlex.quote(a) for a in args) + " --summary-only")
+        scripts = sw.array_script(s, array_script, args)
+        for path, text in scripts:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o755)
+        (path, _), (summary, _) = scripts
+        if array_script == "slurm":
+            submit, after = "JOB=$(sbatch --parsable", "sbatch --dependency=afterany:$JOB"
+        else:
+            submit, after = "JOB=$(qsub", "qsub -W depend=afterany:$JOB"
+        click.echo(f"wrote {path} ({n} array tasks) and {summary} (the summary, one job)")
+        click.echo(f"submit with: {submit} {path}) && {after} {summary}")
         return
     if only is not None and not 0 <= only < n:
         fail(f"--point {only} is out of range: the sweep has {n} points (0..{n - 1})")
@@ -93,7 +100,7 @@ def sweep(config_file, gamma_factors, grid, sets, iters, smoke, out_dir, best_by
     rank0 = is_rank0()
     log = (lambda line: click.echo(line)) if (rank0 and not quiet) else None
     if summary_only:
-        rows = [sw.read_row(p) for p in s.points]
+        rows = [sw.read_row(p, check=True) for p in s.points]
     else:
         if log:
             click.echo(f"sweep {s.name}: {n if only is None else 1} of {n} points -> {s.out_dir}")
@@ -108,7 +115,7 @@ def sweep(config_file, gamma_factors, grid, sets, iters, smoke, out_dir, best_by
     for line in sw.best_lines(s, rows):
         click.echo(line)
     click.echo(f"wrote {csv_path} and {md_path}")
-    failed = [r for r in rows if r.status.startswith("error") or r.status == "missing"]
+    failed = [r for r in rows if r.status.startswith(("error", "stale")) or r.status == "missing"]
     if failed:
         fail(f"{len(failed)} of {n} points failed or are missing (see the summary)")
 

@@ -40,8 +40,9 @@ def _progress(total, desc):
     return tqdm(total=total, unit="B", unit_scale=True, desc=desc, leave=False, disable=not sys.stderr.isatty())
 
 
-def download(url: str, dest: str, timeout: float = 30.0) -> None:
-    """``url`` to ``dest`` (atomically); DataError with one line on any failure."""
+def download(url: str, dest: str, timeout: float = 30.0, by_hand: str | None = None) -> None:
+    """``url`` to ``dest`` (atomically); DataError with one line on any failure.
+    ``by_hand`` says what to do with a file downloaded by hand when there is no network."""
     tmp = f"{dest}.{secrets.token_hex(4)}.part"
     try:
         try:
@@ -50,8 +51,9 @@ def download(url: str, dest: str, timeout: float = 30.0) -> None:
             raise DataError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
         except (urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise DataError(f"cannot download {url}: {reason} (no network? download the file by hand and "
-                            f"run `psmpi data convert FILE OUT.h5`)") from None
+            what = by_hand or "run `psmpi data convert FILE OUT.h5`"
+            raise DataError(f"cannot download {url}: {reason} (no network? download the file by hand and {what})") \
+                from None
         with resp, open(tmp, "wb") as out:
             size = resp.headers.get("Content-Length")
             with _progress(int(size) if size and size.isdigit() else None, os.path.basename(dest)) as bar:
@@ -68,6 +70,13 @@ def download(url: str, dest: str, timeout: float = 30.0) -> None:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _by_hand(name: str, folder: str) -> str:
+    """Where a file downloaded by hand goes so that ``--dataset NAME`` finds it."""
+    env = "" if os.path.abspath(folder) == os.path.abspath(data_dir()) else f" with PSMPI_DATA={folder}"
+    return (f"run `psmpi data convert FILE {os.path.join(folder, name + '.h5')}` (or copy it to "
+            f"{os.path.join(folder, name)}); then --dataset {name} finds it{env}")
 
 
 def fetch(name: str, folder: str | None = None, url_base: str | None = None, keep_text: bool = False) -> str:
@@ -93,7 +102,7 @@ def fetch(name: str, folder: str | None = None, url_base: str | None = None, kee
     url = (url_base or LIBSVM_URL).rstrip("/") + "/" + rel
     raw = os.path.join(folder, f".{os.path.basename(rel)}.{secrets.token_hex(4)}.download")
     out = os.path.join(folder, f"{name}.h5")
-    download(url, raw)
+    download(url, raw, by_hand=_by_hand(name, folder))
     try:
         convert(raw, out, name=name, source=url)
         if keep_text:

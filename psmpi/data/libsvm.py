@@ -395,17 +395,29 @@ def check_features(path, blocks, n_features):
     return n_features
 
 
+def exact_text(v: float) -> str:
+    """The shortest text that reads back as exactly ``v``: Python's shortest
+    round-trip digits without a trailing '.0' or exponent padding
+    (1.0 -> '1', -0.0 -> '-0', 1e-05 -> '1e-5', 1e+16 -> '1e16', 0.1 -> '0.1')."""
+    s = repr(float(v))
+    if s.endswith(".0"):
+        s = s[:-2]
+    mant, e, exp = s.partition("e")
+    if e:
+        s = f"{mant.removesuffix('.0')}e{int(exp)}"
+    return s
+
+
 def write_libsvm(path: str, X, labels) -> None:
-    """LIBSVM text with values written exactly (shortest repr), atomically."""
+    """LIBSVM text with values written exactly in their shortest form (:func:`exact_text`), atomically."""
     X = sp.csr_matrix(X)
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         with open(tmp, "w") as f:
             for i in range(X.shape[0]):
                 a, z = X.indptr[i], X.indptr[i + 1]
-                lab = float(labels[i])
-                head = str(int(lab)) if lab.is_integer() else repr(lab)
-                f.write(" ".join([head] + [f"{j + 1}:{float(v)!r}" for j, v in zip(X.indices[a:z], X.data[a:z])]))
+                head = exact_text(labels[i])
+                f.write(" ".join([head] + [f"{j + 1}:{exact_text(v)}" for j, v in zip(X.indices[a:z], X.data[a:z])]))
                 f.write("\n")
         os.replace(tmp, path)
     except BaseException:

@@ -56,6 +56,9 @@ def check_config(cfg) -> None:
         if p is None:
             raise method.refuse(k)
         cfg.params[k] = p.parse(v)
+    for p in method.params:  # the declared defaults (those that depend on the compressor come later)
+        if cfg.params.get(p.name) is None and p.default is not None:
+            cfg.params[p.name] = p.default
 
 
 def users_of(name: str) -> list:
