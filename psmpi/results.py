@@ -5,7 +5,6 @@ import json
 import os
 from dataclasses import dataclass, field
 
-import h5py
 import numpy as np
 
 
@@ -26,6 +25,8 @@ class Result:
 
 def write_result(path: str, res: Result) -> None:
     """Write atomically: a temporary file in the same folder, then rename."""
+    import h5py  # here, not at the top: an MPI worker imports this module but writes nothing
+
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
@@ -47,6 +48,8 @@ def write_result(path: str, res: Result) -> None:
 
 
 def read_result(path: str) -> Result:
+    import h5py
+
     with h5py.File(path, "r") as f:
         metrics = {k: f["metrics"][k][()] for k in f["metrics"]}
         attrs = {k: (v.item() if getattr(v, "size", 0) == 1 else v) for k, v in f.attrs.items()}
