@@ -53,7 +53,7 @@ class Result:
 
 def write_result(path: str, res: Result) -> None:
     """Write atomically: a temporary file in the same folder, then rename."""
-    import h5py
+    import h5py  # here, not at the top: an MPI worker imports this module but writes nothing
 
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)

