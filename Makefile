@@ -14,10 +14,12 @@ export PRTE_MCA_rmaps_default_mapping_policy := :oversubscribe
 
 .PHONY: install run test test-fast clean
 
-$(STAMP): setup.cfg pyproject.toml
+# CI pins torch (.ci/constraints.txt: a CPU build, fast to install) for the test install
+# only; `pip install 'psmpi[torch]'` leaves users any torch >= 2.1.
+$(STAMP): setup.cfg pyproject.toml .ci/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[mpi,test]'
+	$(BIN)/python -m pip install -q -c .ci/constraints.txt -e '.[mpi,test,torch]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -84,7 +84,7 @@ def info(spec, workers, split, seed, as_json):
 @friendly
 def fetch(name, folder, url_base, keep_text, list_):
     """Download a LIBSVM dataset by name (a9a, w8a, mushrooms, phishing, real-sim,
-    rcv1, mnist, ...) and convert it to NAME.h5.
+    rcv1, mnist, cifar10, ...) and convert it to NAME.h5 (mnist and cifar10 as dense images).
 
     NAME may also be a path on the LIBSVM site, e.g. binary/madelon.
     """

@@ -31,6 +31,8 @@ CATALOG = {
     "diabetes": "binary/diabetes_scale",
     "mnist": "multiclass/mnist.bz2",
     "mnist.t": "multiclass/mnist.t.bz2",
+    "cifar10": "multiclass/cifar10.bz2",
+    "cifar10.t": "multiclass/cifar10.t.bz2",
 }
 
 
@@ -81,8 +83,12 @@ def _by_hand(name: str, folder: str) -> str:
 
 def fetch(name: str, folder: str | None = None, url_base: str | None = None, keep_text: bool = False) -> str:
     """Download ``name`` (a key of CATALOG, or a path such as 'binary/x.bz2'
-    under the LIBSVM site) into ``folder`` and convert it to NAME.h5 -> its path."""
+    under the LIBSVM site) into ``folder`` and convert it to NAME.h5 -> its path.
+
+    The image datasets (mnist, mnist.t, cifar10, cifar10.t) become dense
+    image files (:mod:`psmpi.data.images`), the others CSR files."""
     from .convert import convert
+    from .images import FETCHED, IMAGE_SHAPES, text_to_images
 
     if name in CATALOG:
         rel = CATALOG[name]
@@ -104,7 +110,10 @@ def fetch(name: str, folder: str | None = None, url_base: str | None = None, kee
     out = os.path.join(folder, f"{name}.h5")
     download(url, raw, by_hand=_by_hand(name, folder))
     try:
-        convert(raw, out, name=name, source=url)
+        if name in FETCHED:
+            text_to_images(raw, out, IMAGE_SHAPES[name], name=name, source=url)
+        else:
+            convert(raw, out, name=name, source=url)
         if keep_text:
             os.replace(raw, os.path.join(folder, os.path.basename(rel)))
     finally:

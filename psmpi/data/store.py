@@ -9,9 +9,20 @@ Layout (format ``psmpi-csr``, version 1)::
     /shape    int64 (2,)            rows, features
     attrs: format, version, n_rows, n_features, nnz, name, source
 
-Every array is chunked (32768 elements) and deflate-compressed with the
-shuffle filter, so a worker reading its rows decompresses only the chunks
-holding them.  Files are written to a temporary name in the target folder
+Dense rows (format ``psmpi-dense``, version 1; image datasets, written by
+:mod:`psmpi.data.images`)::
+
+    /X        float32 (rows, features)  row r is X[r]
+    /labels   int64 (rows,)             class labels as in the source file
+    attrs: format, version, n_rows, n_features, image_shape, name, source
+
+``image_shape`` (e.g. (1, 28, 28), channels first) has product n_features.
+:class:`H5Dataset` opens both layouts: ``read_rows`` gives CSR rows of either,
+``read_dense`` float32 rows of either.
+
+Every array is chunked (32768 elements; dense X by rows, about 1 MiB a chunk)
+and deflate-compressed with the shuffle filter, so a worker reading its rows
+decompresses only the chunks holding them.  Files are written to a temporary name in the target folder
 and renamed when complete: a failed conversion leaves nothing behind.
 """
 from __future__ import annotations
@@ -26,8 +37,11 @@ import scipy.sparse as sp
 from .core import DataError, Dataset
 
 FORMAT = "psmpi-csr"
+DENSE_FORMAT = "psmpi-dense"
 VERSION = 1
 CHUNK = 1 << 15
+DENSE_CHUNK_BYTES = 1 << 20  # rows per chunk of dense X: about this many bytes
+DENSE_SPAN_BYTES = 64 << 20  # scattered dense rows: whole chunks read at most this much at a time
 COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 MANY_RUNS = 16  # above this many separate row runs, one selection read instead of one read per run
 
@@ -41,13 +55,11 @@ def _open_read(path):
         return h5py.File(path, "r")
 
 
-class H5Writer:
-    """Append blocks of rows; ``close(n_features)`` renames the finished file into place.
+class AtomicH5:
+    """An HDF5 file written under a temporary name in the target folder and renamed
+    into place by ``_finish``; as a context manager, an exception removes it."""
 
-    Use as a context manager: an exception removes the temporary file.
-    """
-
-    def __init__(self, path: str, name: str | None = None, source: str | None = None, index_dtype=np.int32):
+    def _create(self, path: str):
         self.path = str(path)
         folder = os.path.dirname(os.path.abspath(self.path))
         if not os.path.isdir(folder):
@@ -59,6 +71,36 @@ class H5Writer:
             self.f = h5py.File(self.tmp, "x")
         except OSError as e:
             raise DataError(f"cannot write {self.path}: {e}") from None
+
+    def _finish(self) -> str:
+        self.f.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self):
+        try:
+            self.f.close()
+        finally:
+            if os.path.exists(self.tmp):
+                os.remove(self.tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+        return False
+
+
+class H5Writer(AtomicH5):
+    """Append blocks of rows; ``close(n_features)`` renames the finished file into place.
+
+    Use as a context manager: an exception removes the temporary file.
+    """
+
+    def __init__(self, path: str, name: str | None = None, source: str | None = None, index_dtype=np.int32):
+        self._create(path)
         self.name = name or os.path.splitext(os.path.basename(self.path))[0]
         self.source = source or ""
         self.n_rows = 0
@@ -114,24 +156,7 @@ class H5Writer:
         f.create_dataset("shape", data=np.array([self.n_rows, d], dtype=np.int64))
         f.attrs.update(format=FORMAT, version=VERSION, n_rows=self.n_rows, n_features=d, nnz=self.nnz,
                        name=self.name, source=self.source)
-        f.close()
-        os.replace(self.tmp, self.path)
-        return self.path
-
-    def abort(self):
-        try:
-            self.f.close()
-        finally:
-            if os.path.exists(self.tmp):
-                os.remove(self.tmp)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            self.abort()
-        return False
+        return self._finish()
 
 
 def write_h5(path, X, y, name=None, source=None) -> str:
@@ -183,6 +208,8 @@ def row_runs(rows: np.ndarray):
 class H5Dataset(Dataset):
     """A converted file: shape and labels on open; ``read_rows`` reads only the rows asked for."""
 
+    image_shape: tuple | None = None  # dense image files only
+
     def __init__(self, path, name=None):
         self.path = str(path)
         try:
@@ -190,17 +217,26 @@ class H5Dataset(Dataset):
                 fmt = f.attrs.get("format", None)
                 if isinstance(fmt, bytes):
                     fmt = fmt.decode()
-                missing = [k for k in ("data", "indices", "indptr", "labels", "shape") if k not in f]
-                if fmt is not None and fmt != FORMAT or missing:
-                    what = f"format '{fmt}'" if fmt is not None and fmt != FORMAT else f"no {', '.join(missing)}"
+                self.dense = fmt == DENSE_FORMAT
+                need = ("X", "labels") if self.dense else ("data", "indices", "indptr", "labels", "shape")
+                missing = [k for k in need if k not in f]
+                if fmt is not None and fmt not in (FORMAT, DENSE_FORMAT) or missing:
+                    what = f"format '{fmt}'" if fmt is not None and fmt not in (FORMAT, DENSE_FORMAT) \
+                        else f"no {', '.join(missing)}"
                     raise DataError(f"{self.path}: not a psmpi dataset ({what}); make one with `psmpi data convert`")
                 version = int(f.attrs.get("version", 0))
                 if version > VERSION:
                     raise DataError(f"{self.path}: dataset format version {version} is newer than this psmpi "
                                     f"reads ({VERSION}); upgrade psmpi")
-                self.n_rows, self.n_features = (int(v) for v in f["shape"][()])
                 self.labels = f["labels"][()].astype(np.float64)
-                self.nnz = int(f.attrs["nnz"]) if "nnz" in f.attrs else int(f["indptr"][-1])
+                if self.dense:
+                    self.n_rows, self.n_features = (int(v) for v in f["X"].shape)
+                    self.nnz = None
+                    if "image_shape" in f.attrs:
+                        self.image_shape = tuple(int(v) for v in f.attrs["image_shape"])
+                else:
+                    self.n_rows, self.n_features = (int(v) for v in f["shape"][()])
+                    self.nnz = int(f.attrs["nnz"]) if "nnz" in f.attrs else int(f["indptr"][-1])
                 stored = f.attrs.get("name", None)
         except OSError as e:
             raise DataError(f"{self.path}: cannot read as HDF5 ({str(e).splitlines()[0]})") from None
@@ -210,11 +246,45 @@ class H5Dataset(Dataset):
         if len(self.labels) != self.n_rows:
             raise DataError(f"{self.path}: {len(self.labels)} labels for {self.n_rows} rows")
 
-    def read_rows(self, rows) -> sp.csr_matrix:
+    def _unique_rows(self, rows):
+        """(sorted unique rows, inverse) of valid global row indices."""
         rows = np.asarray(rows, dtype=np.int64).ravel()
         if len(rows) and (rows.min() < 0 or rows.max() >= self.n_rows):
             raise DataError(f"{self.path}: row index out of range (the file has {self.n_rows} rows)")
-        uniq, inv = np.unique(rows, return_inverse=True)
+        return rows, *np.unique(rows, return_inverse=True)
+
+    def read_dense(self, rows) -> np.ndarray:
+        """float32 (len(rows), n_features) of the given global rows, in the order given;
+        reads (and decompresses) only the chunks holding them."""
+        if not self.dense:
+            return self.read_rows(rows).toarray().astype(np.float32)
+        rows, uniq, inv = self._unique_rows(rows)
+        out = np.empty((len(uniq), self.n_features), dtype=np.float32)
+        starts, stops = row_runs(uniq)
+        with _open_read(self.path) as f:
+            X = f["X"]
+            if len(starts) <= MANY_RUNS:
+                pos = 0
+                for a, b in zip(starts.tolist(), stops.tolist()):
+                    X.read_direct(out, np.s_[a:b], np.s_[pos:pos + b - a])
+                    pos += b - a
+            else:  # scattered rows: read the chunks holding them, a bounded span at a time
+                per = X.chunks[0] if X.chunks else 1
+                span = max(per, DENSE_SPAN_BYTES // max(1, 4 * self.n_features) // per * per)
+                first = uniq[0] // span * span
+                for a in range(int(first), int(uniq[-1]) + 1, span):
+                    lo, hi = np.searchsorted(uniq, [a, a + span])
+                    if lo < hi:
+                        block = X[a:min(a + span, self.n_rows)]
+                        out[lo:hi] = block[uniq[lo:hi] - a]
+        if len(uniq) == len(rows) and np.array_equal(uniq, rows):
+            return out
+        return out[inv]
+
+    def read_rows(self, rows) -> sp.csr_matrix:
+        if self.dense:
+            return sp.csr_matrix(self.read_dense(rows), dtype=np.float64)
+        rows, uniq, inv = self._unique_rows(rows)
         starts, stops = row_runs(uniq)
         with _open_read(self.path) as f:
             # indptr[a..b] for each run [a, b): b - a + 1 entries

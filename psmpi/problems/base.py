@@ -5,6 +5,15 @@ import numpy as np
 import scipy.sparse as sp
 
 DENSE_EIG_MAX = 2048  # feature dimensions up to this use a dense eigensolver
+TORCH_HINT = "pip install 'psmpi[torch]'"
+
+
+class NoSmoothnessConstant(ValueError):
+    """A problem without a known smoothness constant L_i (neural networks): the step size must be given."""
+
+
+class TorchMissing(ImportError):
+    """A neural-network problem asked for without PyTorch installed; the message is one line for the user."""
 
 
 class LocalProblem:

@@ -1,0 +1,376 @@
+"""Neural-network problems on PyTorch (``pip install 'psmpi[torch]'``).
+
+f_i(x) = mean cross-entropy of the model with parameters x over worker i's
+rows, plus (weight_decay/2) ||x||^2 when ``weight_decay`` > 0 (default 0: no
+weight decay).  The smoothness constant of f_i is unknown:
+:meth:`NNProblem.local_smoothness` raises :class:`NoSmoothnessConstant`.
+
+Models (``model=`` / ``--problem``):
+
+``mlp[:H1xH2x...]``
+    Flatten, then Linear+ReLU layers of widths H1, H2, ... (default one of
+    128), then Linear to the classes.  ``mlp:1024x1024`` on 784 pixels has
+    d = 1.86e6 parameters (for benchmarks).
+``cnn``
+    LeNet-style: two 5x5 convolutions (6 and 16 channels, padded) each
+    followed by ReLU and 2x2 average pooling, then Linear 120, 84, classes.
+    Images of at least 4 x 4 pixels (8 x 8 digits work).
+``resnet18[:width=W,norm=group|batch|none]``
+    CIFAR-style ResNet-18: a 3x3 stem (no max pooling), four stages of two
+    basic blocks with W, 2W, 4W, 8W channels (W = 64: 11.2e6 parameters for
+    10 classes), global average pooling, Linear.  Normalisation: x is the
+    whole state of the model, so the default is GroupNorm (min(32, C/2)
+    groups of C channels), a function of each image alone, and f_i(x) is a function of x
+    and the batch only.  ``norm=batch`` is BatchNorm with statistics of the
+    current batch always (no running statistics: no buffers outside x, and
+    evaluation in chunks uses each chunk's statistics); ``norm=none`` drops it.
+``module:factory``
+    A user's model: ``factory(input_shape, n_classes)`` returns a
+    ``torch.nn.Module`` mapping a float32 batch of shape (B, *input_shape)
+    to (B, n_classes) logits; input_shape is the image shape (C, H, W) for
+    image data, (features,) otherwise.  The Python API also takes such a
+    callable or a ``torch.nn.Module`` itself (which is copied).  Its trainable
+    parameters become x; buffers (e.g. BatchNorm running statistics) stay
+    per process and are not communicated; it must not draw random numbers in
+    forward (no dropout) for the run to be reproducible.
+
+Flat buffer: every trainable parameter of the module is a view of one
+contiguous float32 tensor, and every ``.grad`` a view of one flat gradient
+tensor (:class:`FlatModel`); ``FlatModel.x`` / ``FlatModel.g`` are numpy
+arrays sharing that memory.  Autograd accumulates into the gradient views in
+place: there is no copy between the model and the flat vectors.  The one copy
+per call is x (float64 from the methods) into the float32 buffer, skipped when
+x is ``FlatModel.x`` itself; the gradient is returned as a new array of
+``grad_dtype`` (float64 by default, or float32).
+
+Determinism: :func:`configure_torch` fixes torch's thread count (1 by
+default) and turns on ``torch.use_deterministic_algorithms``; the initial
+parameters come from torch's generator seeded with ``seed`` alone, inside
+``torch.random.fork_rng`` (the caller's torch random state is untouched), so
+every rank builds the same x0; the loss and gradient are computed in chunks
+of a fixed number of rows with a fixed summation order and depend on x and the
+rows only, not on the process or on earlier calls.  Minibatch rows are drawn
+from the numpy Generator the method passes, with replacement, as
+:meth:`psmpi.problems.LogReg.stoch_grad` draws them.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+
+import numpy as np
+
+from ..config import ConfigError
+from .base import TORCH_HINT, LocalProblem, NoSmoothnessConstant, TorchMissing
+
+try:
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+except ImportError:
+    raise TorchMissing(f"neural-network problems need PyTorch: {TORCH_HINT}") from None
+
+CHUNK_ROWS = 1024  # rows per forward/backward pass of a full-data loss or gradient
+DEFAULT_HIDDEN = (128,)
+
+
+def configure_torch(threads: int = 1) -> None:
+    """Fixed thread count and deterministic algorithms (process-wide)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, if CUDA is used
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(int(threads))
+    torch.use_deterministic_algorithms(True)
+
+
+# ------------------------------------------------------------------ models ---
+def _image(input_shape, model):
+    if len(input_shape) != 3:
+        raise ConfigError(f"the {model} model needs images (channels, height, width); the data has rows of "
+                          f"shape {tuple(input_shape)}")
+    return input_shape
+
+
+def mlp(input_shape, n_classes, hidden=DEFAULT_HIDDEN):
+    layers, width = [nn.Flatten()], int(np.prod(input_shape))
+    for h in hidden:
+        layers += [nn.Linear(width, int(h)), nn.ReLU()]
+        width = int(h)
+    layers.append(nn.Linear(width, n_classes))
+    return nn.Sequential(*layers)
+
+
+def cnn(input_shape, n_classes):
+    c, h, w = _image(input_shape, "cnn")
+    if h < 4 or w < 4:
+        raise ConfigError(f"the cnn model needs images of at least 4 x 4 pixels, not {h} x {w}")
+    return nn.Sequential(
+        nn.Conv2d(c, 6, 5, padding=2), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Conv2d(6, 16, 5, padding=2), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Flatten(), nn.Linear(16 * (h // 4) * (w // 4), 120), nn.ReLU(),
+        nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, n_classes))
+
+
+def _norm(kind: str, channels: int):
+    if kind == "group":
+        return nn.GroupNorm(max(1, min(32, channels // 2)), channels)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels, track_running_stats=False)
+    if kind == "none":
+        return nn.Identity()
+    raise ConfigError(f"resnet18: unknown norm '{kind}' (group, batch or none)")
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convolutions with normalisation and a shortcut (a 1x1 convolution when the shape changes)."""
+
+    def __init__(self, cin, cout, stride, norm):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = _norm(norm, cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.norm2 = _norm(norm, cout)
+        self.shortcut = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), _norm(norm, cout))
+
+    def forward(self, x):
+        out = F.relu(self.norm1(self.conv1(x)))
+        return F.relu(self.norm2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """CIFAR-style ResNet-18 (3x3 stem, no max pooling); ``width`` channels in the first stage."""
+
+    def __init__(self, input_shape, n_classes, width=64, norm="group"):
+        super().__init__()
+        c = _image(input_shape, "resnet18")[0]
+        self.stem = nn.Sequential(nn.Conv2d(c, width, 3, padding=1, bias=False), _norm(norm, width), nn.ReLU())
+        blocks, cin = [], width
+        for k, stride in enumerate((1, 2, 2, 2)):
+            cout = width << k
+            blocks += [BasicBlock(cin, cout, stride, norm), BasicBlock(cout, cout, 1, norm)]
+            cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(cin, n_classes)
+
+    def forward(self, x):
+        # mean over the pixels rather than AdaptiveAvgPool2d, whose CUDA backward is not deterministic
+        return self.fc(self.blocks(self.stem(x)).mean(dim=(2, 3)))
+
+
+def _options(spec: str, name: str, body: str, allowed: dict) -> dict:
+    opts = {}
+    for item in filter(None, body.split(",")):
+        k, eq, v = item.partition("=")
+        k = k.strip()
+        if not eq or k not in allowed:
+            raise ConfigError(f"bad option {item!r} in '{spec}'; {name} takes {', '.join(allowed)}")
+        try:
+            opts[k] = allowed[k](v.strip())
+        except ValueError:
+            raise ConfigError(f"bad value in '{spec}': {item!r}") from None
+    return opts
+
+
+def _hidden(spec: str, body: str):
+    try:
+        sizes = tuple(int(h) for h in body.lower().split("x")) if body else DEFAULT_HIDDEN
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise ConfigError(f"bad mlp sizes in '{spec}': give hidden widths as mlp:H1xH2x... (e.g. mlp:512x512)")
+    return sizes
+
+
+def _user_factory(spec: str):
+    mod_name, _, attr = spec.partition(":")
+    try:
+        obj = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise ConfigError(f"model '{spec}': cannot import module '{mod_name}' ({e})") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ConfigError(f"model '{spec}': module '{mod_name}' has no '{attr}'")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"model '{spec}': '{attr}' is not callable")
+    return obj
+
+
+def make_module(model, input_shape, n_classes: int):
+    """The torch module for ``model``: a spec string (see the module docstring), a
+    factory ``f(input_shape, n_classes)`` or a ``torch.nn.Module`` (copied)."""
+    input_shape = tuple(int(v) for v in input_shape)
+    if isinstance(model, nn.Module):
+        return copy.deepcopy(model)
+    if callable(model):
+        factory, what = model, getattr(model, "__name__", "factory")
+    else:
+        spec = str(model)
+        name, _, body = spec.partition(":")
+        if name == "mlp":
+            return mlp(input_shape, n_classes, _hidden(spec, body))
+        if name == "cnn":
+            _options(spec, name, body, {})
+            return cnn(input_shape, n_classes)
+        if name == "resnet18":
+            return ResNet18(input_shape, n_classes, **_options(spec, name, body, {"width": int, "norm": str}))
+        if not body:
+            raise ConfigError(f"unknown model '{spec}': use mlp, cnn, resnet18 or module:factory")
+        factory, what = _user_factory(spec), spec
+    module = factory(input_shape, n_classes)
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"model '{what}' returned {type(module).__name__}, not a torch.nn.Module")
+    return module
+
+
+# ------------------------------------------------------------- flat model ---
+class FlatModel:
+    """A torch module whose trainable parameters are views of one flat float32 tensor.
+
+    ``x`` (numpy, float32, length ``dim``) is the parameter vector and ``g``
+    the gradient vector; both share memory with the module.  ``x0`` is a
+    float64 copy of the initial parameters, a function of ``seed`` only.
+    """
+
+    def __init__(self, model, input_shape, n_classes: int, seed: int = 0, threads: int = 1):
+        configure_torch(threads)
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.n_classes = int(n_classes)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            module = make_module(model, self.input_shape, self.n_classes)
+        self.module = module.float()
+        params = [p for p in self.module.parameters() if p.requires_grad]
+        self.dim = sum(p.numel() for p in params)
+        self.flat = torch.empty(self.dim, dtype=torch.float32)
+        self.flat_grad = torch.zeros(self.dim, dtype=torch.float32)
+        off = 0
+        for p in params:
+            n = p.numel()
+            view = self.flat[off:off + n].view_as(p)
+            view.copy_(p.detach())
+            p.data = view
+            p.grad = self.flat_grad[off:off + n].view_as(p)
+            off += n
+        self.x = self.flat.numpy()
+        self.g = self.flat_grad.numpy()
+        self.x0 = self.x.astype(np.float64)
+
+    def load(self, x) -> None:
+        """Set the parameters to ``x`` (rounded to float32); nothing to do when x is ``self.x``."""
+        if x is self.x:
+            return
+        if np.shape(x) != (self.dim,):
+            raise ValueError(f"parameter vector of shape {np.shape(x)}; this model has {self.dim} parameters")
+        np.copyto(self.x, x, casting="same_kind")
+
+    def _batches(self, X, y, chunk: int):
+        for a in range(0, len(X), chunk):
+            xb = torch.from_numpy(np.ascontiguousarray(X[a:a + chunk], dtype=np.float32))
+            yield xb.view(-1, *self.input_shape), torch.from_numpy(np.asarray(y[a:a + chunk], dtype=np.int64))
+
+    def loss_grad(self, X, y, chunk: int = CHUNK_ROWS) -> float:
+        """Mean cross-entropy over the rows of X (labels y); its gradient lands in ``g``."""
+        m = len(X)
+        if m == 0:
+            raise ValueError("loss over no rows")
+        self.module.train()
+        self.flat_grad.zero_()
+        total = 0.0
+        for xb, yb in self._batches(X, y, chunk):
+            loss = F.cross_entropy(self.module(xb), yb, reduction="sum")
+            loss.backward()
+            total += float(loss.detach())
+        self.flat_grad.mul_(1.0 / m)
+        return total / m
+
+    def evaluate(self, x, X, y, chunk: int = CHUNK_ROWS) -> tuple[float, float]:
+        """(mean cross-entropy, accuracy) of parameters x on rows X with labels y (eval mode, no gradient)."""
+        self.load(x)
+        m = len(X)
+        if m == 0:
+            raise ValueError("evaluation over no rows")
+        self.module.eval()
+        total, right = 0.0, 0
+        with torch.no_grad():
+            for xb, yb in self._batches(X, y, chunk):
+                out = self.module(xb)
+                total += float(F.cross_entropy(out, yb, reduction="sum"))
+                right += int((out.argmax(dim=1) == yb).sum())
+        return total / m, right / m
+
+    def loss(self, x, X, y, chunk: int = CHUNK_ROWS) -> float:
+        return self.evaluate(x, X, y, chunk)[0]
+
+    def accuracy(self, x, X, y, chunk: int = CHUNK_ROWS) -> float:
+        return self.evaluate(x, X, y, chunk)[1]
+
+
+# ----------------------------------------------------------------- problem ---
+class NNProblem(LocalProblem):
+    """f_i on one worker's shard: rows ``X`` (float32, rows x prod(input_shape)),
+    class indices ``y`` in [0, n_classes).
+
+    ``model`` is a spec string, a factory or a module (see the module
+    docstring), or a :class:`FlatModel` to share (the serial runtime can give
+    all its simulated workers one model: every call loads x first, so sharing
+    is safe as long as the calls do not run at the same time).
+    """
+
+    def __init__(self, X, y, input_shape, n_classes: int, model="mlp", seed: int = 0, *,
+                 weight_decay: float = 0.0, grad_dtype=np.float64, chunk_rows: int = CHUNK_ROWS, threads: int = 1):
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.X = np.ascontiguousarray(X, dtype=np.float32).reshape(len(X), -1)
+        self.y = np.ascontiguousarray(y, dtype=np.int64)
+        self.rows = len(self.X)
+        if self.X.shape[1] != int(np.prod(self.input_shape)):
+            raise ValueError(f"rows of {self.X.shape[1]} features for inputs of shape {self.input_shape}")
+        if len(self.y) != self.rows or (self.rows and (self.y.min() < 0 or self.y.max() >= n_classes)):
+            raise ValueError(f"need {self.rows} labels in [0, {n_classes})")
+        if isinstance(model, FlatModel):
+            if model.input_shape != self.input_shape or model.n_classes != int(n_classes):
+                raise ValueError("the shared FlatModel was built for other inputs or classes")
+            self.model = model
+        else:
+            self.model = FlatModel(model, self.input_shape, n_classes, seed, threads)
+        self.dim = self.model.dim
+        self.weight_decay = float(weight_decay)
+        self.reg_curvature = self.weight_decay
+        self.grad_dtype = np.dtype(grad_dtype)
+        self.chunk_rows = int(chunk_rows)
+        self.name = model if isinstance(model, str) else type(self.model.module).__name__
+
+    def initial_x(self) -> np.ndarray:
+        """The seeded initial parameters (float64), the same on every rank."""
+        return self.model.x0.copy()
+
+    def _loss_grad(self, x, X, y):
+        self.model.load(x)
+        loss = self.model.loss_grad(X, y, self.chunk_rows)
+        if self.weight_decay:
+            self.model.flat_grad.add_(self.model.flat, alpha=self.weight_decay)
+            w = self.model.x.astype(np.float64)
+            loss += 0.5 * self.weight_decay * float(w @ w)
+        return loss, self.model.g.astype(self.grad_dtype)
+
+    def value_and_grad(self, x):
+        return self._loss_grad(x, self.X, self.y)
+
+    def stoch_grad(self, x, rng, batch):
+        idx = rng.integers(0, self.rows, batch)
+        return self._loss_grad(x, self.X[idx], self.y[idx])[1]
+
+    def loss(self, x, X, y) -> float:
+        """Mean cross-entropy (no weight decay) of x on other rows, e.g. a test set."""
+        return self.model.loss(x, X, y, self.chunk_rows)
+
+    def accuracy(self, x, X, y) -> float:
+        return self.model.accuracy(x, X, y, self.chunk_rows)
+
+    def _no_constant(self, *_):
+        raise NoSmoothnessConstant(f"no smoothness constant L is known for the neural network {self.name}: "
+                                   f"pass the step size with --gamma")
+
+    hbound_dim = hbound_matvec = hbound_dense = local_smoothness = _no_constant

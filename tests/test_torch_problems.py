@@ -1,0 +1,274 @@
+"""Neural-network problems: flat parameter and gradient buffers, gradients, determinism, models."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from psmpi.config import ConfigError
+from psmpi.problems import NoSmoothnessConstant, TorchMissing, is_nn_problem
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def digits_shard(index=0, workers=4):
+    from psmpi.data.images import load_image_shard, open_images
+
+    ds = open_images("digits")
+    sh = load_image_shard(ds, workers, index)
+    return sh.X, np.searchsorted(ds.classes, sh.labels), sh.image_shape
+
+
+def problem(model="mlp", seed=3, **kw):
+    from psmpi.problems.nn import NNProblem
+
+    X, y, shape = digits_shard()
+    return NNProblem(X, y, shape, 10, model, seed, **kw)
+
+
+def digest(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def test_without_torch_a_nn_problem_is_one_line_saying_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
+    monkeypatch.delitem(sys.modules, "psmpi.problems.nn", raising=False)
+    import psmpi.problems  # the package itself does not need torch
+
+    assert is_nn_problem("mlp") and is_nn_problem("resnet18:width=8") and is_nn_problem("pkg.mod:build")
+    assert not is_nn_problem("softmax")
+    with pytest.raises(TorchMissing) as e:
+        import psmpi.problems.nn  # noqa: F401
+    assert "pip install 'psmpi[torch]'" in str(e.value) and "\n" not in str(e.value)
+    assert isinstance(e.value, ImportError) and psmpi.problems is not None
+
+
+def test_parameters_and_gradients_are_views_of_the_flat_buffers():
+    torch = pytest.importorskip("torch")
+    p = problem("cnn")
+    fm = p.model
+    assert fm.x.dtype == np.float32 and fm.x.shape == (p.dim,) and fm.x.base is not None
+    params = list(fm.module.parameters())
+    assert sum(q.numel() for q in params) == p.dim
+    fm.x[:] = np.arange(p.dim, dtype=np.float32)  # writing the flat numpy vector moves the module's weights
+    assert torch.equal(torch.cat([q.detach().reshape(-1) for q in params]), torch.arange(p.dim, dtype=torch.float32))
+    flat_ptr, grad_ptr = fm.flat.data_ptr(), fm.flat_grad.data_ptr()
+    p.value_and_grad(np.zeros(p.dim))
+    off = 0
+    for q in params:  # still views after loading x and a backward pass: same memory, consecutive offsets
+        assert q.data_ptr() == flat_ptr + 4 * off and q.grad.data_ptr() == grad_ptr + 4 * off
+        off += q.numel()
+    assert fm.flat.data_ptr() == fm.x.ctypes.data and fm.flat_grad.data_ptr() == fm.g.ctypes.data
+
+
+def plain_gradient(p, x, dtype):
+    """Loss and gradient of an independent copy of p's module (no flat buffers) in ``dtype``."""
+    import torch
+
+    ref = copy.deepcopy(p.model.module).to(dtype)
+    for q in ref.parameters():
+        q.data, q.grad = q.data.clone(), None
+    torch.nn.utils.vector_to_parameters(torch.from_numpy(x).to(dtype), ref.parameters())
+    X = torch.from_numpy(p.X).to(dtype).view(-1, *p.input_shape)
+    loss = torch.nn.functional.cross_entropy(ref(X), torch.from_numpy(p.y))
+    loss.backward()
+    return float(loss.detach()), torch.cat([q.grad.reshape(-1) for q in ref.parameters()]).double().numpy()
+
+
+@pytest.mark.parametrize("model", ["mlp:32x16", "cnn", "resnet18:width=4"])
+def test_gradient_equals_a_plain_torch_model_with_the_same_weights(model):
+    torch = pytest.importorskip("torch")
+    p = problem(model)
+    x = p.initial_x() + 0.01 * np.random.default_rng(0).standard_normal(p.dim)
+    v, g = p.value_and_grad(x)
+    assert g.dtype == np.float64 and g.shape == (p.dim,)
+    v32, g32 = plain_gradient(p, x.astype(np.float32).astype(np.float64), torch.float32)
+    v64, g64 = plain_gradient(p, x.astype(np.float32).astype(np.float64), torch.float64)
+    assert abs(v - v32) < 1e-5 and abs(v - v64) < 1e-5
+    # as close to the float64 gradient as a plain float32 model is (float32 sums in another order)
+    err, err32 = np.linalg.norm(g - g64), np.linalg.norm(g32 - g64)
+    assert err <= 1.5 * err32 + 1e-7 * np.linalg.norm(g64) and err <= 1e-2 * np.linalg.norm(g64)
+
+
+def test_gradient_matches_a_float64_finite_difference():
+    torch = pytest.importorskip("torch")
+    p = problem("mlp:16")
+    rng = np.random.default_rng(1)
+    x = p.initial_x() + 0.05 * rng.standard_normal(p.dim)
+    g = p.value_and_grad(x)[1]
+    ref = copy.deepcopy(p.model.module).double()
+    X, y = torch.from_numpy(p.X).double(), torch.from_numpy(p.y)
+
+    def f(z):
+        with torch.no_grad():
+            torch.nn.utils.vector_to_parameters(torch.from_numpy(z), ref.parameters())
+            return float(torch.nn.functional.cross_entropy(ref(X), y))
+
+    u = rng.standard_normal(p.dim)
+    h = 1e-5
+    fd = (f(x + h * u) - f(x - h * u)) / (2 * h)
+    assert abs(fd - g @ u) < 1e-3 * max(1.0, abs(fd))
+
+
+def test_weight_decay_adds_half_squared_norm_and_grad_dtype_option():
+    pytest.importorskip("torch")
+    x = problem().initial_x()
+    v0, g0 = problem().value_and_grad(x)
+    v1, g1 = problem(weight_decay=0.5, grad_dtype=np.float32).value_and_grad(x)
+    assert g1.dtype == np.float32
+    x32 = x.astype(np.float32).astype(np.float64)
+    assert abs(v1 - v0 - 0.25 * x32 @ x32) < 1e-9
+    np.testing.assert_allclose(g1, g0 + 0.5 * x32, rtol=1e-5, atol=1e-7)
+
+
+def test_stoch_grad_is_the_gradient_on_exactly_the_sampled_rows():
+    pytest.importorskip("torch")
+    from psmpi.problems.nn import NNProblem
+
+    p = problem("cnn")
+    x = p.initial_x()
+    rng = np.random.default_rng(7)
+    sg = p.stoch_grad(x, rng, 12)
+    idx = np.random.default_rng(7).integers(0, p.rows, 12)  # with replacement, as LogReg.stoch_grad draws
+    on_rows = NNProblem(p.X[idx], p.y[idx], p.input_shape, 10, p.model).value_and_grad(x)[1]
+    assert np.array_equal(sg, on_rows)
+    check = np.random.default_rng(7)
+    check.integers(0, p.rows, 12)
+    assert rng.bit_generator.state == check.bit_generator.state  # drew exactly the batch, nothing more
+
+
+DETERMINISM = """
+import json, sys
+sys.path[:0] = [{root!r}, {root!r} + "/tests"]
+from test_torch_problems import results
+print(json.dumps({{m: results(m) for m in ("mlp", "cnn")}}))
+"""
+
+
+def results(model):
+    p = problem(model)
+    x = p.initial_x()
+    v, g = p.value_and_grad(x + 0.01)
+    sg = p.stoch_grad(x, np.random.default_rng(11), 16)
+    return [digest(x), repr(v), digest(g), digest(sg)]
+
+
+def test_same_seed_gives_bit_identical_x0_values_and_gradients_in_this_and_a_fresh_process():
+    pytest.importorskip("torch")
+    here = {m: results(m) for m in ("mlp", "cnn")}
+    assert here == {m: results(m) for m in ("mlp", "cnn")}  # two more independent problem objects
+    out = subprocess.run([sys.executable, "-c", DETERMINISM.format(root=str(ROOT))], capture_output=True,
+                         text=True, timeout=120, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == here
+    assert digest(problem(seed=4).initial_x()) != here["mlp"][0]  # x0 comes from the seed
+
+
+def test_results_do_not_depend_on_earlier_calls_or_a_shared_model():
+    pytest.importorskip("torch")
+    from psmpi.problems.nn import NNProblem
+
+    a = problem("cnn")
+    x = a.initial_x()
+    fresh = a.value_and_grad(x)
+    a.stoch_grad(x + 1.0, np.random.default_rng(0), 5)
+    X, y, shape = digits_shard(index=1)
+    other = NNProblem(X, y, shape, 10, a.model)  # a second worker sharing the model (serial runtime)
+    other.value_and_grad(x - 1.0)
+    again = a.value_and_grad(x)
+    assert fresh[0] == again[0] and np.array_equal(fresh[1], again[1])
+
+
+def test_accuracy_and_loss_helpers_match_a_direct_evaluation():
+    torch = pytest.importorskip("torch")
+    p = problem("mlp")
+    X, y, _ = digits_shard(index=2)
+    x = p.initial_x()
+    acc, loss = p.accuracy(x, X, y), p.loss(x, X, y)
+    with torch.no_grad():
+        out = p.model.module(torch.from_numpy(X).view(-1, 1, 8, 8))
+    assert acc == float((out.argmax(1).numpy() == y).mean())
+    assert abs(loss - float(torch.nn.functional.cross_entropy(out, torch.from_numpy(y)))) < 1e-5
+    assert p.model.evaluate(x, X, y, chunk=7) == pytest.approx((loss, acc), rel=1e-6)
+
+
+def test_no_smoothness_constant_says_to_pass_gamma():
+    pytest.importorskip("torch")
+    p = problem()
+    for call in (p.local_smoothness, p.hbound_dim):
+        with pytest.raises(NoSmoothnessConstant, match="--gamma"):
+            call()
+    assert issubclass(NoSmoothnessConstant, ValueError)
+
+
+def test_resnet18_has_about_11m_parameters_and_runs_on_cifar_shaped_images():
+    torch = pytest.importorskip("torch")
+    from psmpi.problems.nn import FlatModel
+
+    fm = FlatModel("resnet18", (3, 32, 32), 10)
+    assert fm.dim == 11_173_962
+    X = np.random.default_rng(0).random((2, 3 * 32 * 32), dtype=np.float32)
+    loss = fm.loss_grad(X, np.array([1, 7]))
+    assert np.isfinite(loss) and np.count_nonzero(fm.g) > 0.9 * fm.dim
+    assert not any(True for _ in fm.module.buffers())  # GroupNorm: no state outside x
+    assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
+
+
+def test_mlp_size_option_reaches_a_million_parameters():
+    pytest.importorskip("torch")
+    from psmpi.problems.nn import FlatModel
+
+    assert FlatModel("mlp:1024x1024", (1, 28, 28), 10).dim == 784 * 1024 + 1024 + 1024 * 1024 + 1024 + 1024 * 10 + 10
+
+
+def test_user_module_factory_path_callable_and_module(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    (tmp_path / "my_models.py").write_text(textwrap.dedent("""
+        import torch
+        seen = []
+        def build(input_shape, n_classes):
+            seen.append((input_shape, n_classes))
+            return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(input_shape[-1] ** 2, n_classes))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    p = problem("my_models:build")
+    import my_models
+
+    assert my_models.seen == [((1, 8, 8), 10)] and p.dim == 64 * 10 + 10
+    v, g = p.value_and_grad(p.initial_x())
+    assert np.isfinite(v) and g.shape == (650,)
+    assert problem(my_models.build).dim == 650
+    mod = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    q = problem(mod)
+    assert np.array_equal(q.initial_x(), torch.cat([w.detach().reshape(-1) for w in mod.parameters()]).numpy())
+    q.model.x[:] = 0  # the given module was copied, not taken over
+    assert mod[1].weight.abs().sum() > 0
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("vgg", "unknown model"), ("mlp:12xa", "bad mlp sizes"), ("resnet18:depth=3", "bad option"),
+    ("resnet18:norm=layer", "unknown norm"), ("no_such_module_xyz:f", "cannot import"),
+    ("json:no_such_thing", "has no"), ("json:__doc__", "not callable"), ("operator:is_", "not a torch.nn.Module"),
+])
+def test_bad_model_specs_are_config_errors(spec, message):
+    pytest.importorskip("torch")
+    with pytest.raises(ConfigError, match=message):
+        problem(spec)
+
+
+def test_cnn_and_resnet_need_images():
+    pytest.importorskip("torch")
+    from psmpi.problems.nn import NNProblem
+
+    X = np.zeros((3, 5), np.float32)
+    with pytest.raises(ConfigError, match="needs images"):
+        NNProblem(X, np.zeros(3, int), (5,), 2, "cnn")
+    assert NNProblem(X, np.zeros(3, int), (5,), 2, "mlp").dim == 5 * 128 + 128 + 128 * 2 + 2
