@@ -36,7 +36,7 @@ class TrainConfig:
     gamma_factor: float = 1.0
     iters: int = 1000
     tol: float = 0.0
-    x0: str = "zeros"
+    x0: str | None = None  # None: zeros, or a neural network's seeded initialisation
     seed: int = 0
     eval_every: int | None = None  # None: about 200 rows per run
     out: str | None = None  # None: results/<method>_<dataset>_<compressor>.h5, numbered if taken
@@ -148,8 +148,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     from .data import DataError, check_split
 
     cfg.method = str(cfg.method).lower()
-    if cfg.problem is not None and cfg.problem not in ("logreg", "softmax", "quadratic"):
-        raise ConfigError(f"unknown problem '{cfg.problem}'; valid: logreg, softmax, quadratic")
+    from .problems import NN_MODELS, PROBLEMS, is_nn_problem
+
+    if cfg.problem is not None and cfg.problem not in PROBLEMS and not is_nn_problem(cfg.problem):
+        raise ConfigError(f"unknown problem '{cfg.problem}'; valid: {', '.join(PROBLEMS + NN_MODELS)}, "
+                          f"or module:factory for your own torch.nn.Module")
     try:
         check_split(cfg.split)
     except DataError as e:
@@ -191,8 +194,10 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError("--cuda-aware applies to --device gpu only")
     if cfg.value_dtype not in ("float32", "float64"):
         raise ConfigError(f"--value-dtype must be float32 or float64 (got {cfg.value_dtype!r})")
-    if str(cfg.x0) not in ("zeros", "ones", "normal") and not str(cfg.x0).endswith(".npy"):
-        raise ConfigError(f"--x0 must be zeros, ones, normal or a .npy file (got {cfg.x0!r})")
+    if cfg.x0 is not None and str(cfg.x0) not in ("zeros", "ones", "normal", "init") and \
+            not str(cfg.x0).endswith(".npy"):
+        raise ConfigError(f"--x0 must be zeros, ones, normal, init (a neural network's initialisation) or a .npy "
+                          f"file (got {cfg.x0!r})")
     try:
         cfg.seed = int(cfg.seed)
         if cfg.seed < 0:

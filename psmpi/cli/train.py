@@ -14,7 +14,9 @@ FIELD_OPTIONS = [
     # (flag, type, help) -- every flag maps to the TrainConfig field of the same name
     ("--method", str, None),  # help made from the registry
     ("--compressor", str, None),
-    ("--problem", click.Choice(["logreg", "softmax", "quadratic"]), "default: logreg for 2 classes, else softmax"),
+    ("--problem", str, "logreg, softmax, quadratic, or a neural network (psmpi[torch]) on an image dataset: mlp, "
+                       "mlp:H1xH2, cnn, resnet18, or module:factory for your own torch.nn.Module "
+                       "(factory(input_shape, n_classes))  [default: logreg for 2 classes, else softmax]"),
     ("--dataset", str, "embedded name (breast-cancer, digits, iris, wine), FILE.h5, a LIBSVM file (.bz2/.gz ok), "
                        "a name such as a9a found in $PSMPI_DATA (see psmpi data fetch), "
                        "synthetic:rows=..,features=..,classes=..,density=..,hetero=.., or quad:beznosikov / "
@@ -26,7 +28,8 @@ FIELD_OPTIONS = [
     ("--gamma-factor", float, "multiplier of the step size (1, 2, 4, ... as in the papers)  [default: 1]"),
     ("--iters", int, "number of rounds T (positive)  [default: 1000]"),
     ("--tol", float, "stop when ||grad f(x)||^2 <= tol at an evaluation  [default: 0]"),
-    ("--x0", str, "zeros, ones, normal (seeded) or FILE.npy  [default: zeros]"),
+    ("--x0", str, "zeros, ones, normal (seeded), init (a neural network's seeded initialisation) or FILE.npy  "
+                  "[default: zeros; init for neural networks]"),
     ("--seed", int, "seed; worker i's stream derives from (seed, i)  [default: 0]"),
     ("--eval-every", int, "rounds between exact evaluations of f and ||grad f||^2  [default: iters/200]"),
     ("--out", str, "output HDF5 file  [default: results/METHOD_DATASET_COMPRESSOR.h5, numbered _2, _3, ... "

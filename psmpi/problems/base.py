@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ..errors import PsmpiError
+
 DENSE_EIG_MAX = 2048  # feature dimensions up to this use a dense eigensolver
 TORCH_HINT = "pip install 'psmpi[torch]'"
 
@@ -12,7 +14,7 @@ class NoSmoothnessConstant(ValueError):
     """A problem without a known smoothness constant L_i (neural networks): the step size must be given."""
 
 
-class TorchMissing(ImportError):
+class TorchMissing(PsmpiError, ImportError):
     """A neural-network problem asked for without PyTorch installed; the message is one line for the user."""
 
 

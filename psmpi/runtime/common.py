@@ -17,7 +17,7 @@ from ..config import TrainConfig
 from ..data import class_labels, load_shard, open_dataset
 from ..errors import ConfigError, Stop
 from ..methods import Hyper, WorkerContext, get_method
-from ..problems import LogReg, Softmax, lambda_max
+from ..problems import LogReg, Softmax, is_nn_problem, lambda_max
 
 DIVERGED = 1e20  # ||grad f||^2 above DIVERGED * max(1, its value at x^0), or non-finite, stops the run
 
@@ -33,7 +33,15 @@ def common_rng(seed: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(0,))))
 
 
-def initial_point(cfg: TrainConfig, d: int) -> np.ndarray:
+def initial_point(cfg: TrainConfig, d: int, info=None) -> np.ndarray:
+    """x^0: zeros (the default; for a neural network its seeded initialisation,
+    'init'), ones, seeded normal, or a .npy file."""
+    if cfg.x0 is None:
+        cfg.x0 = "init" if info is not None and info.x0 is not None else "zeros"
+    if cfg.x0 == "init":
+        if info is None or info.x0 is None:
+            raise ConfigError("--x0 init is the initialisation of a neural network (--problem mlp, cnn, ...)")
+        return info.x0.copy()
     if cfg.x0 == "zeros":
         return np.zeros(d)
     if cfg.x0 == "ones":
@@ -56,8 +64,10 @@ class DataInfo:
     problem: str
     classes: np.ndarray
     dim: int  # length of x
-    hdim: int  # dimension of the curvature bounds H_i
+    hdim: int  # dimension of the curvature bounds H_i (0: no smoothness constants, a neural network)
     reg: float  # curvature bound of the regulariser
+    model: object = None  # a neural network's FlatModel, shared by the workers one process hosts
+    x0: np.ndarray | None = None  # a neural network's seeded initial parameters
 
 
 def describe_data(cfg: TrainConfig) -> DataInfo:
@@ -69,6 +79,8 @@ def describe_data(cfg: TrainConfig) -> DataInfo:
             raise ConfigError(f"--dataset {cfg.dataset} is a quadratic problem, not {cfg.problem}")
         probs = quadratic_problems(cfg.dataset, cfg.workers)
         return DataInfo(probs, "quadratic", np.zeros(0), probs[0].dim, probs[0].dim, 0.0)
+    if is_nn_problem(cfg.problem):
+        return _describe_nn(cfg)
     ds = open_dataset(cfg.dataset)
     classes = ds.classes
     problem = cfg.problem or ("logreg" if len(classes) == 2 else "softmax")
@@ -83,10 +95,32 @@ def describe_data(cfg: TrainConfig) -> DataInfo:
     return DataInfo(ds, problem, classes, dim, ds.n_features, 2.0 * cfg.lam)
 
 
+def _describe_nn(cfg: TrainConfig) -> DataInfo:
+    """A neural network (psmpi[torch]) on an image dataset: its flat parameter vector is x."""
+    from ..data.images import open_images
+    from ..problems.nn import FlatModel
+
+    if cfg.device == "gpu":
+        raise ConfigError("--device gpu does not run neural-network problems yet; use --device cpu")
+    ds = open_images(cfg.dataset)
+    try:
+        model = FlatModel(cfg.problem, ds.image_shape, len(ds.classes), cfg.seed)
+    except ValueError as e:
+        raise ConfigError(f"--problem {cfg.problem}: {e}") from None
+    return DataInfo(ds, cfg.problem, ds.classes, model.dim, 0, 0.0, model, model.x0)
+
+
 def local_problem(cfg: TrainConfig, info: DataInfo, index: int):
     """Worker ``index``'s f_i, reading only its own rows."""
     if info.problem == "quadratic":
         return info.dataset[index]
+    if info.model is not None:
+        from ..data.images import load_image_shard
+        from ..problems.nn import NNProblem
+
+        sh = load_image_shard(info.dataset, cfg.workers, index, cfg.split, cfg.seed)
+        return NNProblem(sh.X, class_labels(sh.labels, info.classes, False), sh.image_shape, len(info.classes),
+                         info.model, cfg.seed)
     shard = load_shard(info.dataset, cfg.workers, index, cfg.split, cfg.seed)
     if info.problem == "logreg":
         return LogReg(shard.A, class_labels(shard.labels, info.classes, True), cfg.lam)
@@ -112,14 +146,23 @@ def global_smoothness(dim: int, reg: float, dense_blocks, matvec_sum) -> float:
 
 @dataclass
 class Constants:
+    """L, L_tilde = sqrt(mean L_i^2) and the L_i; NaN where the problem has none (neural networks)."""
+
     L: float
     L_tilde: float
     L_i: list
+
+    @property
+    def known(self) -> bool:
+        return math.isfinite(self.L)
 
 
 def constants_from(L: float, Li) -> Constants:
     Li = [float(v) for v in Li]
     return Constants(float(L), math.sqrt(sum(v * v for v in Li) / len(Li)), Li)
+
+
+UNKNOWN = Constants(math.nan, math.nan, [])
 
 
 # ---------------------------------------------------------------- method ---
@@ -141,6 +184,9 @@ def plan_run(cfg: TrainConfig, d: int, consts: Constants) -> Plan:
         raise ConfigError(str(e)) from None
     cfg.params = method.resolve(cfg.params, comp)
     hp = Hyper(cfg.workers, 0.0, **cfg.params)
+    if not consts.known and cfg.gamma == "theory":
+        raise ConfigError(f"--problem {cfg.problem} has no smoothness constant, so theory gives no step: "
+                          f"pass --gamma STEP")
     theory = method.theory_gamma(consts, comp, hp) if cfg.gamma == "theory" else _try_theory(method, consts, comp, hp)
     hp.gamma = (theory if cfg.gamma == "theory" else float(cfg.gamma)) * cfg.gamma_factor
     return Plan(method, comp, hp, theory)
@@ -151,7 +197,7 @@ def _try_theory(method, consts, comp, hp):
     from ..methods import MethodError
 
     try:
-        return method.theory_gamma(consts, comp, hp)
+        return method.theory_gamma(consts, comp, hp) if consts.known else None
     except MethodError:
         return None
 

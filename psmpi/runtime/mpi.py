@@ -38,7 +38,7 @@ from ..config import TrainConfig
 from ..errors import ConfigError
 from ..problems.base import DENSE_EIG_MAX
 from .checkpoint import read_checkpoint
-from .common import (WORKER_PHASES, Control, Recorder, constants_from, describe_data, global_smoothness, hosted,
+from .common import (UNKNOWN, WORKER_PHASES, Control, Recorder, constants_from, describe_data, global_smoothness, hosted,
                      initial_point, local_problem, make_result, make_workers, peak_rss_mb, plan_run, sum_in_order)
 from .driver import CONTINUE, Transport, drive
 
@@ -125,6 +125,8 @@ def _setup(MPI, comm, cfg):
     except (ValueError, OSError) as e:
         error = e
     _agree(MPI, comm, error)
+    if info.hdim == 0:  # a neural network: no smoothness constants
+        return info, problems, UNKNOWN, _plan(MPI, comm, cfg, info, UNKNOWN)
     # L_i of every worker, in worker order
     counts = np.array([0] + [len(hosted(n, comm.size - 1, r)) for r in range(comm.size - 1)])
     Li = np.array([problems[i].local_smoothness() for i in sorted(problems)], dtype=np.float64)
@@ -148,13 +150,17 @@ def _setup(MPI, comm, cfg):
         consts_buf = np.empty(n + 1)
     comm.Bcast(consts_buf, root=0)
     consts = constants_from(consts_buf[0], consts_buf[1:])
+    return info, problems, consts, _plan(MPI, comm, cfg, info, consts)
+
+
+def _plan(MPI, comm, cfg, info, consts):
     error = plan = None
     try:
         plan = plan_run(cfg, info.dim, consts)
     except ValueError as e:
         error = e
     _agree(MPI, comm, error)
-    return info, problems, consts, plan
+    return plan
 
 
 def _recv_each(comm, counts, shape):
@@ -289,7 +295,7 @@ def _master(MPI, comm, cfg, ctl, info, _problems, consts, plan):
     buf = np.empty(NCTRL + d)  # control word + x, one Bcast a round
     transport = MPITransport(MPI, comm, n, d, buf)
     x = transport.x
-    x[:] = initial_point(cfg, d)
+    x[:] = initial_point(cfg, d, info)
     rec = Recorder(cfg, n)
     mstate, start, error, ck = None, 0, None, None
     if cfg.resume:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ..config import TrainConfig
 from .checkpoint import read_checkpoint
-from .common import (WORKER_PHASES, Control, Recorder, constants_from, describe_data, global_smoothness,
+from .common import (UNKNOWN, WORKER_PHASES, Control, Recorder, constants_from, describe_data, global_smoothness,
                      initial_point, local_problem, make_result, make_workers, peak_rss_mb, plan_run, sum_in_order)
 from .driver import Transport, drive
 
@@ -42,21 +42,22 @@ def run_serial(cfg: TrainConfig, problems=None):
 
 def _run(cfg, problems, ctl):
     n = cfg.workers
-    kind = "user"
+    kind, info = "user", None
     if problems is None:
         info = describe_data(cfg)
         kind = info.problem
         problems = [local_problem(cfg, info, i) for i in range(n)]
     d = problems[0].dim
-    L = global_smoothness(problems[0].hbound_dim(), problems[0].reg_curvature,
+    consts = UNKNOWN if info is not None and info.hdim == 0 else constants_from(
+        global_smoothness(problems[0].hbound_dim(), problems[0].reg_curvature,
                           lambda: sum_in_order((p.hbound_dense() for p in problems), n),
-                          lambda v: sum_in_order((p.hbound_matvec(v) for p in problems), n))
-    consts = constants_from(L, [p.local_smoothness() for p in problems])
+                          lambda v: sum_in_order((p.hbound_matvec(v) for p in problems), n)),
+        [p.local_smoothness() for p in problems])
     plan = plan_run(cfg, d, consts)
     workers = make_workers(cfg, plan, dict(enumerate(problems)))
     rec = Recorder(cfg, n)
     mstate, start = None, 0
-    x = initial_point(cfg, d)
+    x = initial_point(cfg, d, info)
     if cfg.resume:
         ck = read_checkpoint(cfg.resume, cfg)
         start, mstate = ck.round, ck.master
