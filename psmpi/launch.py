@@ -47,3 +47,28 @@ def local_size() -> int | None:
 def launched() -> bool:
     """True when an MPI launcher started this process (it set a world-size variable)."""
     return env_int(_SIZE_VARS) is not None
+
+
+LAUNCHERS = ("prterun", "mpirun", "mpiexec", "orterun")
+
+
+def launcher_stderr_path() -> str | None:
+    """The standard error of the ``mpirun`` that started this process, when it runs
+    on this node (Linux): on Ctrl-C Open MPI's launcher stops forwarding the ranks'
+    output at once, so a last message must be written there directly to be seen."""
+    pid = os.getppid()
+    for _ in range(8):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return None
+        if name in LAUNCHERS:
+            path = f"/proc/{pid}/fd/2"
+            return path if os.path.exists(path) else None
+        if pid <= 1:
+            return None
+        pid = ppid
+    return None

@@ -220,3 +220,27 @@ def test_a_corrupted_message_aborts_the_job_naming_the_worker(tmp_path):
     assert proc.returncode != 0
     assert "psmpi: error on rank 0 (master): BadMessage: malformed message from worker 1 in round 5" in proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.mpi
+def test_ctrl_c_to_mpirun_tells_where_the_checkpoint_is_and_records_the_stop_round(tmp_path):
+    """Open MPI's launcher stops forwarding the ranks' output on SIGINT; the stop message
+    must still reach the user, and the output must end with an evaluation at the stop round."""
+    out = tmp_path / "c.h5"
+    env = dict(os.environ, PSMPI_FLUSH_SECONDS="0")
+    proc = subprocess.Popen(mpirun() + ["-n", "3"] + PSMPI + ["--iters", "1000000", "--eval-every", "500", "--quiet",
+                                                              "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env=env)
+    try:
+        _wait_for(str(out), proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert f"checkpoint written to {out}.ckpt; continue with --resume {out}.ckpt" in err, err
+    res = read_result(str(out))
+    assert res.stop_reason == "signal"
+    with h5py.File(f"{out}.ckpt", "r") as f:
+        assert int(f.attrs["round"]) == res.metrics["iteration"][-1]

@@ -132,4 +132,21 @@ def train(config_file, **options):
     if res.diverged:
         fail(f"{res.attrs['stop_message']}; metrics up to there are in {cfg.out}", EXIT_DIVERGED)
     if res.stop_reason == "signal":
-        click.echo(f"psmpi: {res.attrs['stop_message']}", err=True)
+        _tell_after_signal(f"psmpi: {res.attrs['stop_message']}; the metrics so far are in {cfg.out}", backend)
+
+
+def _tell_after_signal(line: str, backend: str) -> None:
+    """The stop message, where the user sees it: under a local mpirun that was
+    interrupted (Ctrl-C), the launcher no longer forwards our output, so the line
+    goes to its standard error directly."""
+    from ..launch import launcher_stderr_path
+
+    path = launcher_stderr_path() if backend == "mpi" else None
+    if path is not None:
+        try:
+            with open(path, "w") as f:
+                f.write(line + "\n")
+            return
+        except OSError:
+            pass
+    click.echo(line, err=True)

@@ -27,14 +27,16 @@ class MARINA(Method):
 
     C must be unbiased (omega).  The coin comes from a stream every worker holds
     a copy of, so no bit is spent on it.
-    theory:  gamma = 1/(L + L_tilde sqrt((1 - p) omega / (p n)))  (Theorem 2.1)
+    theory:  gamma = 1/(L + L_tilde sqrt((1 - p) omega / (p n))): Theorem 2.1 in the form
+             the 3PC paper gives it (MARINA as a 3PC method with A = p, B = (1 - p) omega/n;
+             the MARINA paper writes one constant L >= L_- for both terms).
     """
 
     name = "marina"
     paper = "Gorbunov, Burlachenko, Li, Richtarik (2021), MARINA, ICML 2021"
     compressors = "unbiased"
     params = (P,)
-    theory = "1/(L + L~ sqrt((1-p) omega/(p n))), MARINA Theorem 2.1"
+    theory = "1/(L + L~ sqrt((1-p) omega/(p n))), MARINA Theorem 2.1 as refined by the 3PC paper"
 
     def default(self, name, comp):
         return 1.0 / (comp.omega + 1.0) if name == "p" else super().default(name, comp)

@@ -421,5 +421,8 @@ class Control:
             self.last_flush = time.monotonic()
 
     def stop_message(self, t: int) -> str:
-        return (f"stopped by {self.signal} at round {t}; checkpoint written to {self.path}; "
+        from ..launch import launched
+
+        note = " (under mpirun, Ctrl-C reaches the ranks as SIGTERM)" if self.signal == "SIGTERM" and launched() else ""
+        return (f"stopped by {self.signal} at round {t}{note}; checkpoint written to {self.path}; "
                 f"continue with --resume {self.path}")
