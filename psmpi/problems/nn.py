@@ -184,7 +184,11 @@ def _hidden(spec: str, body: str):
 
 
 def _user_factory(spec: str):
+    import sys
+
     mod_name, _, attr = spec.partition(":")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # a module beside the run, as `python -m` would find it
     try:
         obj = importlib.import_module(mod_name)
     except ImportError as e:
