@@ -9,8 +9,8 @@ import pytest
 
 from psmpi import backend
 from psmpi.compressors import make_compressor
-from psmpi.compressors.topk import top_k_indices
 from psmpi.kernels import SOURCES, radix_kth, select_from_flags, top_k_radix_host
+from psmpi.select import top_k_indices
 
 NVCC = backend.nvcc_path()
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found")

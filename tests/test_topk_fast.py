@@ -5,9 +5,13 @@ import numpy as np
 import pytest
 
 from psmpi import parallel
+from psmpi import select as S
 from psmpi.compressors import make_compressor
-from psmpi.compressors import topk as T
-from psmpi.compressors.topk import top_k, top_k_indices
+from psmpi.select import candidates as C
+from psmpi.select import fast as F
+from psmpi.select import order as O
+from psmpi.select import sample as SM
+from psmpi.select import top_k, top_k_indices
 
 
 def canonical(x, k):
@@ -41,7 +45,7 @@ def ks(d):
     return sorted({1, 2, max(1, d // 1000), max(1, d // 100), max(1, d // 10), max(1, d // 2), max(1, d - 1), d})
 
 
-@pytest.mark.parametrize("d", [1, 2, 7, 1000, T.MIN_FAST_D - 1, T.MIN_FAST_D, 100_003, 2 * T.CHUNK + 17])
+@pytest.mark.parametrize("d", [1, 2, 7, 1000, SM.MIN_FAST_D - 1, SM.MIN_FAST_D, 100_003, 2 * C.CHUNK + 17])
 def test_topk_equals_the_canonical_set_for_every_input_kind(d):
     rng = np.random.default_rng(d)
     for name, x in vectors(d, rng).items():
@@ -108,21 +112,25 @@ def test_non_contiguous_and_integer_inputs():
         top_k_indices(np.zeros((3, 3)), 2)
 
 
+# the module of psmpi.select in which each internal function is looked up when called (the one to patch)
+CALLED_IN = {"exact": S, "collect": F, "_keep": F, "_in_bracket": F, "rth_largest": F, "_pass": C}
+
+
 class Calls:
-    """Records the calls of internal functions of the topk module: for each
+    """Records the calls of internal functions of psmpi.select: for each
     name, a list of (args, result)."""
 
     def __init__(self, monkeypatch, *names):
         self.log = {n: [] for n in names}
         for n in names:
-            real = getattr(T, n)
+            real = getattr(CALLED_IN[n], n)
 
             def wrap(*a, _real=real, _n=n):
                 out = _real(*a)
                 self.log[_n].append((a, out))
                 return out
 
-            monkeypatch.setattr(T, n, wrap)
+            monkeypatch.setattr(CALLED_IN[n], n, wrap)
 
     def count(self, name):
         return len(self.log[name])
@@ -134,12 +142,12 @@ def test_sample_missing_low_falls_back_exactly(monkeypatch):
     d = 1 << 20
     rng = np.random.default_rng(7)
     x = rng.standard_normal(d)
-    pos = T.sample_positions(d, T.sample_size(d))
+    pos = SM.sample_positions(d, SM.sample_size(d))
     x[pos] = 100.0 + rng.random(pos.shape[0])
     k = d // 10  # more than the sampled positions
-    calls = Calls(monkeypatch, "_exact", "_keep")
+    calls = Calls(monkeypatch, "exact", "_keep")
     got = top_k_indices(x, k)
-    assert [a[0].shape[0] for a, _ in calls.log["_exact"]] == [d]  # the direct exact selection over all of x
+    assert [a[0].shape[0] for a, _ in calls.log["exact"]] == [d]  # the direct exact selection over all of x
     assert calls.count("_keep") == 0
     assert np.array_equal(got, canonical(x, k))
 
@@ -150,15 +158,15 @@ def test_sample_missing_low_once_retries_with_a_lower_threshold(monkeypatch):
     d = 1 << 20
     rng = np.random.default_rng(13)
     x = rng.standard_normal(d)
-    pos = T.sample_positions(d, T.sample_size(d))
+    pos = SM.sample_positions(d, SM.sample_size(d))
     x[pos] *= 1.3
     k = d // 100
-    calls = Calls(monkeypatch, "_candidates", "_keep", "_exact")
+    calls = Calls(monkeypatch, "collect", "_keep", "exact")
     got = top_k_indices(x, k)
-    passes = [n for _, n in calls.log["_candidates"]]
+    passes = [n for _, n in calls.log["collect"]]
     assert len(passes) == 2 and passes[0] < k <= passes[1]
     assert [a[0].shape[0] for a, _ in calls.log["_keep"]] == [passes[1]]
-    assert calls.count("_exact") == 0  # (the inflated sample may miss the bracket once too)
+    assert calls.count("exact") == 0  # (the inflated sample may miss the bracket once too)
     assert np.array_equal(got, canonical(x, k))
 
 
@@ -169,13 +177,13 @@ def test_sample_missing_high_still_selects_exactly(monkeypatch):
     d = 1 << 20
     rng = np.random.default_rng(8)
     x = 10.0 + rng.random(d)
-    pos = T.sample_positions(d, T.sample_size(d))
+    pos = SM.sample_positions(d, SM.sample_size(d))
     x[pos] = rng.random(pos.shape[0])
     k = d // 100
-    calls = Calls(monkeypatch, "_keep", "_exact")
+    calls = Calls(monkeypatch, "_keep", "exact")
     got = top_k_indices(x, k)
     assert calls.count("_keep") == 1 and calls.log["_keep"][0][0][0].shape[0] > d // 2  # the candidate path ran
-    assert calls.count("_exact") == 0
+    assert calls.count("exact") == 0
     assert np.array_equal(got, canonical(x, k))
 
 
@@ -190,7 +198,7 @@ def test_a_bracket_that_misses_m_k_is_followed_by_a_wider_one_then_a_partition(m
     x = np.random.default_rng(14).standard_normal(d)
     x[[5, 77, 4000]] = [np.nan, np.inf, -np.inf]
     k = d // 10
-    real = T._bracket
+    real = SM.bracket
     zs = []
 
     def bracket(top, n, k_, z):
@@ -200,11 +208,11 @@ def test_a_bracket_that_misses_m_k_is_followed_by_a_wider_one_then_a_partition(m
         u = x.dtype.type(0.01 if wrong == "above" else 3.0)
         return u, u + 0.001
 
-    monkeypatch.setattr(T, "_bracket", bracket)
-    calls = Calls(monkeypatch, "_in_bracket", "_rth_largest", "_exact")
+    monkeypatch.setattr(F, "bracket", bracket)
+    calls = Calls(monkeypatch, "_in_bracket", "rth_largest", "exact")
     got = top_k(x, k, value_dtype=np.float32)
-    assert zs == [T.ZB, 2 * T.ZB] and calls.count("_in_bracket") == 2
-    assert calls.count("_rth_largest") == (1 if misses == 1 else 0) and calls.count("_exact") == 0
+    assert zs == [SM.ZB, 2 * SM.ZB] and calls.count("_in_bracket") == 2
+    assert calls.count("rth_largest") == (1 if misses == 1 else 0) and calls.count("exact") == 0
     assert np.array_equal(got[0], canonical(x, k))
     assert np.array_equal(got[1], x[got[0]].astype(np.float32), equal_nan=True)
 
@@ -214,7 +222,7 @@ def test_fast_path_examines_few_candidates(monkeypatch):
     the bracket of m_k holds a small fraction of them."""
     d = 1 << 20
     x = np.random.default_rng(9).standard_normal(d)
-    calls = Calls(monkeypatch, "_keep", "_in_bracket", "_exact")
+    calls = Calls(monkeypatch, "_keep", "_in_bracket", "exact")
     for k in (d // 1000, d // 100, d // 10):
         for log in calls.log.values():
             log.clear()
@@ -224,7 +232,7 @@ def test_fast_path_examines_few_candidates(monkeypatch):
         assert k <= n < 1.5 * k + 2000, (k, n)
         (_, (_, mid, *_)), = calls.log["_in_bracket"]  # the first bracket held m_k
         assert mid.shape[0] < 0.1 * n + 1000, (k, n, mid.shape[0])
-        assert calls.count("_exact") == 0
+        assert calls.count("exact") == 0
 
 
 def test_rth_largest_is_exact_whatever_its_sub_sample_says():
@@ -243,19 +251,19 @@ def test_rth_largest_is_exact_whatever_its_sub_sample_says():
         else:
             a = np.where(np.arange(m) % 16 == 0, 1e9, rng.random(m))  # the sub-sample sees only the top
         r = int(rng.integers(1, m + 1))
-        assert T._rth_largest(a.copy(), r) == np.sort(a)[m - r], (trial, m, r)
+        assert O.rth_largest(a.copy(), r) == np.sort(a)[m - r], (trial, m, r)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_the_sample_is_the_magnitudes_at_the_sample_positions(dtype):
     rng = np.random.default_rng(16)
-    for d in (T.MIN_FAST_D, 100_003, 1_000_003):
-        s = T.sample_size(d)
+    for d in (SM.MIN_FAST_D, 100_003, 1_000_003):
+        s = SM.sample_size(d)
         base = rng.standard_normal(3 * d).astype(dtype)
         base[rng.integers(0, 3 * d, 50)] = np.nan
         for x in (base[:d], base[::3], base[::-2][:d]):  # contiguous, strided, reversed
-            got = T._sample(x, s, np.empty(s, dtype))
-            ref = np.abs(x[T.sample_positions(d, s)])
+            got = SM.gather(x, s, np.empty(s, dtype))
+            ref = np.abs(x[SM.sample_positions(d, s)])
             ref[np.isnan(ref)] = np.inf
             assert np.array_equal(np.sort(got), np.sort(ref))
 
@@ -266,7 +274,7 @@ def test_the_pass_collects_exactly_the_entries_not_below_the_threshold(dtype):
     small the lists start (they grow mid-pass, keeping what they hold) and
     whether or not the chunk masks are padded for ``nonzero``."""
     rng = np.random.default_rng(21)
-    d = 3 * T.CHUNK + 123
+    d = 3 * C.CHUNK + 123
     base = rng.standard_normal(2 * d).astype(dtype)
     base[rng.integers(0, 2 * d, 40)] = np.nan
     base[rng.integers(0, 2 * d, 40)] = np.inf
@@ -276,8 +284,8 @@ def test_the_pass_collects_exactly_the_entries_not_below_the_threshold(dtype):
         for t in (0.0, 1.0, 1.64, 3.5, np.inf):
             ref = np.flatnonzero(~(np.abs(x) < dtype(t)))
             for cap, q in ((1, 0.0), (1000, 0.05), (2 * d, 0.1)):  # q > 0.04: masks padded for nonzero
-                ws = T.Workspace()
-                n = T._candidates(x, t, ws, cap, q)
+                ws = S.Workspace()
+                n = C.collect(x, t, ws, cap, q)
                 assert np.array_equal(ws.idx[:n], ref), (t, cap, q)
                 assert np.array_equal(ws.val[:n], x[ref], equal_nan=True), (t, cap, q)
 
@@ -296,7 +304,7 @@ def test_largest_is_exact_whatever_its_sub_sample_says():
         else:
             a = rng.integers(0, 3, m).astype(np.float64)  # ties
         r = int(rng.integers(1, m // 2 + 2)) if m > 1 else 1
-        top = T._largest(a.copy(), r)
+        top = O.largest(a.copy(), r)
         assert np.array_equal(np.sort(top), np.sort(a)[m - r:]) and top[0] == top.min(), (trial, m, r)
 
 
@@ -307,14 +315,14 @@ def test_exactly_k_candidates_are_returned_as_new_arrays(monkeypatch):
     d = 1 << 20
     rng = np.random.default_rng(23)
     x = rng.uniform(-1.0, 1.0, d)
-    pos = T.sample_positions(d, T.sample_size(d))
+    pos = SM.sample_positions(d, SM.sample_size(d))
     top = np.union1d(pos, rng.choice(d, 40_000, replace=False))
     x[top] = 5.0 * np.sign(rng.standard_normal(top.shape[0]))
     k = top.shape[0]
     c = make_compressor(f"topk:{k}", d)
-    calls = Calls(monkeypatch, "_candidates", "_keep")
+    calls = Calls(monkeypatch, "collect", "_keep")
     p = c.compress(x, rng)
-    assert [n for _, n in calls.log["_candidates"]] == [k] and calls.count("_keep") == 0
+    assert [n for _, n in calls.log["collect"]] == [k] and calls.count("_keep") == 0
     assert np.array_equal(p.indices, top) and np.array_equal(p.values, x[top].astype(np.float32))
     c.compress(rng.standard_normal(d), rng)
     assert np.array_equal(p.indices, top) and np.array_equal(p.values, x[top].astype(np.float32))
@@ -323,13 +331,13 @@ def test_exactly_k_candidates_are_returned_as_new_arrays(monkeypatch):
 def spy_growth(monkeypatch) -> list:
     """The ``keep`` argument of every Workspace.lists call (> 0: a list grew mid-pass)."""
     grown = []
-    real = T.Workspace.lists
+    real = S.Workspace.lists
 
     def lists(self, dtype, cap, keep=0):
         grown.append(keep)
         return real(self, dtype, cap, keep)
 
-    monkeypatch.setattr(T.Workspace, "lists", lists)
+    monkeypatch.setattr(S.Workspace, "lists", lists)
     return grown
 
 
@@ -339,7 +347,7 @@ def test_candidate_lists_grow_during_the_pass(monkeypatch):
     d = 1 << 20
     rng = np.random.default_rng(17)
     x = rng.standard_normal(d)
-    pos = T.sample_positions(d, T.sample_size(d))
+    pos = SM.sample_positions(d, SM.sample_size(d))
     x[pos] *= 0.05
     grown = spy_growth(monkeypatch)
     for k in (d // 100, d // 10):
@@ -440,13 +448,13 @@ def test_deterministic_and_independent_of_the_callers_random_state():
 
 
 def test_sample_positions_are_distinct_sorted_cached_runs():
-    for d in (T.MIN_FAST_D, 100_003, 1_000_003):
-        s = T.sample_size(d)
-        p = T.sample_positions(d, s)
-        assert s % T.RUN == 0 and p.shape == (s,) and np.all(np.diff(p) > 0) and p[-1] < d
-        runs = p.reshape(-1, T.RUN)
+    for d in (SM.MIN_FAST_D, 100_003, 1_000_003):
+        s = SM.sample_size(d)
+        p = SM.sample_positions(d, s)
+        assert s % SM.RUN == 0 and p.shape == (s,) and np.all(np.diff(p) > 0) and p[-1] < d
+        runs = p.reshape(-1, SM.RUN)
         assert np.all(runs[:, 0] % 8 == 0) and np.all(np.diff(runs, axis=1) == 1)
-        assert T.sample_positions(d, s) is p
+        assert SM.sample_positions(d, s) is p
         assert not p.flags.writeable
 
 
@@ -505,11 +513,11 @@ def test_threaded_topk_is_bit_identical_to_one_thread(set_threads, monkeypatch, 
     """PSMPI_THREADS=1 and PSMPI_THREADS=2 (3) give the same indices and the
     same values, and both the canonical set; the threaded call really makes
     one pass per thread, over its own part of x."""
-    d = threads * T.PAR_MIN_PART + 12_345
-    assert d >= T.PAR_MIN_D
+    d = threads * C.PAR_MIN_PART + 12_345
+    assert d >= C.PAR_MIN_D
     rng = np.random.default_rng(31 + threads)
     calls = Calls(monkeypatch, "_pass")
-    ws = T.Workspace()  # reused by both counts, as a compressor's would be
+    ws = S.Workspace()  # reused by both counts, as a compressor's would be
     for name, x in threaded_vectors(d, rng).items():
         m = np.abs(x.astype(np.float64))
         m[np.isnan(m)] = np.inf
@@ -534,11 +542,11 @@ def test_threaded_topk_is_bit_identical_to_one_thread(set_threads, monkeypatch, 
 def test_threaded_brackets_that_miss_m_k_still_select_exactly(set_threads, monkeypatch, misses):
     """The wider bracket and the partition of all candidates (joined from the
     threads' lists) on the threaded path: the same result as one thread."""
-    d = T.PAR_MIN_D + 999
+    d = C.PAR_MIN_D + 999
     x = np.random.default_rng(32).standard_normal(d)
     x[[5, 77, d - 3]] = [np.nan, np.inf, -np.inf]
     k = d // 10
-    real = T._bracket
+    real = SM.bracket
     zs = []
 
     def bracket(top, n, k_, z):
@@ -548,8 +556,8 @@ def test_threaded_brackets_that_miss_m_k_still_select_exactly(set_threads, monke
             return u, u + 0.001  # all of it above m_k: more than k candidates above the bracket
         return real(top, n, k_, z)
 
-    monkeypatch.setattr(T, "_bracket", bracket)
-    calls = Calls(monkeypatch, "_pass", "_rth_largest")
+    monkeypatch.setattr(F, "bracket", bracket)
+    calls = Calls(monkeypatch, "_pass", "rth_largest")
     got = {}
     for threads in (1, 2):
         set_threads(threads)
@@ -557,7 +565,7 @@ def test_threaded_brackets_that_miss_m_k_still_select_exactly(set_threads, monke
         for log in calls.log.values():
             log.clear()
         got[threads] = top_k(x, k, value_dtype=np.float32)
-        assert zs == [T.ZB, 2 * T.ZB] and calls.count("_rth_largest") == (1 if misses == 1 else 0)
+        assert zs == [SM.ZB, 2 * SM.ZB] and calls.count("rth_largest") == (1 if misses == 1 else 0)
         assert calls.count("_pass") == threads
     assert np.array_equal(got[1][0], got[2][0]) and np.array_equal(got[1][1], got[2][1], equal_nan=True)
     assert np.array_equal(got[2][0], canonical(x, k))
@@ -568,10 +576,10 @@ def test_threaded_exactly_k_candidates_and_growing_lists(set_threads, monkeypatc
     """Two cases of the threaded pass: the candidates are exactly the top k
     (each thread's list copied into its range of the result), and far more
     candidates than the lists were sized for (they grow mid-pass, per thread)."""
-    d = T.PAR_MIN_D + 4321
+    d = C.PAR_MIN_D + 4321
     rng = np.random.default_rng(33)
     x = rng.uniform(-1.0, 1.0, d)
-    pos = T.sample_positions(d, T.sample_size(d))
+    pos = SM.sample_positions(d, SM.sample_size(d))
     top = np.union1d(pos, rng.choice(d, 40_000, replace=False))
     x[top] = 5.0 * np.sign(rng.standard_normal(top.shape[0]))
     y = rng.standard_normal(d)
@@ -586,7 +594,7 @@ def test_threaded_exactly_k_candidates_and_growing_lists(set_threads, monkeypatc
         p = c.compress(x, rng)
         assert calls.count("_keep") == 0 and np.array_equal(p.indices, top)
         grown.clear()
-        q = top_k(y, d // 10, T.Workspace(), np.float32)
+        q = top_k(y, d // 10, S.Workspace(), np.float32)
         assert max(grown) > 0
         results[threads] = p, q
     (p1, q1), (p2, q2) = results[1], results[2]
@@ -602,7 +610,7 @@ def test_threaded_values_overflow_to_inf_without_a_warning(set_threads):
     import warnings
 
     set_threads(2)
-    d = T.PAR_MIN_D + 77
+    d = C.PAR_MIN_D + 77
     x = np.random.default_rng(34).standard_normal(d) * 1.5e38  # |x| > 3.4e38, beyond float32: inf
     for k in (d // 100, d // 10):
         with warnings.catch_warnings():
@@ -619,7 +627,7 @@ def test_topk_called_on_the_pool_threads_runs_there_in_one_thread(set_threads, m
     wait for the pool it runs on (which could deadlock): one pass over all
     of x there, the same result."""
     set_threads(2)
-    d = T.PAR_MIN_D + 5
+    d = C.PAR_MIN_D + 5
     rng = np.random.default_rng(35)
     xs = [rng.standard_normal(d) for _ in range(3)]
     calls = Calls(monkeypatch, "_pass")

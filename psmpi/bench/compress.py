@@ -73,8 +73,8 @@ def _cpu_rows(x, specs, fractions, repeat, warmup, budget_s, seed):
 
 def _gpu_rows(x, specs, fractions, repeat, warmup, budget_s):
     from ..backend import cupy_or_none, synchronize
-    from ..compressors.topk import top_k_indices
     from ..kernels import pack_signs_device, top_k_device
+    from ..select import top_k_indices
 
     cp = cupy_or_none()
     d = x.shape[0]

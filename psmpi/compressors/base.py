@@ -86,6 +86,16 @@ class Compressor:
     def compress(self, x: np.ndarray, rng: np.random.Generator) -> Payload:
         raise NotImplementedError
 
+    def fused_ef_step(self, device, target, g, value_dtype):
+        """The error-feedback step of the EF21 family, c = C(target - g) and
+        g += c (in place), as one fused kernel on ``device``
+        (:class:`psmpi.backend.Device`), values in ``value_dtype``: returns c,
+        a payload, when this compressor has such a kernel there for these
+        arrays; else None: no fused kernel, the caller compresses
+        ``target - g`` and adds the result to ``g``.  The default has none
+        (TopK has one on a GPU)."""
+        return None
+
     def as_contractive(self) -> "Compressor":
         """The contractive compressor used by EF-type methods.
 

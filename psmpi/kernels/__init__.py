@@ -5,7 +5,7 @@ kernel is first needed.  The device functions mirror the CPU path bit for bit
 where arithmetic allows:
 
 * :func:`top_k_device` -- the canonical top-k set (the same set as
-  :func:`psmpi.compressors.topk.top_k_indices`: ties to the lowest indices,
+  :func:`psmpi.select.top_k_indices`: ties to the lowest indices,
   NaN tied with infinities) by an exact radix select on magnitude keys, eight
   bits per pass, then one flag pass and a prefix sum for the ties;
 * :func:`ef21_step_device` -- the fused EF21 worker update on the device:
