@@ -141,11 +141,11 @@ def test_quadratic_problems_run_on_the_device(tmp_path, emulated):
 def test_state_data_and_fused_kernel_live_on_the_device(tmp_path, emulated, monkeypatch):
     """Worker state and local data are device arrays, the fused EF21 kernel does the update,
     and between evaluations nothing of size d crosses to the host: only the K indices and values."""
-    from psmpi.runtime import common
+    from psmpi.runtime import driver
 
     seen = {"ef_step": 0, "to_host": [], "states": [], "problems": []}
     real_step, real_host = EmulatedDevice.ef_step, EmulatedDevice.to_host
-    real_round = common.worker_round
+    real_round = driver.Worker.round
 
     def ef_step(self, v, g, k, vdt):
         seen["ef_step"] += 1
@@ -155,17 +155,15 @@ def test_state_data_and_fused_kernel_live_on_the_device(tmp_path, emulated, monk
         seen["to_host"].append(np.shape(a))
         return real_host(self, a)
 
-    def worker_round(method, ctx, state, x, t):
-        out = real_round(method, ctx, state, x, t)
-        seen["states"].append(out[0])
-        seen["problems"].append(ctx.problem)
+    def worker_round(self, x, t):
+        out = real_round(self, x, t)
+        seen["states"].append(self.state)
+        seen["problems"].append(self.ctx.problem)
         return out
 
     monkeypatch.setattr(EmulatedDevice, "ef_step", ef_step)
     monkeypatch.setattr(EmulatedDevice, "to_host", to_host)
-    import psmpi.runtime.serial as serial
-
-    monkeypatch.setattr(serial, "worker_round", worker_round)
+    monkeypatch.setattr(driver.Worker, "round", worker_round)
     iters, k, n = 30, 2, 4
     res = run(tmp_path, "gpu", "spy", method="ef21", compressor=f"topk:{k}", iters=iters, eval_every=iters)
     d = res.x.shape[0]
