@@ -24,7 +24,7 @@ def resolve_backend(cfg: TrainConfig) -> str:
     return cfg.backend
 
 
-def train(config=None, problems=None, write: bool | None = None, **overrides):
+def train(config=None, problems=None, write: bool | None = None, on_eval=None, **overrides):
     """Run one training run and return a :class:`psmpi.results.Result`.
 
     ``config`` is a TrainConfig, a dict of options (CLI names with '_' or '-'),
@@ -32,7 +32,9 @@ def train(config=None, problems=None, write: bool | None = None, **overrides):
     :class:`psmpi.problems.LocalProblem`, one per worker (e.g. ``Quadratic``),
     which replaces the dataset (serial backend).  The HDF5 output is written
     when ``write`` is True, or when it is None and ``out`` was given; then
-    ``res.out`` names the file, else it is None.
+    ``res.out`` names the file, else it is None.  ``on_eval(row)`` is called
+    on the master after each evaluation with that row of the metrics (a dict:
+    ``iteration``, ``grad_norm_sq``, ``loss``, ``bits_up_per_worker``, ...).
     """
     from .config import check_writable, resolve_out
 
@@ -48,6 +50,8 @@ def train(config=None, problems=None, write: bool | None = None, **overrides):
     cfg = make_config(data, "train()")
     will_write = bool(write or (write is None and explicit_out))
     cfg.extra["write"] = will_write  # no periodic flushes to a file the caller did not ask for
+    if on_eval is not None:
+        cfg.extra["on_eval"] = on_eval
     if will_write:
         resolve_out(cfg)
         check_writable(cfg.out)

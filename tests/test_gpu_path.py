@@ -33,7 +33,7 @@ def emulated(monkeypatch):
 def run(tmp_path, device, name, **kw):
     opts = dict(dataset="breast-cancer", workers=4, iters=30, eval_every=5, quiet=True, backend="serial")
     opts.update(kw)
-    return train(TrainConfig(device=device, out=str(tmp_path / f"{name}_{device}.h5"), **opts))
+    return train(dict(device=device, out=str(tmp_path / f"{name}_{device}.h5"), **opts))
 
 
 def same_run(a, b):

@@ -1,5 +1,6 @@
 """Compression operators. ``make_compressor("topk:1%", d)`` builds one by spec."""
 from . import identity, natural, qsgd, randk, sign, topk  # noqa: F401  (register)
+from ..plugins import load_plugins
 from .base import REGISTRY, Compressor, CompressorError, make_compressor
 from .payload import Dense, Empty, Natural, Payload, Quantized, Signs, Sparse
 
@@ -13,3 +14,7 @@ def check_spec(spec: str) -> None:
     name = str(spec).strip().partition(":")[0].lower()
     if name not in REGISTRY:
         raise CompressorError(f"unknown compressor '{name}'; valid: {', '.join(sorted(REGISTRY))}")
+
+
+
+load_plugins("psmpi.compressors", REGISTRY, Compressor)  # compressors other packages register (psmpi/plugins.py)

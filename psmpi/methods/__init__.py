@@ -4,6 +4,8 @@ Adding a method: one file in this folder (see ef21.py) and one line in MODULES.
 """
 import importlib
 
+from ..plugins import load_plugins
+
 from .base import (REGISTRY, Hyper, Method, MethodError, NoTheory, Param, WorkerContext, ef21_gamma,
                    get_method)
 
@@ -68,3 +70,7 @@ def users_of(name: str) -> list:
 
 __all__ = ["REGISTRY", "Hyper", "Method", "MethodError", "NoTheory", "Param", "WorkerContext", "get_method",
            "ef21_gamma", "all_params", "users_of", "check_config"]
+
+
+
+load_plugins("psmpi.methods", REGISTRY, Method)  # methods other packages register (psmpi/plugins.py)

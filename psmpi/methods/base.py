@@ -168,6 +168,8 @@ class WorkerContext:
         self._x_round = None
         self._x = None
         self.batch = None  # (oracle, index): the serial runtime's stacked gradients of all workers
+        self.samples = 0  # sample gradients the method's steps used (the oracle calls of /metrics/samples)
+        self._counted_round = None
         # seconds spent, for `psmpi bench round` (step and encode are added by the driver's worker round)
         self.timings = {"gradient": 0.0, "compress": 0.0, "step": 0.0, "encode": 0.0}
 
@@ -180,7 +182,14 @@ class WorkerContext:
         return self._x
 
     def grad(self, x):
-        """Exact grad f_i(x), computed once per round."""
+        """Exact grad f_i(x), computed once per round (and counted once: all local rows)."""
+        g = self._exact(x)
+        if self._counted_round != self.round:
+            self.samples += self.problem.rows
+            self._counted_round = self.round
+        return g
+
+    def _exact(self, x):
         if self._cache_round != self.round:
             t0 = time.perf_counter()
             if self.batch is None:
@@ -195,7 +204,7 @@ class WorkerContext:
         """Exact f_i(x) and grad f_i(x) at the round's (host) iterate, on the host:
         what evaluation sends to the master."""
         x = self.at(x, self.round)
-        g = self.grad(x)
+        g = self._exact(x)  # not counted: evaluation is the experimenter's, not the method's
         return float(self.problem.value_from(x, self._cache[1])), self.device.to_host(g)
 
     def sgrad(self, x, batch=None):
@@ -206,6 +215,7 @@ class WorkerContext:
         t0 = time.perf_counter()
         g = self.problem.stoch_grad(x, self.rng, batch)
         self.timings["gradient"] += time.perf_counter() - t0
+        self.samples += batch
         return g
 
     def init_grad(self, x):

@@ -87,6 +87,7 @@ class Checkpoint:
     bytes_up: int
     bytes_down: int
     elapsed: float
+    bytes_by_worker: np.ndarray
 
 
 def write_checkpoint(path, cfg, t, x, mstate, worker_blobs, rec):
@@ -101,6 +102,7 @@ def write_checkpoint(path, cfg, t, x, mstate, worker_blobs, rec):
             f.attrs["bytes_down"] = rec.bytes_down
             f.attrs["elapsed"] = rec.elapsed()
             f.create_dataset("x", data=x)
+            f.create_dataset("bytes_by_worker", data=rec.bytes_by_worker)
             f.create_dataset("master", data=np.frombuffer(pack_state(mstate), dtype=np.uint8))
             g = f.create_group("workers")
             for i, blob in enumerate(worker_blobs):
@@ -140,4 +142,4 @@ def read_checkpoint(path, cfg) -> Checkpoint:
         blobs = [f["workers"][str(i)][()].tobytes() for i in range(len(f["workers"]))]
         metrics = {k: f["metrics"][k][()] for k in f["metrics"]}
         return Checkpoint(int(f.attrs["round"]), f["x"][()], master, blobs, metrics, int(f.attrs["bytes_up"]),
-                          int(f.attrs["bytes_down"]), float(f.attrs["elapsed"]))
+                          int(f.attrs["bytes_down"]), float(f.attrs["elapsed"]), f["bytes_by_worker"][()])

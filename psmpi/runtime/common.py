@@ -250,7 +250,9 @@ def peak_rss_mb() -> float:
 class Recorder:
     """Metrics rows, byte counters, the progress bar, why the run stopped; rank 0 / serial only."""
 
-    NAMES = ("iteration", "grad_norm_sq", "loss", "bits_up_per_worker", "bytes_up", "bytes_down", "wall_time")
+    NAMES = ("iteration", "grad_norm_sq", "loss", "bits_up_per_worker", "bytes_up", "bytes_down", "wall_time",
+             "bits_up_by_worker", "samples")
+    INTS = ("iteration", "bytes_up", "bytes_down", "samples")
 
     def __init__(self, cfg: TrainConfig, n: int):
         self.cfg = cfg
@@ -258,11 +260,13 @@ class Recorder:
         self.rows = {k: [] for k in self.NAMES}
         self.bytes_up = 0
         self.bytes_down = 0
+        self.bytes_by_worker = np.zeros(n, dtype=np.int64)  # cumulative message bytes of each worker
         self.bytes_up_round0 = 0  # the initial round's messages (often dense), for per-round rates
         self.offset = 0.0  # wall time already spent before a resume
         self.master_time = 0.0  # seconds in decoding and aggregation
         self.t0 = None
         self.bar = None
+        self.on_eval = cfg.extra.get("on_eval")  # the Python API's callback: row dict -> None
         self.stop: Stop | None = None  # None while running
         self.stop_detail = ""
         if not cfg.quiet:
@@ -280,8 +284,10 @@ class Recorder:
         if self.t0 is None:
             self.t0 = time.perf_counter() - self.offset
 
-    def add_round(self, t: int, up: int, down: int):
-        """Count the bytes of round t: ``up`` from the workers, ``down`` to them."""
+    def add_round(self, t: int, sizes, down: int):
+        """Count the bytes of round t: ``sizes`` of the workers' messages, ``down`` sent to them."""
+        up = int(sum(sizes))
+        self.bytes_by_worker += np.asarray(sizes, dtype=np.int64)
         self.bytes_up += up
         self.bytes_down += down
         if t == 0:
@@ -295,6 +301,7 @@ class Recorder:
         for k in self.NAMES:
             self.rows[k] = list(ck.metrics[k])
         self.bytes_up, self.bytes_down, self.offset = ck.bytes_up, ck.bytes_down, ck.elapsed
+        self.bytes_by_worker[:] = ck.bytes_by_worker
 
     def should_eval(self, t: int) -> bool:
         return t % self.cfg.eval_every == 0 or t == self.cfg.iters
@@ -302,9 +309,11 @@ class Recorder:
     def last_round(self) -> int:
         return int(self.rows["iteration"][-1]) if self.rows["iteration"] else 0
 
-    def eval_row(self, t: int, loss: float, gns: float) -> bool:
+    def eval_row(self, t: int, loss: float, gns: float, samples=None) -> bool:
         """Record a row; True when the run should stop here (last round, tol, divergence)."""
         r = self.rows
+        r["bits_up_by_worker"].append(8.0 * self.bytes_by_worker)
+        r["samples"].append(np.zeros(self.n, dtype=np.int64) if samples is None else np.asarray(samples, np.int64))
         r["iteration"].append(t)
         r["grad_norm_sq"].append(gns)
         r["loss"].append(loss)
@@ -312,6 +321,8 @@ class Recorder:
         r["bytes_up"].append(self.bytes_up)
         r["bytes_down"].append(self.bytes_down)
         r["wall_time"].append(self.elapsed())
+        if self.on_eval is not None:
+            self.on_eval({k: v[-1] for k, v in r.items()})
         if self.bar is not None:
             self.bar.n = t
             self.bar.set_postfix_str(f"|grad|^2={gns:.3e} up={self.bytes_up / 1e6:.2f}MB "
@@ -332,8 +343,10 @@ class Recorder:
             self.bar.close()
 
     def arrays(self) -> dict:
-        return {k: np.asarray(v, dtype=np.int64 if k in ("iteration", "bytes_up", "bytes_down") else np.float64)
-                for k, v in self.rows.items()}
+        arrays = {k: np.asarray(v, dtype=np.int64 if k in self.INTS else np.float64) for k, v in self.rows.items()}
+        for k in ("bits_up_by_worker", "samples"):  # rows x n, also when there is no row yet
+            arrays[k] = arrays[k].reshape(-1, self.n)
+        return arrays
 
 
 def make_result(cfg: TrainConfig, plan: Plan, consts: Constants, rec: Recorder, x, backend: str, mpi_library: str,

@@ -76,9 +76,10 @@ class Worker:
         return msg
 
     def evaluate(self, x, t: int):
-        """(f_i(x^t), grad f_i(x^t)) on the host, exact."""
+        """(f_i(x^t), grad f_i(x^t) on the host, exact; the samples the steps used so far)."""
         self.ctx.round = t
-        return self.ctx.value_and_grad(x)
+        loss, grad = self.ctx.value_and_grad(x)
+        return loss, grad, self.ctx.samples
 
     def pack(self) -> bytes:
         return pack_worker(self.ctx, self.state)
@@ -135,7 +136,7 @@ class Transport:
         raise NotImplementedError
 
     def evaluations(self, t: int, x):
-        """(f_i(x^t), grad f_i(x^t)) for each worker, in worker order."""
+        """(f_i(x^t), grad f_i(x^t), samples used so far) for each worker, in worker order."""
         raise NotImplementedError
 
     def decide(self, go: bool) -> None:
@@ -165,10 +166,11 @@ def drive(plan, transport: Transport, rec, ctl, x, mstate, start: int, iters: in
             if action == CHECKPOINT:
                 ctl.maybe_flush(x, force=True)
         if evaluate:
-            ev = EvalSum(transport.n)
-            for loss, grad in transport.evaluations(t, x):
+            ev, samples = EvalSum(transport.n), []
+            for loss, grad, used in transport.evaluations(t, x):
                 ev.add(loss, grad)
-            stop = rec.eval_row(t, *ev.result())
+                samples.append(used)
+            stop = rec.eval_row(t, *ev.result(), samples)
             if action == STOP:
                 stop = True
                 if rec.stop in (None, Stop.ITERS):
@@ -179,7 +181,7 @@ def drive(plan, transport: Transport, rec, ctl, x, mstate, start: int, iters: in
             ctl.maybe_flush(x)
         rec.start()
         messages, total = transport.messages(t, x)
-        rec.add_round(t, total, transport.n * x.nbytes)
+        rec.add_round(t, [len(m) for m in messages], transport.n * x.nbytes)
         t0 = time.perf_counter()
         try:
             mstate = master_round(method, hp, mstate, x, messages, t, d)

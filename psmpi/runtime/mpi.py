@@ -249,7 +249,7 @@ class MPITransport(Transport):
         self.buf, self.ctrl, self.x = buf, buf[:NCTRL], buf[NCTRL:]
         self.blocks = Blocks(MPI, comm, n)
         self.go = np.zeros(1, dtype=np.int64)
-        self.evalbufs = {r: np.empty((int(c), d + 1)) for r, c in enumerate(self.blocks.counts) if c}
+        self.evalbufs = {r: np.empty((int(c), d + 2)) for r, c in enumerate(self.blocks.counts) if c}
         self.timing = {"bcast": 0.0, "eval": 0.0, "gather": 0.0}
 
     def open_round(self, t, x, evaluate, action):
@@ -266,7 +266,7 @@ class MPITransport(Transport):
         for r, buf in self.evalbufs.items():
             self.comm.Recv(buf, source=r, tag=TAG_EVAL)
             for row in buf:
-                yield float(row[0]), row[1:]
+                yield float(row[0]), row[2:], int(row[1])
         self.timing["eval"] += time.perf_counter() - t0
 
     def decide(self, go):
@@ -346,7 +346,7 @@ def _worker(MPI, comm, cfg, info, problems, consts, plan):
         dev_buf = dev.asarray(buf)
         x = dev_buf[NCTRL:]
     go = np.zeros(1, dtype=np.int64)
-    evalbuf = np.empty((len(workers), d + 1))
+    evalbuf = np.empty((len(workers), d + 2))  # per worker: f_i, samples used, grad f_i
     while True:
         if dev_buf is None:
             comm.Bcast(buf, root=0)
@@ -361,9 +361,9 @@ def _worker(MPI, comm, cfg, info, problems, consts, plan):
             blocks.gather([w.pack() for w in workers])
         if ctrl[EVAL]:
             for j, w in enumerate(workers):
-                loss, grad = w.evaluate(x, t)
-                evalbuf[j, 0] = loss
-                evalbuf[j, 1:] = grad
+                loss, grad, used = w.evaluate(x, t)
+                evalbuf[j, 0], evalbuf[j, 1] = loss, used  # exact in float64 below 2^53
+                evalbuf[j, 2:] = grad
             comm.Send(evalbuf, dest=0, tag=TAG_EVAL)
             comm.Bcast(go, root=0)
             if not go[0]:
