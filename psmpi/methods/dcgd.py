@@ -1,5 +1,5 @@
-from .base import MasterG, Method, batch_params, register
-from .gd import NoState, averaged_step, gradient_message
+from .base import Method, batch_params, register
+from .gd import averaged_init, averaged_step, send_gradient, send_gradient_init
 
 
 @register
@@ -30,13 +30,7 @@ class DCGD(Method):
             return 1.0 / c.L
         return 1.0 / (c.L * (1.0 + comp.omega / hp.n))
 
-    def worker_init(self, ctx, x):
-        return NoState(), gradient_message(ctx, x)
-
-    def worker_step(self, ctx, state, x):
-        return state, gradient_message(ctx, x)
-
-    def master_init(self, hp, x0, payloads):
-        return averaged_step(hp, MasterG(x0.copy(), None), payloads)
-
+    worker_init = staticmethod(send_gradient_init)
+    worker_step = staticmethod(send_gradient)
+    master_init = staticmethod(averaged_init)
     master_step = staticmethod(averaged_step)

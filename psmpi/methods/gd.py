@@ -8,9 +8,14 @@ class NoState:
     pass
 
 
-def gradient_message(ctx, x):
-    """C(grad f_i(x; xi)) (exact with --batch-size full)."""
-    return ctx.compress(ctx.sgrad(x))
+def send_gradient_init(ctx, x):
+    """m_i^0 = C(grad f_i(x^0; xi)) (exact with --batch-size full); no state."""
+    return NoState(), ctx.compress(ctx.sgrad(x))
+
+
+def send_gradient(ctx, state, x):
+    """m_i^t = C(grad f_i(x^t; xi))."""
+    return state, ctx.compress(ctx.sgrad(x))
 
 
 def averaged_step(hp, ms: MasterG, payloads) -> MasterG:
@@ -18,6 +23,11 @@ def averaged_step(hp, ms: MasterG, payloads) -> MasterG:
     ms.g = mean_of(payloads, ms.x.shape[0])
     ms.x -= hp.gamma * ms.g
     return ms
+
+
+def averaged_init(hp, x0, payloads) -> MasterG:
+    """The averaged step from x^0."""
+    return averaged_step(hp, MasterG(x0.copy(), None), payloads)
 
 
 @register
@@ -40,13 +50,7 @@ class GD(Method):
     def theory_gamma(self, c, comp, hp):
         return 1.0 / c.L
 
-    def worker_init(self, ctx, x):
-        return NoState(), gradient_message(ctx, x)
-
-    def worker_step(self, ctx, state, x):
-        return state, gradient_message(ctx, x)
-
-    def master_init(self, hp, x0, payloads):
-        return averaged_step(hp, MasterG(x0.copy(), None), payloads)
-
+    worker_init = staticmethod(send_gradient_init)
+    worker_step = staticmethod(send_gradient)
+    master_init = staticmethod(averaged_init)
     master_step = staticmethod(averaged_step)
