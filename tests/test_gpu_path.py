@@ -187,12 +187,13 @@ def test_checkpoint_and_resume_on_the_device(tmp_path, emulated):
 
 @pytest.mark.parametrize("cuda_aware", [False, True])
 def test_emulated_gpu_under_mpi_equals_the_cpu_serial_run(tmp_path, cuda_aware):
-    """--cuda-aware: the workers receive x into (emulated) device buffers."""
+    """--cuda-aware: the workers receive x into (emulated) device buffers; with it, two
+    workers share each worker rank's device (4 workers on 2 worker ranks)."""
     out = tmp_path / "m.h5"
     args = ["train", "--dataset", "breast-cancer", "--method", "ef21-sgdm", "--compressor", "topk:2", "--iters", "40",
-            "--eval-every", "10", "--quiet"] + (["--cuda-aware"] if cuda_aware else [])
+            "--eval-every", "10", "--quiet", "--workers", "4"] + (["--cuda-aware"] if cuda_aware else [])
     env = dict(os.environ, PSMPI_EMULATE_GPU="1")
-    proc = subprocess.run(mpirun() + ["-n", "5", sys.executable, "-m", "psmpi"] + args +
+    proc = subprocess.run(mpirun() + ["-n", "3" if cuda_aware else "5", sys.executable, "-m", "psmpi"] + args +
                           ["--device", "gpu", "--out", str(out)], capture_output=True, text=True, env=env, timeout=180)
     assert proc.returncode == 0, proc.stderr
     ref = run(tmp_path, "cpu", "ref", method="ef21-sgdm", compressor="topk:2", iters=40, eval_every=10)

@@ -222,3 +222,18 @@ def test_neural_network_mpi_run_equals_serial_run_bit_for_bit(tmp_path):
     a, b = read_result(str(serial)), read_result(str(mpi))
     assert np.array_equal(a.x, b.x) and np.array_equal(a.metrics["loss"], b.metrics["loss"])
     assert a.x.size > 9000 and a.config["x0"] == "init"
+
+
+def test_resume_with_several_workers_per_rank_equals_the_uninterrupted_run(tmp_path):
+    """5 workers on 2 worker ranks: the checkpoint holds every worker's state, the resumed
+    run scatters them back to the ranks that host them."""
+    base = ["--method", "ef21-sgdm", "--compressor", "topk:2", "--batch-size", "4", "--eval-every", "5", "--quiet",
+            "--workers", "5", "--seed", "3"]
+    out, full = tmp_path / "r.h5", tmp_path / "full.h5"
+    _check(_train(base + ["--iters", "30", "--checkpoint-every", "20"], out, mpi_ranks=3))
+    _check(_train(base + ["--iters", "60", "--resume"], out, mpi_ranks=3))
+    _check(_train(base + ["--iters", "60", "--backend", "serial"], full))
+    a, b = read_result(str(full)), read_result(str(out))
+    assert np.array_equal(a.x, b.x)
+    for name in ("iteration", "grad_norm_sq", "bytes_up", "bits_up_by_worker", "samples"):
+        assert np.array_equal(a.metrics[name], b.metrics[name]), name

@@ -51,8 +51,10 @@ class NoTheory(MethodError):
 class Param:
     """One hyper-parameter a method uses.
 
-    ``kind`` is ``float``, ``int`` or ``batch`` (a positive integer or
-    ``full``); ``default`` None means the method computes it
+    ``kind`` is ``float``, ``int``, ``batch`` (a positive integer or
+    ``full``) or ``compressor`` (a spec such as ``topk:1``: a second compressor
+    the method uses besides ``--compressor``; the runtime builds it for the
+    dimension and ``hp.<name>`` is the built compressor); ``default`` None means the method computes it
     (:meth:`Method.default`, e.g. MARINA's p = 1/(omega+1)).  Values must lie
     in the interval from ``low`` to ``high`` (open at ``low`` unless
     ``low_closed``; closed at ``high``).  ``in_theory``: the theoretical step
@@ -76,6 +78,8 @@ class Param:
     def range_text(self) -> str:
         if self.kind == "batch":
             return "a positive integer or full"
+        if self.kind == "compressor":
+            return "a compressor spec NAME[:PARAM]"
         lo = "-inf" if self.low is None else f"{self.low:g}"
         hi = "inf" if self.high is None else f"{self.high:g}"
         return f"{'[' if self.low_closed else '('}{lo}, {hi}{']' if self.high is not None else ')'}"
@@ -86,6 +90,11 @@ class Param:
             if str(value).lower() == "full":
                 return "full"
             return _int_in(self, value, 1)
+        if self.kind == "compressor":
+            from ..compressors import check_spec
+
+            check_spec(value)
+            return str(value)
         if self.kind == "int":
             v = _int_in(self, value, self.low)
         else:
@@ -233,12 +242,14 @@ class WorkerContext:
         """An uncompressed message of v at the wire precision."""
         return Dense(v.astype(self.value_dtype), flag)
 
-    def compress(self, v) -> Payload:
-        """C(v): this worker's compressor, with its own random stream."""
+    def compress(self, v, compressor: Compressor | None = None) -> Payload:
+        """C(v): this worker's compressor (or ``compressor``, e.g. a method's second
+        one, ``ctx.hp.compressor2``), with the worker's own random stream."""
         t0 = time.perf_counter()
-        if not (self.device.on_host or self.compressor.device_native):
+        comp = self.compressor if compressor is None else compressor
+        if not (self.device.on_host or comp.device_native):
             v = self.device.to_host(v)  # no device version of this compressor: compress a host copy
-        p = self.compressor.compress(v, self.rng)
+        p = comp.compress(v, self.rng)
         self.timings["compress"] += time.perf_counter() - t0
         return p
 
@@ -354,7 +365,9 @@ class Method:
                 raise self.refuse(k)
         out = {}
         for p in self.params:
-            if given.get(p.name) is not None:
+            if isinstance(given.get(p.name), Compressor):
+                out[p.name] = given[p.name].spec
+            elif given.get(p.name) is not None:
                 out[p.name] = p.parse(given[p.name])
             elif p.default is not None:
                 out[p.name] = p.default
@@ -374,6 +387,11 @@ class Method:
                               f"'{comp.spec}' is biased")
         if kind == "contractive":
             return comp.as_contractive()
+        return comp
+
+    def prepare_second(self, name: str, comp: Compressor) -> Compressor:
+        """A second compressor the method declares (kind 'compressor'): by default
+        used as it is; a method that needs a class of compressor checks it here."""
         return comp
 
     # the algorithm (each method file writes these) ---------------------------

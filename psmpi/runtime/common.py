@@ -184,6 +184,13 @@ def plan_run(cfg: TrainConfig, d: int, consts: Constants) -> Plan:
         raise ConfigError(str(e)) from None
     cfg.params = method.resolve(cfg.params, comp)
     hp = Hyper(cfg.workers, 0.0, **cfg.params)
+    for p in method.params:  # second compressors, built for the dimension (the config keeps the spec)
+        if p.kind == "compressor":
+            try:
+                setattr(hp, p.name, method.prepare_second(p.name, make_compressor(cfg.params[p.name], d,
+                                                                                   cfg.value_dtype)))
+            except ValueError as e:
+                raise ConfigError(f"{p.flag}: {e}") from None
     if not consts.known and cfg.gamma == "theory":
         raise ConfigError(f"--problem {cfg.problem} has no smoothness constant, so theory gives no step: "
                           f"pass --gamma STEP")
