@@ -21,10 +21,13 @@ MODULES = (
     "ef21_sgd2m",
     "ef21_sgd_ideal",
     "ef21_sgdm_ideal",
+    "ef21_pp",
     "lag",
     "clag",
     "marina",
     "diana",
+    "spars_ams",
+    "ams",
 )
 for _m in MODULES:
     importlib.import_module(f"{__name__}.{_m}")

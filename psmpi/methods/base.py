@@ -80,6 +80,8 @@ class Param:
             return "a positive integer or full"
         if self.kind == "compressor":
             return "a compressor spec NAME[:PARAM]"
+        if self.kind == "participation":
+            return "a probability in (0, 1] written with a point (0.5, 1.0) or a number of workers K >= 1"
         lo = "-inf" if self.low is None else f"{self.low:g}"
         hi = "inf" if self.high is None else f"{self.high:g}"
         return f"{'[' if self.low_closed else '('}{lo}, {hi}{']' if self.high is not None else ')'}"
@@ -95,6 +97,8 @@ class Param:
 
             check_spec(value)
             return str(value)
+        if self.kind == "participation":
+            return _participation(self, value)
         if self.kind == "int":
             v = _int_in(self, value, self.low)
         else:
@@ -121,6 +125,21 @@ def _int_in(p: Param, value, low) -> int:
         raise MethodError(f"{p.flag} must be {p.range_text() if p.kind == 'batch' else 'an integer'} "
                           f"(got {value!r})") from None
     return iv
+
+
+def _participation(p: Param, value):
+    """An int K >= 1 (workers per round) or a float probability in (0, 1]."""
+    text = str(value).strip()
+    if isinstance(value, int) or text.isdigit():
+        k = _int_in(p, value, 1)
+        return k
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not 0.0 < v <= 1.0:
+        raise MethodError(f"{p.flag} must be {p.range_text()} (got {value!r})")
+    return v
 
 
 def batch_params(default) -> tuple[Param, Param]:
@@ -276,10 +295,12 @@ def wire_copy(msg: Dense) -> np.ndarray:
 
 # ------------------------------------------------------------------ master ---
 def mean_of(payloads, d) -> np.ndarray:
-    """(1/n) sum_i c_i, accumulated in worker order (the master's aggregation)."""
+    """(1/n) sum_i c_i, accumulated in worker order (the master's aggregation);
+    a worker that sent nothing (None: it sat the round out) adds nothing."""
     acc = np.zeros(d)
     for p in payloads:
-        p.add_to(acc)
+        if p is not None:
+            p.add_to(acc)
     acc /= len(payloads)
     return acc
 
@@ -336,10 +357,13 @@ class Method:
 
     stochastic = False  # takes minibatch gradients by default (batch size 1): derived from params
 
+    has_theory = True  # derived: False when the method does not define theory_gamma (pass --gamma)
+
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         p = cls.param("batch_size")
         cls.stochastic = p is not None and p.default != "full"
+        cls.has_theory = cls.theory_gamma is not Method.theory_gamma
 
     def refuse(self, name: str) -> MethodError:
         """The error for an option this method does not use."""

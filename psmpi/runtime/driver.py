@@ -70,6 +70,8 @@ class Worker:
         else:
             self.state, payload = self.method.worker_step(ctx, self.state, x)
         t1 = time.perf_counter()
+        if payload is None:  # the worker sits the round out (partial participation): nothing is sent
+            return b""
         msg = encode(payload if ctx.device.on_host else to_host(payload, ctx.device.to_host))
         ctx.timings["step"] += t1 - t0
         ctx.timings["encode"] += time.perf_counter() - t1
@@ -89,9 +91,13 @@ class Worker:
 
 
 def master_round(method, hp, mstate, x: np.ndarray, messages, t: int, d: int):
-    """Decode the n messages (validated) and aggregate in worker order."""
+    """Decode the n messages (validated) and aggregate in worker order; a worker
+    that sent nothing (it sat the round out) gives None."""
     payloads = []
     for i, m in enumerate(messages):
+        if not len(m):
+            payloads.append(None)
+            continue
         try:
             payloads.append(decode(m, d))
         except ValueError as e:
