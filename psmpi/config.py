@@ -39,6 +39,8 @@ class TrainConfig:
     x0: str | None = None  # None: zeros, or a neural network's seeded initialisation
     seed: int = 0
     eval_every: int | None = None  # None: about 200 rows per run
+    test_dataset: str | None = None  # a held-out test set (name or file): adds test_loss, test_accuracy
+    test_fraction: float | None = None  # or a seeded fraction of the data held out as the test set
     out: str | None = None  # None: results/<method>_<dataset>_<compressor>.h5, numbered if taken
     overwrite: bool = False  # replace an existing output file
     backend: str = "auto"
@@ -163,6 +165,12 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.eval_every is None:
         cfg.eval_every = max(1, cfg.iters // 200)
     cfg.eval_every = _positive_int("eval_every", cfg.eval_every)
+    if cfg.test_fraction is not None:
+        cfg.test_fraction = _number("test_fraction", cfg.test_fraction)
+        if not 0.0 < cfg.test_fraction < 1.0:
+            raise ConfigError(f"--test-fraction must be in (0, 1) (got {cfg.test_fraction})")
+        if cfg.test_dataset is not None:
+            raise ConfigError("give --test-dataset or --test-fraction, not both")
     for name in ("lam", "tol"):
         v = _number(name, getattr(cfg, name))
         if v < 0 or not np.isfinite(v):

@@ -85,3 +85,32 @@ def test_a_broken_plugin_is_one_warning_line(monkeypatch, capsys):
     assert load_plugins("psmpi.methods", {}, psmpi.methods.Method) == []
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "plugin bad (psmpi.methods) not loaded" in err
+
+
+# ------------------------------------------------------------- test sets ---
+def test_a_held_out_fraction_adds_test_and_train_accuracy(tmp_path):
+    res = psmpi.train(method="ef21", iters=60, test_fraction=0.25, **BASE)
+    m = res.metrics
+    for k in ("train_accuracy", "test_accuracy", "test_loss"):
+        assert m[k].shape == m["iteration"].shape and np.all(np.isfinite(m[k])), k
+    assert 0.5 < m["test_accuracy"][-1] <= 1 and 0.5 < m["train_accuracy"][-1] <= 1
+    assert m["test_loss"][-1] < m["test_loss"][0]
+    # the held-out rows are not trained on: 569 rows, 142 held out, 427 for the 3 workers
+    assert m["samples"][-1].sum() == 60 * 427
+
+
+def test_a_test_file_with_fewer_features_and_the_error_cases(tmp_path):
+    from psmpi.data import open_dataset
+
+    ds = open_dataset("breast-cancer")
+    A = ds.read_rows(np.arange(100, 200)).toarray()
+    with open(tmp_path / "t.txt", "w") as f:  # the last feature left out, as in a9a.t
+        for a, y in zip(A, ds.labels[100:200]):
+            f.write(f"{y} " + " ".join(f"{j + 1}:{float(v)!r}" for j, v in enumerate(a[:29]) if v) + "\n")
+    res = psmpi.train(method="ef21", iters=20, test_dataset=str(tmp_path / "t.txt"), **BASE)
+    assert 0.5 < res.metrics["test_accuracy"][-1] <= 1
+    with pytest.raises(psmpi.errors.ConfigError, match="not both"):
+        psmpi.train(iters=5, test_dataset=str(tmp_path / "t.txt"), test_fraction=0.1, **BASE)
+    with pytest.raises(psmpi.errors.ConfigError, match="no data rows to test on"):
+        psmpi.train(iters=5, dataset="quad:identity,d=3", method="gd", compressor="identity", test_fraction=0.1,
+                    workers=2, quiet=True)

@@ -49,7 +49,9 @@ def test_to_pandas_builds_one_row_per_evaluation(runs_dir, monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", fake)
     res = psmpi.read_result(str(runs_dir / "ef21.h5"))
     data = res.to_pandas()
-    assert set(data) == set(res.metrics)
+    flat = {k for k, v in res.metrics.items() if v.ndim == 1}
+    per_worker = {f"{k}[{i}]" for k, v in res.metrics.items() if v.ndim == 2 for i in range(v.shape[1])}
+    assert per_worker and set(data) == flat | per_worker  # rows x workers metrics: one column per worker
     np.testing.assert_array_equal(data["grad_norm_sq"], res.metrics["grad_norm_sq"])
 
 

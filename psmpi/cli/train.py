@@ -21,6 +21,9 @@ FIELD_OPTIONS = [
                        "a name such as a9a found in $PSMPI_DATA (see psmpi data fetch), "
                        "synthetic:rows=..,features=..,classes=..,density=..,hetero=.., or quad:beznosikov / "
                        "quad:identity,d=..,noise=.. / quad:skewed,..  [default: breast-cancer]"),
+    ("--test-dataset", str, "a held-out test set (a name or file like --dataset, e.g. a9a.t): adds /metrics/test_loss "
+                            "and test_accuracy, evaluated on the master"),
+    ("--test-fraction", float, "hold out this seeded fraction of --dataset's rows as the test set instead"),
     ("--split", str, "contiguous (file order, remainder to the last worker), shuffle, label-sorted, "
                      "dirichlet:ALPHA (label skew; small ALPHA = more heterogeneous)  [default: contiguous]"),
     ("--lam", float, "weight of the nonconvex regulariser lam*sum x^2/(1+x^2)  [default: 0.1]"),

@@ -7,9 +7,9 @@ default ``~/.cache/psmpi/data``: NAME.h5, NAME or NAME.txt), or
 ``synthetic:...``.  A :class:`Dataset` knows its shape and labels without
 holding the matrix; ``read_rows`` returns only the requested rows (CSR).
 """
-from .core import (DATA_ENV, EMBEDDED, DataError, Dataset, Shard, class_labels, data_dir, load_shard,
-                   open_dataset)
+from .core import (DATA_ENV, EMBEDDED, DataError, Dataset, RowSubset, Shard, class_labels, data_dir, hold_out,
+                   load_shard, open_dataset)
 from .splits import SPLITS, check_split, split_rows
 
-__all__ = ["DataError", "Dataset", "Shard", "open_dataset", "load_shard", "split_rows", "SPLITS", "check_split",
+__all__ = ["RowSubset", "hold_out", "DataError", "Dataset", "Shard", "open_dataset", "load_shard", "split_rows", "SPLITS", "check_split",
            "class_labels", "data_dir", "DATA_ENV", "EMBEDDED"]

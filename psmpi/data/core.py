@@ -177,6 +177,40 @@ def _cached_split(ds: Dataset, n_workers: int, split: str, seed: int):
     return parts
 
 
+class RowSubset(Dataset):
+    """Some rows of a dataset (in the order given) as a dataset of their own, e.g. the
+    training part of a seeded hold-out; its classes are the whole dataset's."""
+
+    def __init__(self, ds: Dataset, rows, name: str):
+        self.ds, self.rows = ds, np.asarray(rows, dtype=np.int64)
+        self.name, self.n_rows, self.n_features = name, len(self.rows), ds.n_features
+        self.labels = ds.labels[self.rows]
+        if hasattr(ds, "image_shape"):
+            self.image_shape = ds.image_shape
+
+    @property
+    def classes(self) -> np.ndarray:
+        return self.ds.classes
+
+    def read_rows(self, rows):
+        return self.ds.read_rows(self.rows[np.asarray(rows, dtype=np.int64)])
+
+    def read_dense(self, rows):
+        return self.ds.read_dense(self.rows[np.asarray(rows, dtype=np.int64)])
+
+
+def hold_out(ds: Dataset, fraction: float, seed: int) -> tuple[RowSubset, RowSubset]:
+    """(training rows, test rows): round(fraction * rows) rows drawn from (seed) alone
+    for the test set, both kept in file order."""
+    n_test = int(round(fraction * ds.n_rows))
+    if not 0 < n_test < ds.n_rows:
+        raise DataError(f"--test-fraction {fraction} of {ds.n_rows} rows leaves no test or no training rows")
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(4,))))
+    test = np.sort(rng.choice(ds.n_rows, size=n_test, replace=False))
+    train = np.setdiff1d(np.arange(ds.n_rows), test)
+    return RowSubset(ds, train, f"{ds.name}-train"), RowSubset(ds, test, f"{ds.name}-test")
+
+
 def load_shard(ds: Dataset, n_workers: int, index: int, split: str = "contiguous", seed: int = 0) -> Shard:
     """Worker ``index``'s rows (0-based among ``n_workers``), reading only those rows."""
     if not 0 <= index < n_workers:

@@ -235,6 +235,10 @@ class WorkerContext:
         g = self._exact(x)  # not counted: evaluation is the experimenter's, not the method's
         return float(self.problem.value_from(x, self._cache[1])), self.device.to_host(g)
 
+    def correct(self, x) -> int | None:
+        """Local rows the round's (host) iterate classifies correctly (None: no classifier)."""
+        return self.problem.correct(self.at(x, self.round))
+
     def sgrad(self, x, batch=None):
         """A minibatch gradient with ``batch`` (default: the run's batch size); exact when None."""
         batch = self.hp.batch_size if batch is None else batch

@@ -50,6 +50,15 @@ class LocalProblem:
     def stoch_grad(self, x: np.ndarray, rng: np.random.Generator, batch: int) -> np.ndarray:
         raise NotImplementedError
 
+    def correct(self, x) -> int | None:
+        """How many local rows x classifies correctly; None for a problem that is no classifier."""
+        return None
+
+    def score(self, x) -> tuple[float, float | None]:
+        """(f(x), accuracy) on this problem's rows: what a test set reports."""
+        right = self.correct(x)
+        return float(self.value_and_grad(x)[0]), None if right is None else right / self.rows
+
     def hbound_dim(self) -> int:
         raise NotImplementedError
 

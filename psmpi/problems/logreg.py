@@ -70,6 +70,10 @@ class LogReg(LocalProblem):
     def value_from(self, x, z):
         return float(np.mean(np.logaddexp(0.0, -z))) + nonconvex_reg(x, self.lam)[0]
 
+    def correct(self, x) -> int:
+        """Rows with b_j <a_j, x> > 0 (a margin of exactly 0 counts as wrong)."""
+        return int(np.count_nonzero(self.b * (self.A @ x) > 0))
+
     def stoch_grad(self, x, rng, batch):
         idx = self._index(rng.integers(0, self.rows, batch))
         return self._vg(self.A[idx], self.b[idx], x)[1]

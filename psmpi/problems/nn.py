@@ -373,6 +373,13 @@ class NNProblem(LocalProblem):
     def accuracy(self, x, X, y) -> float:
         return self.model.accuracy(x, X, y, self.chunk_rows)
 
+    def correct(self, x) -> int:
+        return int(round(self.model.accuracy(x, self.X, self.y, self.chunk_rows) * self.rows))
+
+    def score(self, x) -> tuple[float, float]:
+        """(mean cross-entropy, accuracy) on this shard, without a gradient."""
+        return self.model.evaluate(x, self.X, self.y, self.chunk_rows)
+
     def _no_constant(self, *_):
         raise NoSmoothnessConstant(f"no smoothness constant L is known for the neural network {self.name}: "
                                    f"pass the step size with --gamma")

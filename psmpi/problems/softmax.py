@@ -39,6 +39,11 @@ class Softmax(LocalProblem):
     def value_and_grad(self, x):
         return self._vg(self.A, self.y, x)
 
+    def correct(self, x) -> int:
+        """Rows whose largest score is their class (ties: the lowest class index)."""
+        Z = np.asarray(self.A @ x.reshape(self.features, self.C))
+        return int(np.count_nonzero(np.argmax(Z, axis=1) == self.y))
+
     def stoch_grad(self, x, rng, batch):
         idx = rng.integers(0, self.rows, batch)
         return self._vg(self.A[idx], self.y[idx], x)[1]

@@ -63,13 +63,15 @@ def unpack_state(blob: bytes):
 def pack_worker(ctx, state) -> bytes:
     if not ctx.device.on_host and state is not None:
         state = replace_arrays(state, ctx.device.to_host)
-    return pack_state(state, rng=ctx.rng.bit_generator.state, common=ctx.common.bit_generator.state)
+    return pack_state(state, rng=ctx.rng.bit_generator.state, common=ctx.common.bit_generator.state,
+                      samples=ctx.samples)
 
 
 def restore_worker(ctx, blob: bytes):
     state, extra = unpack_state(blob)
     ctx.rng.bit_generator.state = extra["rng"]
     ctx.common.bit_generator.state = extra["common"]
+    ctx.samples = extra["samples"]
     return state if ctx.device.on_host or state is None else replace_arrays(state, ctx.device.asarray)
 
 

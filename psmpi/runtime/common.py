@@ -68,6 +68,11 @@ class DataInfo:
     reg: float  # curvature bound of the regulariser
     model: object = None  # a neural network's FlatModel, shared by the workers one process hosts
     x0: np.ndarray | None = None  # a neural network's seeded initial parameters
+    test: object = None  # the held-out test Dataset (--test-dataset / --test-fraction)
+
+    @property
+    def classifier(self) -> bool:
+        return self.problem in ("logreg", "softmax") or self.model is not None
 
 
 def describe_data(cfg: TrainConfig) -> DataInfo:
@@ -77,6 +82,8 @@ def describe_data(cfg: TrainConfig) -> DataInfo:
 
         if cfg.problem not in (None, "quadratic"):
             raise ConfigError(f"--dataset {cfg.dataset} is a quadratic problem, not {cfg.problem}")
+        if cfg.test_dataset or cfg.test_fraction:
+            raise ConfigError(f"--dataset {cfg.dataset} has no data rows to test on: drop --test-dataset/--test-fraction")
         probs = quadratic_problems(cfg.dataset, cfg.workers)
         return DataInfo(probs, "quadratic", np.zeros(0), probs[0].dim, probs[0].dim, 0.0)
     if is_nn_problem(cfg.problem):
@@ -92,7 +99,26 @@ def describe_data(cfg: TrainConfig) -> DataInfo:
     if problem == "softmax" and cfg.device == "gpu":
         raise ConfigError("--device gpu runs logreg and quadratic problems; softmax runs on the CPU only")
     dim = ds.n_features if problem == "logreg" else ds.n_features * len(classes)
-    return DataInfo(ds, problem, classes, dim, ds.n_features, 2.0 * cfg.lam)
+    ds, test = _split_test(cfg, ds, open_dataset)
+    return DataInfo(ds, problem, classes, dim, ds.n_features, 2.0 * cfg.lam, test=test)
+
+
+def _split_test(cfg: TrainConfig, ds, opener):
+    """(training data, test data or None) for --test-fraction / --test-dataset."""
+    from ..data import hold_out
+
+    if cfg.test_fraction:
+        return hold_out(ds, cfg.test_fraction, cfg.seed)
+    if not cfg.test_dataset:
+        return ds, None
+    test = opener(cfg.test_dataset)
+    if test.n_features > ds.n_features:
+        raise ConfigError(f"--test-dataset {cfg.test_dataset} has {test.n_features} features, the training data "
+                          f"{ds.n_features}")
+    unknown = np.setdiff1d(test.classes, ds.classes)
+    if unknown.size:
+        raise ConfigError(f"--test-dataset {cfg.test_dataset} has labels the training data lacks: {unknown[:5]}")
+    return ds, test
 
 
 def _describe_nn(cfg: TrainConfig) -> DataInfo:
@@ -107,24 +133,41 @@ def _describe_nn(cfg: TrainConfig) -> DataInfo:
         model = FlatModel(cfg.problem, ds.image_shape, len(ds.classes), cfg.seed)
     except ValueError as e:
         raise ConfigError(f"--problem {cfg.problem}: {e}") from None
-    return DataInfo(ds, cfg.problem, ds.classes, model.dim, 0, 0.0, model, model.x0)
+    ds, test = _split_test(cfg, ds, open_images)
+    return DataInfo(ds, cfg.problem, ds.classes, model.dim, 0, 0.0, model, model.x0, test)
 
 
 def local_problem(cfg: TrainConfig, info: DataInfo, index: int):
     """Worker ``index``'s f_i, reading only its own rows."""
     if info.problem == "quadratic":
         return info.dataset[index]
+    return _problem_on(cfg, info, info.dataset, cfg.workers, index)
+
+
+def test_problem(cfg: TrainConfig, info: DataInfo):
+    """f on the whole test set (the master's), or None without one."""
+    return None if info.test is None else _problem_on(cfg, info, info.test, 1, 0)
+
+
+def _problem_on(cfg, info: DataInfo, ds, n: int, index: int):
+    """The problem on part ``index`` of ``n`` of ``ds``'s rows (a worker's shard, or a whole test set)."""
+    split = cfg.split if n > 1 else "contiguous"
     if info.model is not None:
         from ..data.images import load_image_shard
         from ..problems.nn import NNProblem
 
-        sh = load_image_shard(info.dataset, cfg.workers, index, cfg.split, cfg.seed)
+        sh = load_image_shard(ds, n, index, split, cfg.seed)
         return NNProblem(sh.X, class_labels(sh.labels, info.classes, False), sh.image_shape, len(info.classes),
                          info.model, cfg.seed)
-    shard = load_shard(info.dataset, cfg.workers, index, cfg.split, cfg.seed)
+    shard = load_shard(ds, n, index, split, cfg.seed)
+    A = shard.A
+    if A.shape[1] < info.hdim:  # a test file whose last features never occur
+        import scipy.sparse as sp
+
+        A = sp.csr_matrix((A.data, A.indices, A.indptr), shape=(A.shape[0], info.hdim))
     if info.problem == "logreg":
-        return LogReg(shard.A, class_labels(shard.labels, info.classes, True), cfg.lam)
-    return Softmax(shard.A, class_labels(shard.labels, info.classes, False), len(info.classes), cfg.lam)
+        return LogReg(A, class_labels(shard.labels, info.classes, True), cfg.lam)
+    return Softmax(A, class_labels(shard.labels, info.classes, False), len(info.classes), cfg.lam)
 
 
 def sum_in_order(items, n: int) -> np.ndarray:
@@ -261,10 +304,15 @@ class Recorder:
              "bits_up_by_worker", "samples")
     INTS = ("iteration", "bytes_up", "bytes_down", "samples")
 
-    def __init__(self, cfg: TrainConfig, n: int):
+    def __init__(self, cfg: TrainConfig, n: int, train_rows: int | None = None, tester=None):
+        """``train_rows`` (classifiers): rows of the training data, for train_accuracy;
+        ``tester``: x -> (test loss, test accuracy or None) on the master's test set."""
         self.cfg = cfg
         self.n = n
-        self.rows = {k: [] for k in self.NAMES}
+        self.train_rows, self.tester = train_rows, tester
+        names = self.NAMES + (("train_accuracy",) if train_rows else ()) + \
+            (("test_loss", "test_accuracy") if tester else ())
+        self.rows = {k: [] for k in names}
         self.bytes_up = 0
         self.bytes_down = 0
         self.bytes_by_worker = np.zeros(n, dtype=np.int64)  # cumulative message bytes of each worker
@@ -305,7 +353,7 @@ class Recorder:
 
     def restore(self, ck):
         """Continue from a checkpoint's rows and counters."""
-        for k in self.NAMES:
+        for k in self.rows:
             self.rows[k] = list(ck.metrics[k])
         self.bytes_up, self.bytes_down, self.offset = ck.bytes_up, ck.bytes_down, ck.elapsed
         self.bytes_by_worker[:] = ck.bytes_by_worker
@@ -316,9 +364,15 @@ class Recorder:
     def last_round(self) -> int:
         return int(self.rows["iteration"][-1]) if self.rows["iteration"] else 0
 
-    def eval_row(self, t: int, loss: float, gns: float, samples=None) -> bool:
+    def eval_row(self, t: int, loss: float, gns: float, samples=None, right=None, x=None) -> bool:
         """Record a row; True when the run should stop here (last round, tol, divergence)."""
         r = self.rows
+        if "train_accuracy" in r:
+            r["train_accuracy"].append(sum(right) / self.train_rows if None not in right else np.nan)
+        if "test_loss" in r:
+            test_loss, test_acc = self.tester(x)
+            r["test_loss"].append(test_loss)
+            r["test_accuracy"].append(np.nan if test_acc is None else test_acc)
         r["bits_up_by_worker"].append(8.0 * self.bytes_by_worker)
         r["samples"].append(np.zeros(self.n, dtype=np.int64) if samples is None else np.asarray(samples, np.int64))
         r["iteration"].append(t)

@@ -78,10 +78,11 @@ class Worker:
         return msg
 
     def evaluate(self, x, t: int):
-        """(f_i(x^t), grad f_i(x^t) on the host, exact; the samples the steps used so far)."""
+        """(f_i(x^t), grad f_i(x^t) on the host, exact; the samples the steps used so far;
+        the local rows x^t classifies correctly, or None)."""
         self.ctx.round = t
         loss, grad = self.ctx.value_and_grad(x)
-        return loss, grad, self.ctx.samples
+        return loss, grad, self.ctx.samples, self.ctx.correct(x)
 
     def pack(self) -> bytes:
         return pack_worker(self.ctx, self.state)
@@ -142,7 +143,7 @@ class Transport:
         raise NotImplementedError
 
     def evaluations(self, t: int, x):
-        """(f_i(x^t), grad f_i(x^t), samples used so far) for each worker, in worker order."""
+        """(f_i(x^t), grad f_i(x^t), samples used so far, rows right or None) for each worker, in order."""
         raise NotImplementedError
 
     def decide(self, go: bool) -> None:
@@ -172,11 +173,12 @@ def drive(plan, transport: Transport, rec, ctl, x, mstate, start: int, iters: in
             if action == CHECKPOINT:
                 ctl.maybe_flush(x, force=True)
         if evaluate:
-            ev, samples = EvalSum(transport.n), []
-            for loss, grad, used in transport.evaluations(t, x):
+            ev, samples, right = EvalSum(transport.n), [], []
+            for loss, grad, used, ok in transport.evaluations(t, x):
                 ev.add(loss, grad)
                 samples.append(used)
-            stop = rec.eval_row(t, *ev.result(), samples)
+                right.append(ok)
+            stop = rec.eval_row(t, *ev.result(), samples, right, x)
             if action == STOP:
                 stop = True
                 if rec.stop in (None, Stop.ITERS):

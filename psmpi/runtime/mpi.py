@@ -39,7 +39,8 @@ from ..errors import ConfigError
 from ..problems.base import DENSE_EIG_MAX
 from .checkpoint import read_checkpoint
 from .common import (UNKNOWN, WORKER_PHASES, Control, Recorder, constants_from, describe_data, global_smoothness, hosted,
-                     initial_point, local_problem, make_result, make_workers, peak_rss_mb, plan_run, sum_in_order)
+                     initial_point, local_problem, make_result, make_workers, peak_rss_mb, plan_run, sum_in_order,
+                     test_problem)
 from .driver import CONTINUE, Transport, drive
 
 TAG_EVAL, TAG_CURV = 11, 12
@@ -249,7 +250,7 @@ class MPITransport(Transport):
         self.buf, self.ctrl, self.x = buf, buf[:NCTRL], buf[NCTRL:]
         self.blocks = Blocks(MPI, comm, n)
         self.go = np.zeros(1, dtype=np.int64)
-        self.evalbufs = {r: np.empty((int(c), d + 2)) for r, c in enumerate(self.blocks.counts) if c}
+        self.evalbufs = {r: np.empty((int(c), d + 3)) for r, c in enumerate(self.blocks.counts) if c}
         self.timing = {"bcast": 0.0, "eval": 0.0, "gather": 0.0}
 
     def open_round(self, t, x, evaluate, action):
@@ -266,7 +267,7 @@ class MPITransport(Transport):
         for r, buf in self.evalbufs.items():
             self.comm.Recv(buf, source=r, tag=TAG_EVAL)
             for row in buf:
-                yield float(row[0]), row[2:], int(row[1])
+                yield float(row[0]), row[3:], int(row[1]), (None if row[2] < 0 else int(row[2]))
         self.timing["eval"] += time.perf_counter() - t0
 
     def decide(self, go):
@@ -296,7 +297,9 @@ def _master(MPI, comm, cfg, ctl, info, _problems, consts, plan):
     transport = MPITransport(MPI, comm, n, d, buf)
     x = transport.x
     x[:] = initial_point(cfg, d, info)
-    rec = Recorder(cfg, n)
+    tester = test_problem(cfg, info)
+    rec = Recorder(cfg, n, info.dataset.n_rows if info.classifier else None,
+                   tester.score if tester is not None else None)
     mstate, start, error, ck = None, 0, None, None
     if cfg.resume:
         try:
@@ -346,7 +349,7 @@ def _worker(MPI, comm, cfg, info, problems, consts, plan):
         dev_buf = dev.asarray(buf)
         x = dev_buf[NCTRL:]
     go = np.zeros(1, dtype=np.int64)
-    evalbuf = np.empty((len(workers), d + 2))  # per worker: f_i, samples used, grad f_i
+    evalbuf = np.empty((len(workers), d + 3))  # per worker: f_i, samples used, rows right (-1: none), grad f_i
     while True:
         if dev_buf is None:
             comm.Bcast(buf, root=0)
@@ -361,9 +364,9 @@ def _worker(MPI, comm, cfg, info, problems, consts, plan):
             blocks.gather([w.pack() for w in workers])
         if ctrl[EVAL]:
             for j, w in enumerate(workers):
-                loss, grad, used = w.evaluate(x, t)
-                evalbuf[j, 0], evalbuf[j, 1] = loss, used  # exact in float64 below 2^53
-                evalbuf[j, 2:] = grad
+                loss, grad, used, ok = w.evaluate(x, t)
+                evalbuf[j, :3] = loss, used, -1 if ok is None else ok  # counts: exact in float64 below 2^53
+                evalbuf[j, 3:] = grad
             comm.Send(evalbuf, dest=0, tag=TAG_EVAL)
             comm.Bcast(go, root=0)
             if not go[0]:
