@@ -16,6 +16,7 @@ class AMS(Method):
     """
 
     name = "ams"
+    title = "AMSGrad with compressed gradients, no error feedback (the SPARS-AMS draft's baseline)"
     paper = "SPARS-AMS draft (its baselines); Reddi, Kale, Kumar (2018), On the convergence of Adam and beyond"
     compressors = "any"
     params = AMS_PARAMS

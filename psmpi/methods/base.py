@@ -343,6 +343,7 @@ class Method:
     """Base class: declarations and the checks derived from them; no update rule."""
 
     name = "base"
+    title = ""  # one line for the README's method table (default: the docstring's first line)
     paper = ""
     compressors = "contractive"  # 'contractive', 'unbiased', 'identity' or 'any'
     params: tuple = ()  # Param declarations
@@ -351,6 +352,13 @@ class Method:
     theory = ""  # one line: the step 'theory' uses, and its source
 
     # declarations -----------------------------------------------------------
+    @classmethod
+    def table_row(cls) -> str:
+        """The method's row of the README's method table, from its declarations."""
+        title = cls.title or (cls.__doc__ or cls.name).strip().splitlines()[0]
+        opts = ", ".join(p.flag for p in cls.params) or "-"
+        return f"| `{cls.name}` | {title} | {cls.compressors} | {opts} | {cls.theory} |"
+
     @property
     def default_compressor(self) -> str:
         return {"identity": "identity", "unbiased": "randk:1"}.get(self.compressors, "topk:1")

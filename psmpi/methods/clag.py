@@ -74,6 +74,7 @@ class CLAG(Method):
     """
 
     name = "clag"
+    title = "compressed lazy aggregation, 3PC (Richtarik et al. 2022)"
     paper = "Richtarik et al. (2022), 3PC: Three point compressors, ICML 2022"
     params = (ZETA,)
 

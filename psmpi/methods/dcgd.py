@@ -20,6 +20,7 @@ class DCGD(Method):
     """
 
     name = "dcgd"
+    title = "compressed GD/SGD, the naive method (Khirirat et al. 2018)"
     paper = "Khirirat, Feyzmahdavian, Johansson (2018), Distributed learning with compressed gradients"
     compressors = "any"
     params = batch_params("full")

@@ -39,6 +39,7 @@ class DIANA(Method):
     """
 
     name = "diana"
+    title = "DIANA (Mishchenko et al. 2019)"
     paper = "Mishchenko, Gorbunov, Takac, Richtarik (2019), Distributed learning with compressed gradient differences"
     compressors = "unbiased"
     params = (SHIFT, *batch_params("full"))

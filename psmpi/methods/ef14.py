@@ -28,6 +28,7 @@ class EF14(Method):
     """
 
     name = "ef14"
+    title = "original error feedback (Seide et al. 2014; Stich et al. 2018)"
     paper = "Seide et al. (2014), 1-bit SGD; Stich, Cordonnier, Jaggi (2018), Sparsified SGD with memory"
     params = batch_params("full")
     theory = "theory gives none without bounded gradients; EF21's step for the same alpha is used"

@@ -24,6 +24,7 @@ class EF21(Method):
     """
 
     name = "ef21"
+    title = "EF21 (Richtarik, Sokolov, Fatkhullin 2021)"
     paper = "Richtarik, Sokolov, Fatkhullin (2021), EF21, NeurIPS 2021"
     stochastic_sibling = "ef21-sgd"
     theory = "1/(L + L~ sqrt(beta/theta)), EF21 Theorem 1"

@@ -30,6 +30,7 @@ class EF21Plus(Method):
     """
 
     name = "ef21-plus"
+    title = "EF21+ (same paper)"
     paper = "Richtarik, Sokolov, Fatkhullin (2021), EF21, NeurIPS 2021"
     theory = "1/(L + L~ sqrt(beta/theta)), as EF21 (Theorem 1)"
 

@@ -60,6 +60,7 @@ class EF21PP(Method):
     """
 
     name = "ef21-pp"
+    title = "EF21 with partial participation (Fatkhullin et al. 2021)"
     paper = "Fatkhullin, Sokolov, Gorbunov, Li, Richtarik (2021), EF21 with bells & whistles"
     params = (PARTICIPATION,)
     theory = "1/(L + L~ sqrt(B/theta_p)) at the best s, rho, B&W Theorem 7 (p_i = p or K/n)"

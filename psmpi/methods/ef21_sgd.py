@@ -20,6 +20,7 @@ class EF21SGD(Method):
     """
 
     name = "ef21-sgd"
+    title = "EF21 with minibatch gradients (Fatkhullin et al. 2021)"
     paper = "Fatkhullin, Sokolov, Gorbunov, Li, Richtarik (2021), EF21 with bells & whistles"
     params = batch_params(1)
     exact_sibling = "ef21"

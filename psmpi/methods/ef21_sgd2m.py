@@ -33,6 +33,7 @@ class EF21SGD2M(Method):
     """
 
     name = "ef21-sgd2m"
+    title = "EF21-SGD2M, double momentum (same paper)"
     paper = "Fatkhullin, Tyurin, Richtarik (2023), Momentum provably improves error feedback!, NeurIPS 2023"
     params = (ETA, *batch_params(1))
     exact_sibling = "ef21"

@@ -47,6 +47,7 @@ class EF21SGDIdeal(Method):
     """
 
     name = "ef21-sgd-ideal"
+    title = 'the "ideal" EF21-SGD of the same paper (a theory device)'
     paper = "Fatkhullin, Tyurin, Richtarik (2023), Momentum provably improves error feedback!, Theorem 1"
     params = batch_params(1)
     exact_sibling = "ef21"

@@ -39,6 +39,7 @@ class EF21SGDM(Method):
     """
 
     name = "ef21-sgdm"
+    title = "EF21-SGDM, Polyak momentum (Fatkhullin, Tyurin, Richtarik 2023)"
     paper = "Fatkhullin, Tyurin, Richtarik (2023), Momentum provably improves error feedback!, NeurIPS 2023"
     params = (ETA, *batch_params(1))
     exact_sibling = "ef21"

@@ -22,6 +22,7 @@ class EF21SGDMIdeal(Method):
     """
 
     name = "ef21-sgdm-ideal"
+    title = 'the "ideal" EF21-SGDM, no memory (same paper)'
     paper = "Fatkhullin, Tyurin, Richtarik (2023), Momentum provably improves error feedback!, Section 2"
     params = (ETA, *batch_params(1))
     exact_sibling = "ef21"

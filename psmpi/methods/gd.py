@@ -42,6 +42,7 @@ class GD(Method):
     """
 
     name = "gd"
+    title = "distributed gradient descent (uncompressed baseline)"
     paper = "Cauchy (1847); the uncompressed baseline of every EF paper"
     compressors = "identity"
     params = batch_params("full")

@@ -18,6 +18,7 @@ class LAG(Method):
     """
 
     name = "lag"
+    title = "lazy aggregation in 3PC form (Chen et al. 2018; Richtarik et al. 2022)"
     paper = "Chen, Giannakis, Sun, Yin (2018), LAG: Lazily aggregated gradient; 3PC (2022)"
     compressors = "identity"
     params = (ZETA,)

@@ -33,6 +33,7 @@ class MARINA(Method):
     """
 
     name = "marina"
+    title = "MARINA (Gorbunov et al. 2021)"
     paper = "Gorbunov, Burlachenko, Li, Richtarik (2021), MARINA, ICML 2021"
     compressors = "unbiased"
     params = (P,)

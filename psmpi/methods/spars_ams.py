@@ -62,6 +62,7 @@ class SparsAMS(Method):
     """
 
     name = "spars-ams"
+    title = "SPARS-AMS: Top-K with error feedback, AMSGrad on the server (SPARS-AMS draft)"
     paper = "SPARS-AMS draft: sparsified AMSGrad with error feedback (Algorithm 1)"
     params = AMS_PARAMS
     theory = "none: pass --gamma (the learning rate)"
