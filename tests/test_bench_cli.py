@@ -121,22 +121,26 @@ def test_bench_round_tiny_runs_both_runtimes_and_the_plain_loop(tmp_path):
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
     runs = {(x["backend"], x["compressor"]): x for x in res["runs"]}
-    assert set(runs) == {(b, c) for b in ("serial", "mpi") for c in ("topk:1", "identity")}
+    assert set(runs) == {(b, c) for b in ("serial", "mpi -n 4", "mpi -n 3") for c in ("topk:1", "identity")}
     for x in runs.values():
         assert x["rounds"] == 6 and x["sec_per_round"] > 0
         assert x["phases_ms_per_round"]["gradient"] > 0
-    assert "broadcast" in runs["mpi", "topk:1"]["phases_ms_per_round"]
-    # Top-1 at d = 30: one 6-byte header, a one-byte index and a float32 value per worker
-    assert runs["serial", "topk:1"]["bytes_up_per_round"] == 3 * 11 == runs["mpi", "topk:1"]["bytes_up_per_round"]
+    assert "broadcast" in runs["mpi -n 4", "topk:1"]["phases_ms_per_round"]
+    # Top-1 at d = 30: one 6-byte header, a one-byte index and a float32 value per worker (also with
+    # two workers on one of the two worker ranks of mpirun -n 3)
+    for b in ("serial", "mpi -n 4", "mpi -n 3"):
+        assert runs[b, "topk:1"]["bytes_up_per_round"] == 3 * 11
     assert runs["serial", "identity"]["bytes_up_per_round"] == 3 * (6 + 4 * 30)
     naive = res["naive_numpy_loop"]
     assert naive["sec_per_round"] > 0 and naive["max_abs_diff_vs_serial_float64"] < 1e-12  # the same EF21
     assert [s["d"] for s in res["dense_vs_sparse_by_d"]] == [300, 300]
     assert "plain numpy loop" in r.output and "x the speed of the plain loop" in r.output
-    floor = res["mpi_floor"]  # the same launch, collectives only, then with the local gradients
-    assert floor["ranks"] == 4 and floor["rounds"] == 6
-    assert 0 < floor["collectives_ms_per_round"] and 0 < floor["collectives_and_gradients_ms_per_round"]
-    assert floor["gradient_cpu_us_in_job"] > 0 and floor["gradient_us_alone"] > 0
+    floors = res["mpi_floor"]  # the same launches, collectives only, then with the local gradients
+    assert [f["ranks"] for f in floors] == [4, 3] and all(f["rounds"] == 6 for f in floors)
+    for floor in floors:
+        assert 0 < floor["collectives_ms_per_round"] and 0 < floor["collectives_and_gradients_ms_per_round"]
+        assert floor["gradient_cpu_us_in_job"] > 0 and floor["gradient_us_alone"] > 0
+        assert floor["round_over_floor"] > 0 and f"= {floor['round_over_floor']:.2f}x this floor" in r.output
     assert "mpi floor, mpirun -n 4" in r.output
 
 

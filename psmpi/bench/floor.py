@@ -1,13 +1,15 @@
 """The MPI runtime's floor on this machine: the same launch and the same
 collectives as a training round (``Bcast`` of the control word and x, then the
-messages with ``Gather`` of the sizes and ``Gatherv`` of the bytes, the
-runtime's own functions), first with no work between them, then with each
-worker computing its exact local gradient (nothing else: no compression, no
-encoding, no aggregation).  A training round cannot be faster than the second.
+messages with two ``Gatherv``, per-worker sizes then the bytes, the runtime's
+own ``Blocks``), first with no work between them, then with each worker
+computing its exact local gradient (nothing else: no compression, no encoding,
+no aggregation).  A training round cannot be faster than the second.
 
-Run under the launcher, one rank per worker plus the master::
+Run under the launcher; the workers are spread over ranks 1.. as in training
+(one each, or several per rank)::
 
     mpirun -n 21 python -m psmpi.bench.floor a9a 20 300
+    mpirun -n 3 python -m psmpi.bench.floor a9a 20 300
 
 Rank 0 prints one JSON object: ms per round of each variant (best of three
 repetitions after a warm-up) and the workers' mean CPU time per gradient in
@@ -27,15 +29,17 @@ def main(dataset: str, workers: int, rounds: int) -> None:
     from ..config import TrainConfig, validate
     from ..runtime.common import describe_data, local_problem
     from ..compressors.payload import Sparse
+    from ..runtime.common import hosted
     from ..runtime.mpi import NCTRL, Blocks, _comm
     from ..wire import encode
 
     MPI, comm = _comm()
-    if comm.size != workers + 1:
-        raise SystemExit(f"run with {workers + 1} ranks (got {comm.size})")
+    if not 2 <= comm.size <= workers + 1:
+        raise SystemExit(f"run with 2 to {workers + 1} ranks (got {comm.size})")
     cfg = validate(TrainConfig(dataset=dataset, workers=workers, quiet=True))
     info = describe_data(cfg)
-    problem = None if comm.rank == 0 else local_problem(cfg, info, comm.rank - 1)
+    mine = [] if comm.rank == 0 else list(hosted(workers, comm.size - 1, comm.rank - 1))
+    problems = [local_problem(cfg, info, i) for i in mine]
     blocks = Blocks(MPI, comm, workers)
     buf = np.zeros(NCTRL + info.dim)
     x = buf[NCTRL:]
@@ -48,16 +52,17 @@ def main(dataset: str, workers: int, rounds: int) -> None:
             t0, c = time.perf_counter(), 0.0
             for _ in range(rounds):
                 comm.Bcast(buf, root=0)
-                if problem is not None and work:
+                if work:
                     c0 = time.thread_time()
-                    problem.grad_aux(x)
+                    for p in problems:
+                        p.grad_aux(x)
                     c += time.thread_time() - c0
-                blocks.gather(None if comm.rank == 0 else [msg])
+                blocks.gather(None if comm.rank == 0 else [msg] * len(problems))
             times.append(time.perf_counter() - t0)
             if work and rep:
                 cpu += c
         best["gradient" if work else "collectives"] = 1e3 * min(times[1:]) / rounds
-    cpus = comm.gather(cpu / (3 * rounds), root=0)
+    cpus = comm.gather(cpu / (3 * rounds * max(1, len(problems))), root=0)
     done = comm.Ibarrier()  # the workers sleep (not spin in MPI) while rank 0 times alone
     if comm.rank != 0:
         while not done.Test():

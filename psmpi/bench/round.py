@@ -65,22 +65,25 @@ def _train_args(dataset, method, compressor, workers, rounds, value_dtype, out, 
             "--workers", str(workers), "--device", device]
 
 
-def mpi_floor(dataset, workers, rounds, mpirun) -> dict:
+def mpi_floor(dataset, workers, rounds, mpirun, ranks=None) -> dict:
     """The same mpirun and collectives with no work, then with the local gradients
     only (:mod:`psmpi.bench.floor`): what no MPI round on this machine can beat."""
-    out = run_command(mpirun + ["-n", str(workers + 1), sys.executable, "-m", "psmpi.bench.floor", dataset,
+    out = run_command(mpirun + ["-n", str(ranks or workers + 1), sys.executable, "-m", "psmpi.bench.floor", dataset,
                                 str(workers), str(rounds)])
     return json.loads(out.strip().splitlines()[-1])
 
 
-def measure(dataset, method, compressor, workers, rounds, backend, value_dtype="float32", mpirun=None, device="cpu"):
-    """Seconds per round and its phase split for one runtime; bytes per round."""
+def measure(dataset, method, compressor, workers, rounds, backend, value_dtype="float32", mpirun=None, device="cpu",
+            ranks=None):
+    """Seconds per round and its phase split for one runtime; bytes per round.
+    ``ranks``: under MPI, the world size (default one rank per worker plus the master)."""
+    ranks = ranks or workers + 1
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "r.h5")
         args = _train_args(dataset, method, compressor, workers, rounds, value_dtype, out, device)
         base = [sys.executable, "-m", "psmpi"]
         if backend == "mpi":
-            run_command(mpirun + ["-n", str(workers + 1)] + base + args)
+            run_command(mpirun + ["-n", str(ranks)] + base + args)
         else:
             run_command(base + args + ["--backend", "serial"])
         res = read_result(out)
@@ -94,10 +97,11 @@ def measure(dataset, method, compressor, workers, rounds, backend, value_dtype="
     if backend == "mpi":
         phases["broadcast"] = ms["bcast"]
         phases["communication"] = max(0.0, ms["gather"] - w["step"] - w["encode"])
-    if backend == "serial":  # n workers run one after another in one process
-        for key in ("gradient", "compression", "encode"):
-            phases[key] *= workers
-    return {"backend": backend, "method": method, "compressor": compressor, "rounds": r,
+    hosted = workers if backend == "serial" else workers / (ranks - 1)  # workers one process runs in turn
+    for key in ("gradient", "compression", "encode"):
+        phases[key] *= hosted
+    return {"backend": backend if backend == "serial" else f"mpi -n {ranks}",
+            "ranks": ranks if backend == "mpi" else None, "method": method, "compressor": compressor, "rounds": r,
             "sec_per_round": float(m["wall_time"][-1]) / r,
             "phases_ms_per_round": {k: 1e3 * v / r for k, v in phases.items()},
             "bytes_up_per_round": (float(m["bytes_up"][-1]) - tim.get("bytes_up_round0", 0)) / max(1, r - 1),
@@ -117,19 +121,27 @@ def naive_on(dataset, workers, rounds, lam, gamma, k, split="contiguous", seed=0
     return naive_ef21(A, b, lam, gamma, k, rounds)
 
 
-def run_round_bench(dataset, method, compressor, workers, rounds, mpi=True, sizes=(), mpirun=None, device="cpu"):
+def run_round_bench(dataset, method, compressor, workers, rounds, mpi=True, sizes=(), mpirun=None, device="cpu",
+                    ranks=None):
+    """``ranks``: the MPI world sizes to run (default: one rank per worker plus the
+    master, and 3, i.e. the workers hosted by two ranks)."""
     if mpi and mpirun is None:
         mpirun = default_mpirun("or use --no-mpi")
+    ranks = sorted({r for r in (ranks or (workers + 1, 3)) if 2 <= r <= workers + 1}, reverse=True)
     rows = []  # every method accepts the identity compressor: that run is the dense baseline
-    for backend in ("serial", "mpi") if mpi else ("serial",):
+    for backend, r in [("serial", None)] + ([("mpi", r) for r in ranks] if mpi else []):
         for meth, comp in ((method, compressor), (method, "identity")):
-            rows.append(measure(dataset, meth, comp, workers, rounds, backend, mpirun=mpirun, device=device))
+            rows.append(measure(dataset, meth, comp, workers, rounds, backend, mpirun=mpirun, device=device, ranks=r))
     naive = None
     if method == "ef21" and compressor.startswith("topk:") and not compressor.endswith("%"):
         ref = measure(dataset, method, compressor, workers, rounds, "serial", "float64", mpirun, device)
         x, spr = naive_on(dataset, workers, rounds, 0.1, ref["gamma"], int(compressor.split(":")[1]))
         naive = {"sec_per_round": spr, "max_abs_diff_vs_serial_float64": float(np.max(np.abs(x - ref["x"])))}
-    floor = mpi_floor(dataset, workers, rounds, mpirun) if mpi and device == "cpu" else None
+    floors = [mpi_floor(dataset, workers, rounds, mpirun, r) for r in ranks] if mpi and device == "cpu" else []
+    for f in floors:  # the round against its floor, side by side in this run
+        run = next(x for x in rows if x.get("ranks") == f["ranks"] and x["compressor"] == compressor)
+        f["round_ms"] = 1e3 * run["sec_per_round"]
+        f["round_over_floor"] = f["round_ms"] / f["collectives_and_gradients_ms_per_round"]
     scaling = []
     for d in sizes:
         ds = f"synthetic:rows={workers * 20},features={int(d)},density={min(1.0, 50.0 / d)},seed=1"
@@ -141,7 +153,7 @@ def run_round_bench(dataset, method, compressor, workers, rounds, mpi=True, size
     for r in rows:
         r.pop("x")
     return {"dataset": dataset, "workers": workers, "rounds": rounds, "device": device, "runs": rows,
-            "naive_numpy_loop": naive, "mpi_floor": floor, "dense_vs_sparse_by_d": scaling}
+            "naive_numpy_loop": naive, "mpi_floor": floors, "dense_vs_sparse_by_d": scaling}
 
 
 def _peak(r) -> str:
@@ -170,13 +182,13 @@ def format_table(res) -> str:
             if r["compressor"] != "identity":
                 lines.append(f"  {r['backend']} runtime is {nv['sec_per_round'] / r['sec_per_round']:.2f}x "
                              f"the speed of the plain loop")
-    fl = res.get("mpi_floor")
-    if fl:
+    for fl in res.get("mpi_floor") or []:
         lines.append(f"mpi floor, mpirun -n {fl['ranks']}, the round's collectives alone: "
                      f"{fl['collectives_ms_per_round']:.3f} ms/round; with each worker's local gradient "
                      f"(nothing else): {fl['collectives_and_gradients_ms_per_round']:.3f} ms/round "
                      f"(a gradient {fl['gradient_cpu_us_in_job']:.0f} us of CPU in the job, "
-                     f"{fl['gradient_us_alone']:.0f} us alone)")
+                     f"{fl['gradient_us_alone']:.0f} us alone); the {res['runs'][0]['method']} round: "
+                     f"{fl['round_ms']:.3f} ms = {fl['round_over_floor']:.2f}x this floor")
     if res["dense_vs_sparse_by_d"]:
         lines.append(f"{'d':>10s} {'method':8s} {'compressor':10s} {'ms/round':>9s} {'B up/round':>12s}")
         for s in res["dense_vs_sparse_by_d"]:

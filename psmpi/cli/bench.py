@@ -115,24 +115,32 @@ def wire(sizes, fractions, encodings, repeat, warmup, budget, seed, json_path):
 @click.option("--compressor", default="topk:1", show_default=True)
 @click.option("--workers", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--rounds", type=click.IntRange(2), default=200, show_default=True)
-@click.option("--mpi/--no-mpi", default=True, show_default=True, help="also run under mpirun -n workers+1")
+@click.option("--mpi/--no-mpi", default=True, show_default=True, help="also run under mpirun (see --ranks)")
+@click.option("--ranks", default="", help="MPI world sizes to run, comma separated, the workers spread over ranks "
+              "1.. [default: workers+1 and 3]")
 @click.option("--sizes", default="", help="dimensions d for the sparse-vs-dense table on synthetic data, e.g. 1e3,1e5")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
               help="where the runtimes keep worker state and compute (the plain numpy loop stays on the CPU)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 @bench_errors
-def round_(dataset, method, compressor, workers, rounds, mpi, sizes, device, json_path):
+def round_(dataset, method, compressor, workers, rounds, mpi, ranks, sizes, device, json_path):
     """Time per round of the serial and MPI runtimes, split into phases, next to
     the dense baseline (the same --method with the identity compressor, so EF21 +
     identity by default: an uncompressed Gather of d floats) and a plain numpy
     loop over the workers' dense local gradients.
-    With --mpi (on the CPU) also the MPI floor: the same mpirun and collectives
-    with no work, then with the local gradients only."""
+    With --mpi (on the CPU) also the MPI floor of each world size: the same
+    mpirun and collectives with no work, then with the local gradients only,
+    and the round's ratio to it."""
     from ..bench.common import parse_sizes
     from ..bench.round import format_table, run_round_bench
 
     dims = parse_sizes(sizes) if sizes else ()
-    report(run_round_bench(dataset, method, compressor, workers, rounds, mpi=mpi, sizes=dims, device=device),
+    try:
+        sizes_r = tuple(int(r) for r in ranks.split(",") if r.strip()) or None
+    except ValueError:
+        raise click.BadParameter(f"expected integers like 21,3 (got {ranks!r})", param_hint="--ranks") from None
+    report(run_round_bench(dataset, method, compressor, workers, rounds, mpi=mpi, sizes=dims, device=device,
+                           ranks=sizes_r),
            format_table, json_path)
 
 
