@@ -17,9 +17,24 @@ import numpy as np
 
 X_AXES = {
     "bits": ("bits_up_per_worker", "#bits/n"),
+    "bits-down": ("bits_down_per_worker", "#bits/n down"),
+    "bits-total": ("bits_total_per_worker", "#bits/n up + down"),
     "rounds": ("iteration", "rounds t"),
     "time": ("wall_time", "wall time (s)"),
 }
+
+
+def x_values(m: dict, xkey: str, n_workers) -> np.ndarray:
+    """The x metric of a run; the downlink bits per worker of files written before
+    that metric existed follow from bytes_down and the number of workers."""
+    down = m.get("bits_down_per_worker")
+    if down is None:
+        down = 8.0 * np.asarray(m["bytes_down"], dtype=float) / float(n_workers or 1)
+    if xkey == "bits_down_per_worker":
+        return np.asarray(down, dtype=float)
+    if xkey == "bits_total_per_worker":
+        return np.asarray(m["bits_up_per_worker"], dtype=float) + down
+    return np.asarray(m[xkey], dtype=float)
 Y_AXES = {  # short names of --y; any other metric in /metrics is drawn under its own name
     "grad": ("grad_norm_sq", r"$\|\nabla f(x^t)\|^2$", True),
     "loss": ("loss", r"$f(x^t)$", False),
@@ -269,7 +284,8 @@ def parse_x(x: str) -> list:
     names = ["bits", "rounds", "time"] if x == "all" else [v.strip() for v in str(x).split(",") if v.strip()]
     bad = [v for v in names if v not in X_AXES]
     if bad or not names:
-        raise PlotError(f"--x must be bits, rounds, time, all or a comma list of them (got {x!r})")
+        raise PlotError(f"--x must be bits, bits-down, bits-total, rounds, time, all or a comma list of them "
+                        f"(got {x!r})")
     return names
 
 
@@ -376,7 +392,7 @@ def _draw(plt, runs, xs, ykey, ylabel, log, panels, sharey, smooth_window, figsi
             xkey, xlabel = X_AXES[xname]
             for r in members:
                 m = r.result.metrics
-                xv = np.asarray(m[xkey], dtype=float)
+                xv = x_values(m, xkey, r.result.attrs.get("n_workers"))
                 yv = np.asarray(m[ykey], dtype=float)
                 ok = np.isfinite(xv) & np.isfinite(yv) & ((yv > 0) if log else True)
                 if smooth_window > 1:

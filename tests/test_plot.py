@@ -259,3 +259,21 @@ def test_smoke_and_full_runs_of_a_point_are_told_apart_not_silently_mixed(tmp_pa
     res = CliRunner().invoke(main, ["plot", str(d), "-o", str(tmp_path / "f.png")])
     assert res.exit_code == 0
     assert "different --iters (30, 300)" in res.stderr
+
+
+def test_x_axis_can_be_downlink_or_total_bits(tmp_path):
+    import psmpi
+    from psmpi.plotting import x_values
+
+    res = psmpi.train(method="ef21", iters=10, workers=3, eval_every=5, quiet=True)
+    m = res.metrics
+    np.testing.assert_allclose(m["bits_down_per_worker"], 8.0 * m["bytes_down"] / 3)
+    np.testing.assert_allclose(x_values(m, "bits_total_per_worker", 3),
+                               m["bits_up_per_worker"] + m["bits_down_per_worker"])
+    older = {k: v for k, v in m.items() if k != "bits_down_per_worker"}  # a file from before the metric
+    np.testing.assert_allclose(x_values(older, "bits_down_per_worker", 3), m["bits_down_per_worker"])
+    out = tmp_path / "r.h5"
+    psmpi.train(method="ef21", iters=10, workers=3, eval_every=5, quiet=True, out=str(out))
+    r = CliRunner().invoke(main, ["plot", str(out), "--x", "bits-total,bits-down", "-o", str(tmp_path / "f.png")])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "f.png").stat().st_size > 1000

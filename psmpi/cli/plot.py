@@ -9,8 +9,9 @@ from .errors import fail
 @click.command()
 @click.argument("runs", nargs=-1, required=True, metavar="RUN.h5|DIR ...")
 @click.option("-o", "--out", required=True, metavar="FIG.png|pdf|svg", help="the figure file to write")
-@click.option("--x", "x_axis", default="all", show_default=True, metavar="bits|rounds|time|all",
-              help="x axis: #bits/n, rounds, wall time, all three (rows), or a comma list")
+@click.option("--x", "x_axis", default="all", show_default=True, metavar="bits|bits-down|bits-total|rounds|time|all",
+              help="x axis: #bits/n sent up (bits), received down (bits-down) or both (bits-total), rounds, "
+                   "wall time, all (bits, rounds, time: rows), or a comma list")
 @click.option("--y", "y_axis", default="grad", show_default=True, metavar="grad|loss|METRIC",
               help="||grad f(x^t)||^2, f(x^t), or any metric stored in /metrics (e.g. bytes_up)")
 @click.option("--yscale", type=click.Choice(["auto", "log", "linear"]), default="auto", show_default=True,

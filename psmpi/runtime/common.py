@@ -300,8 +300,8 @@ def peak_rss_mb() -> float:
 class Recorder:
     """Metrics rows, byte counters, the progress bar, why the run stopped; rank 0 / serial only."""
 
-    NAMES = ("iteration", "grad_norm_sq", "loss", "bits_up_per_worker", "bytes_up", "bytes_down", "wall_time",
-             "bits_up_by_worker", "samples")
+    NAMES = ("iteration", "grad_norm_sq", "loss", "bits_up_per_worker", "bits_down_per_worker", "bytes_up",
+             "bytes_down", "wall_time", "bits_up_by_worker", "samples")
     INTS = ("iteration", "bytes_up", "bytes_down", "samples")
 
     def __init__(self, cfg: TrainConfig, n: int, train_rows: int | None = None, tester=None):
@@ -379,6 +379,7 @@ class Recorder:
         r["grad_norm_sq"].append(gns)
         r["loss"].append(loss)
         r["bits_up_per_worker"].append(8.0 * self.bytes_up / self.n)
+        r["bits_down_per_worker"].append(8.0 * self.bytes_down / self.n)
         r["bytes_up"].append(self.bytes_up)
         r["bytes_down"].append(self.bytes_down)
         r["wall_time"].append(self.elapsed())
