@@ -183,3 +183,50 @@ def test_bench_startup_reports_a_failing_train_job_in_one_line():
                                   "--dataset", "no-such-dataset"])
     assert r.exit_code == 2 and "failed" in r.output and "no-such-dataset" in r.output
     assert len([line for line in r.output.splitlines() if line.strip()]) == 1
+
+
+def _namespace_or_skip():
+    from psmpi.bench.network import check_namespace
+
+    try:
+        check_namespace()
+    except RuntimeError as e:
+        pytest.skip(f"no shaped network namespace here: {e}")
+
+
+@pytest.mark.mpi
+def test_bench_network_tiny_runs_over_a_shaped_link(tmp_path):
+    _namespace_or_skip()
+    out = tmp_path / "n.json"
+    r = invoke("bench", "network", "--rate", "1gbit", "--sizes", "1000", "--fractions", "10%", "--workers", "2",
+               "--iters", "3", "--methods", "gd,ef21,ef21-bc", "--json", str(out))
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    (link,) = res["links"]
+    assert link["ranks"] == 3 and link["bcast_bits_per_s"] > 0 and link["gather_bits_per_s"] > 0
+    rows = {(row["method"], row["compressor"]): row for row in res["rows"]}
+    assert set(rows) == {("gd", "identity"), ("ef21", "topk:10%")}  # ef21-bc is not registered (yet)
+    gd, ef = rows["gd", "identity"], rows["ef21", "topk:10%"]
+    assert gd["dim"] == ef["dim"] == 1000 and ef["k"] == 100 and gd["rounds"] == 3
+    assert gd["bytes_up_per_round"] > ef["bytes_up_per_round"] > 0  # Top-10% sends fewer bytes than dense
+    assert gd["bytes_down_per_round"] == ef["bytes_down_per_round"] > 0  # x goes down dense in both
+    for row in rows.values():
+        assert row["ms_per_round"] > 0 and row["downlink_ms"] >= 0 and row["target_abs"] > 0
+    assert any("ef21-bc" in n and "skipped" in n for n in res["notes"])
+    assert "link check" in r.output and "Bcast Mbit/s" in r.output and f"wrote {out}" in r.output
+
+
+def test_bench_network_bad_rate_is_one_line():
+    r = invoke("bench", "network", "--rate", "fast")
+    assert r.exit_code == 2 and "bad rate 'fast'" in r.output
+
+
+def test_bench_network_without_a_namespace_says_so_in_one_line(monkeypatch):
+    import psmpi.bench.network as network
+
+    denied = ["sh", "-c", "echo 'unshare: unshare failed: Operation not permitted' >&2; exit 1"]
+    monkeypatch.setattr(network, "shaped", lambda rate, bps, cmd: denied)
+    r = invoke("bench", "network", "--sizes", "1000", "--workers", "2", "--iters", "3")
+    assert r.exit_code == 2
+    assert r.output.strip().count("\n") == 0
+    assert "cannot create a shaped network namespace" in r.output and "Operation not permitted" in r.output

@@ -169,3 +169,41 @@ def startup(ranks, repeat, warmup, dataset, method, json_path):
     from ..bench.startup import format_table, run_startup_bench
 
     report(run_startup_bench(ranks, repeat, warmup, dataset, method), format_table, json_path)
+
+
+@bench.command()
+@click.option("--rate", "rates", default="1gbit", show_default=True,
+              help="link rates in tc units, comma separated (e.g. 100mbit,1gbit,10gbit)")
+@size_options("1e4,1e5,1e6")
+@click.option("--methods", default="gd,ef21,ef21-sgdm,ef21-bc", show_default=True,
+              help="gd (dense) and compressed methods run with Top-K at each K/d; missing ones are skipped")
+@click.option("--problem", type=click.Choice(["synthetic", "mlp"]), default="synthetic", show_default=True,
+              help="synthetic logistic regression with d features, or mlp:H on digits with about d weights (torch)")
+@click.option("--workers", type=click.IntRange(1), default=8, show_default=True, help="mpirun -n workers+1")
+@click.option("--iters", type=click.IntRange(2), default=30, show_default=True,
+              help="rounds of GD (which sets the target) and the most of every other run")
+@click.option("--target", type=float, default=0.1, show_default=True,
+              help="target ||grad f||^2 as a fraction of its value at x0")
+@click.option("--eval-every", type=click.IntRange(1), default=None, help="rounds between evaluations [iters/10]")
+@click.option("--gamma-factor", type=float, default=1.0, show_default=True, help="--gamma-factor of every run")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="also write the full result (rows, parameters, machine) as JSON")
+@bench_errors
+def network(rates, sizes, fractions, methods, problem, workers, iters, target, eval_every, gamma_factor, json_path):
+    """GD against compressed methods over a rate-limited TCP link: ms per round split
+    into the downlink (Bcast of x) and the uplink side, bytes per round, time to a
+    target ||grad f||^2, and the link's measured throughput.
+
+    Each mpirun runs in a private network namespace (unshare -n: root or user
+    namespaces) whose loopback is shaped with tc tbf, over TCP only.
+
+    \b
+    Example (CI size):
+      psmpi bench network --rate 1gbit --sizes 1e3 --fractions 10% --workers 2 --iters 3
+    """
+    from ..bench.common import parse_fractions, parse_sizes
+    from ..bench.network import format_table, parse_rates, run_network_bench
+
+    meths = [m.strip() for m in methods.split(",") if m.strip()]
+    report(run_network_bench(parse_rates(rates), parse_sizes(sizes), parse_fractions(fractions), workers, iters,
+                             target, eval_every, meths, problem, gamma_factor=gamma_factor), format_table, json_path)
