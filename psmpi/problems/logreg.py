@@ -70,8 +70,10 @@ class LogReg(LocalProblem):
     def value_from(self, x, z):
         return float(np.mean(np.logaddexp(0.0, -z))) + nonconvex_reg(x, self.lam)[0]
 
-    def stoch_grad(self, x, rng, batch):
-        idx = self._index(rng.integers(0, self.rows, batch))
+    def minibatch(self, rng, batch):
+        return self._index(rng.integers(0, self.rows, batch))
+
+    def batch_grad(self, x, idx):
         return self._vg(self.A[idx], self.b[idx], x)[1]
 
     def hbound_dim(self):

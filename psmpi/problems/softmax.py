@@ -39,8 +39,7 @@ class Softmax(LocalProblem):
     def value_and_grad(self, x):
         return self._vg(self.A, self.y, x)
 
-    def stoch_grad(self, x, rng, batch):
-        idx = rng.integers(0, self.rows, batch)
+    def batch_grad(self, x, idx):
         return self._vg(self.A[idx], self.y[idx], x)[1]
 
     def hbound_dim(self):
