@@ -28,7 +28,7 @@ def test_every_method_declares_its_rule_paper_step_and_parameters():
         assert cls.paper and "worker:" in doc and "master:" in doc, name
         assert "theory:" in doc and cls.theory, name
         for p in cls.params:
-            assert p.help and p.kind in ("float", "int", "batch"), (name, p.name)
+            assert p.help and p.kind in ("float", "int", "batch", "compressor"), (name, p.name)
 
 
 def test_a_hyper_parameter_name_has_one_meaning_across_methods():
