@@ -79,7 +79,12 @@ def expectation(method: str, comp: str) -> tuple[str, float]:
       only reaches a neighbourhood: a twofold decrease;
     * DCGD with a biased compressor (TopK, sign): no guarantee at all, it can
       stall at a non-stationary point or diverge (the Beznosikov example below
-      shows divergence), so only finiteness is checked here.
+      shows divergence), so only finiteness is checked here;
+    * the 3PC variants (3pcv1 ... 3pcv5, their theorem's step for every compressor, the
+      second compressor at its default) converge as EF21 does; EF21-HB has no theorem's step
+      here, its heuristic step keeps EF21's effective step, and it converges too on this
+      problem (checked as EF21 is); EF21-PAGE is stochastic (minibatch differences between
+      synchronisations): a tenfold decrease.
     """
     if not REGISTRY[method].has_theory:  # SPARS-AMS, AMSGrad: no theory here, a given step of 0.01
         return "decreases", 0.1

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import Device, is_device_array
-from ..compressors import Compressor, Dense, Payload
+from ..compressors import Compressor, Dense, Empty, Payload, Sparse
+from ..compressors.payload import to_host
 from ..errors import MethodError
 
 REGISTRY: dict[str, type["Method"]] = {}
@@ -250,6 +251,22 @@ class WorkerContext:
         self.samples += batch
         return g
 
+    def minibatch(self, batch=None):
+        """A minibatch sample of ``batch`` rows (default: the run's batch size) from this
+        worker's stream, to evaluate at one or more points with :meth:`batch_grad`."""
+        batch = self.hp.batch_size if batch is None else batch
+        return batch, self.problem.minibatch(self.rng, batch)
+
+    def batch_grad(self, x, sample):
+        """The minibatch gradient at x on ``sample`` (from :meth:`minibatch`); each call
+        counts the sample's rows (the same rows at two points are two gradients' work)."""
+        batch, idx = sample
+        t0 = time.perf_counter()
+        g = self.problem.batch_grad(x, idx)
+        self.timings["gradient"] += time.perf_counter() - t0
+        self.samples += batch
+        return g
+
     def init_grad(self, x):
         """The gradient estimate for initial states (batch B_init).
 
@@ -290,6 +307,28 @@ class WorkerContext:
         c = self.compress(target - g)
         c.add_to(g)
         return c
+
+
+def summed(a: Payload | None, b: Payload, value_dtype) -> Payload:
+    """One message carrying a + b, for a method whose update adds two compressed
+    vectors (3PCv2-v4): ``b`` alone when ``a`` is None or empty; on the union of the
+    supports when both are sparse; else dense.  The values are the wire values'
+    sums rounded to ``value_dtype``: worker and master both apply this message."""
+    if a is None or isinstance(a, Empty):
+        return b
+    if isinstance(b, Empty):
+        return a
+    a, b = to_host(a), to_host(b)
+    if isinstance(a, Sparse) and isinstance(b, Sparse):
+        ia, ib = np.asarray(a.indices, dtype=np.int64), np.asarray(b.indices, dtype=np.int64)
+        idx = np.union1d(ia, ib)
+        vals = np.zeros(idx.shape[0])
+        vals[np.searchsorted(idx, ia)] += a.values
+        vals[np.searchsorted(idx, ib)] += b.values
+        return Sparse(a.d, idx, vals.astype(value_dtype))
+    out = a.to_dense()
+    b.add_to(out)
+    return Dense(out.astype(value_dtype))
 
 
 def wire_copy(msg: Dense) -> np.ndarray:
@@ -344,6 +383,7 @@ class Method:
 
     name = "base"
     title = ""  # one line for the README's method table (default: the docstring's first line)
+    compressor_note = ""  # the table's compressor column when it says more than ``compressors``
     paper = ""
     compressors = "contractive"  # 'contractive', 'unbiased', 'identity' or 'any'
     params: tuple = ()  # Param declarations
@@ -357,7 +397,7 @@ class Method:
         """The method's row of the README's method table, from its declarations."""
         title = cls.title or (cls.__doc__ or cls.name).strip().splitlines()[0]
         opts = ", ".join(p.flag for p in cls.params) or "-"
-        return f"| `{cls.name}` | {title} | {cls.compressors} | {opts} | {cls.theory} |"
+        return f"| `{cls.name}` | {title} | {cls.compressor_note or cls.compressors} | {opts} | {cls.theory} |"
 
     @property
     def default_compressor(self) -> str:
@@ -468,6 +508,17 @@ def three_pc_gamma(L: float, Lt: float, A: float, B: float) -> float:
     if A <= 0:
         raise MethodError("the compressor's constant A must be positive (alpha > 0)")
     return 1.0 / (L + Lt * math.sqrt(B / A))
+
+
+class ThreePC(Method):
+    """A method whose g_i^{t+1} is a three-point compressor C_{g_i^t, grad f_i(x^t)}(grad f_i(x^{t+1}))
+    (3PC paper): its step is the 3PC theorem's for the (A, B) that ``constants`` gives."""
+
+    def constants(self, comp: Compressor, hp: Hyper) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def theory_gamma(self, consts, comp, hp):
+        return three_pc_gamma(consts.L, consts.L_tilde, *self.constants(comp, hp))
 
 
 def get_method(name: str) -> "Method":

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..compressors import Empty
-from .base import Method, Param, register, three_pc_gamma, tracking_init, tracking_step, wire_copy
+from .base import Param, ThreePC, register, tracking_init, tracking_step, wire_copy
 
 ZETA = Param("zeta", "float", 1.0, "trigger zeta of LAG/CLAG: a worker sends when "
              "||grad f_i(x^{t+1}) - g_i^t||^2 > zeta ||grad f_i(x^{t+1}) - grad f_i(x^t)||^2", low=0.0,
@@ -55,7 +55,7 @@ def lazy_update(ctx, st: LagState, x):
 
 
 @register
-class CLAG(Method):
+class CLAG(ThreePC):
     """CLAG, compressed lazy aggregation (Richtarik, Sokolov, Fatkhullin, Gasanov,
     Li, Gorbunov, "3PC: Three point compressors for communication-efficient
     distributed training and a better theory for lazy aggregation", ICML 2022):
@@ -80,8 +80,8 @@ class CLAG(Method):
 
     theory = "1/(L + L~ sqrt(B/A)), 3PC with CLAG's A(s), B(s) at the best s"
 
-    def theory_gamma(self, c, comp, hp):
-        return three_pc_gamma(c.L, c.L_tilde, *clag_constants(comp.alpha, hp.zeta))
+    def constants(self, comp, hp):
+        return clag_constants(comp.alpha, hp.zeta)
 
     worker_init = staticmethod(lazy_init)
     worker_step = staticmethod(lazy_update)

@@ -1,9 +1,9 @@
-from .base import Method, register, three_pc_gamma, tracking_init, tracking_step
+from .base import ThreePC, register, tracking_init, tracking_step
 from .clag import ZETA, lazy_init, lazy_update
 
 
 @register
-class LAG(Method):
+class LAG(ThreePC):
     """LAG, lazy aggregation (Chen, Giannakis, Sun, Yin 2018) in the 3PC form
     (Richtarik et al. 2022): CLAG with the identity compressor,
 
@@ -25,8 +25,8 @@ class LAG(Method):
 
     theory = "1/(L + L~ sqrt(zeta)), 3PC with A = 1, B = zeta"
 
-    def theory_gamma(self, c, comp, hp):
-        return three_pc_gamma(c.L, c.L_tilde, 1.0, hp.zeta)
+    def constants(self, comp, hp):
+        return 1.0, hp.zeta
 
     worker_init = staticmethod(lazy_init)
     worker_step = staticmethod(lazy_update)

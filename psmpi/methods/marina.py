@@ -5,13 +5,51 @@ import numpy as np
 
 from .base import MasterG, Method, Param, mean_of, register
 
-P = Param("p", "float", None, "MARINA's probability p of a full-gradient round [default: 1/(omega+1)]", low=0.0,
+P = Param("p", "float", None, "probability p of a round in which every worker sends its full gradient dense "
+          "(one coin shared by all) [default: the compressor's alpha, 1/(omega+1) for an unbiased one]", low=0.0,
           high=1.0, in_theory=True, symbol="p")
 
 
 @dataclass
 class MarinaState:
     h: np.ndarray  # grad f_i(x^t), the last gradient
+
+
+def sync_init(ctx, x):
+    """Round 0: grad f_i(x^0) sent dense (flag set: the master takes the mean)."""
+    grad = ctx.grad(x)
+    return MarinaState(grad.copy()), ctx.dense(grad, flag=True)
+
+
+def sync_step(ctx, st, x):
+    """With the shared coin (probability p) grad f_i(x^{t+1}) dense, flag set; else
+    C(grad f_i(x^{t+1}) - grad f_i(x^t))."""
+    grad = ctx.grad(x)
+    if ctx.common.random() < ctx.hp.p:
+        msg = ctx.dense(grad, flag=True)
+    else:
+        msg = ctx.compress(grad - st.h)
+    st.h = grad.copy()
+    return st, msg
+
+
+def sync_master_step(hp, ms, payloads):
+    """g^{t+1} = mean of the messages on a sync round (flag set), else g^t + their mean;
+    x^{t+2} = x^{t+1} - gamma g^{t+1}."""
+    flags = {p.flag for p in payloads}
+    if len(flags) != 1:
+        raise ValueError("the workers disagree on the synchronisation coin")
+    acc = mean_of(payloads, ms.x.shape[0])
+    if flags.pop():
+        ms.g = acc
+    else:
+        ms.g += acc
+    ms.x -= hp.gamma * ms.g
+    return ms
+
+
+def sync_master_init(hp, x0, payloads):
+    return sync_master_step(hp, MasterG(x0.copy(), np.zeros_like(x0)), payloads)
 
 
 @register
@@ -46,29 +84,10 @@ class MARINA(Method):
         return 1.0 / (c.L + c.L_tilde * math.sqrt((1.0 - hp.p) * comp.omega / (hp.p * hp.n)))
 
     def worker_init(self, ctx, x):
-        grad = ctx.grad(x)
-        return MarinaState(grad.copy()), ctx.dense(grad, flag=True)
+        return sync_init(ctx, x)
 
     def worker_step(self, ctx, st, x):
-        grad = ctx.grad(x)
-        if ctx.common.random() < ctx.hp.p:
-            msg = ctx.dense(grad, flag=True)
-        else:
-            msg = ctx.compress(grad - st.h)
-        st.h = grad.copy()
-        return st, msg
+        return sync_step(ctx, st, x)
 
-    def master_init(self, hp, x0, payloads):
-        return self.master_step(hp, MasterG(x0.copy(), np.zeros_like(x0)), payloads)
-
-    def master_step(self, hp, ms, payloads):
-        flags = {p.flag for p in payloads}
-        if len(flags) != 1:
-            raise ValueError("MARINA workers disagree on the synchronisation coin")
-        acc = mean_of(payloads, ms.x.shape[0])
-        if flags.pop():
-            ms.g = acc
-        else:
-            ms.g += acc
-        ms.x -= hp.gamma * ms.g
-        return ms
+    master_init = staticmethod(sync_master_init)
+    master_step = staticmethod(sync_master_step)

@@ -47,8 +47,20 @@ class LocalProblem:
     def value_from(self, x: np.ndarray, aux) -> float:
         return aux
 
-    def stoch_grad(self, x: np.ndarray, rng: np.random.Generator, batch: int) -> np.ndarray:
+    def minibatch(self, rng: np.random.Generator, batch: int):
+        """The sample of one minibatch gradient, drawn from ``rng``: ``batch`` row indices
+        drawn uniformly with replacement (on the problem's device).  ``batch_grad`` takes it,
+        so a method can evaluate the same minibatch at two points (EF21-PAGE)."""
+        return rng.integers(0, self.rows, batch)
+
+    def batch_grad(self, x: np.ndarray, idx) -> np.ndarray:
+        """The gradient at x of the mean loss over the sampled rows ``idx`` (from ``minibatch``),
+        plus the regulariser's gradient."""
         raise NotImplementedError
+
+    def stoch_grad(self, x: np.ndarray, rng: np.random.Generator, batch: int) -> np.ndarray:
+        """A minibatch gradient: ``batch_grad`` on a fresh ``minibatch``."""
+        return self.batch_grad(x, self.minibatch(rng, batch))
 
     def correct(self, x) -> int | None:
         """How many local rows x classifies correctly; None for a problem that is no classifier."""

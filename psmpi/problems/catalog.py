@@ -48,12 +48,18 @@ del _P
 class SkewedNoiseQuadratic(Quadratic):
     """f(x) = 1/2 x^T A x with three-point noise on the first two coordinates."""
 
-    def stoch_grad(self, x, rng, batch):
+    def minibatch(self, rng, batch):
+        """The noise on the first two coordinates, the mean of ``batch`` draws (None without noise)."""
+        if not self.noise:
+            return None
+        k = rng.choice(len(SKEWED_PROBS), size=batch, p=SKEWED_PROBS)
+        return self.noise * SKEWED_POINTS[k].mean(axis=0)
+
+    def batch_grad(self, x, xi):
         g = self.A @ x - self.b
-        if self.noise:
-            k = rng.choice(len(SKEWED_PROBS), size=batch, p=SKEWED_PROBS)
+        if xi is not None:
             g = g.copy()
-            g[:2] += self.noise * SKEWED_POINTS[k].mean(axis=0)
+            g[:2] += xi
         return g
 
 

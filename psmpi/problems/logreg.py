@@ -74,8 +74,10 @@ class LogReg(LocalProblem):
         """Rows with b_j <a_j, x> > 0 (a margin of exactly 0 counts as wrong)."""
         return int(np.count_nonzero(self.b * (self.A @ x) > 0))
 
-    def stoch_grad(self, x, rng, batch):
-        idx = self._index(rng.integers(0, self.rows, batch))
+    def minibatch(self, rng, batch):
+        return self._index(rng.integers(0, self.rows, batch))
+
+    def batch_grad(self, x, idx):
         return self._vg(self.A[idx], self.b[idx], x)[1]
 
     def hbound_dim(self):

@@ -362,8 +362,8 @@ class NNProblem(LocalProblem):
     def value_and_grad(self, x):
         return self._loss_grad(x, self.X, self.y)
 
-    def stoch_grad(self, x, rng, batch):
-        idx = rng.integers(0, self.rows, batch)
+    def batch_grad(self, x, idx):
+        """The gradient on the rows ``idx`` (LocalProblem.minibatch draws them with replacement)."""
         return self._loss_grad(x, self.X[idx], self.y[idx])[1]
 
     def loss(self, x, X, y) -> float:

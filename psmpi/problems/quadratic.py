@@ -2,7 +2,8 @@
 
 ``noise`` > 0 makes the stochastic gradient A_i x - b_i + noise * xi / sqrt(B)
 with xi ~ N(0, I): the noisy-gradient setting of the EF21-SGDM paper's
-Theorem 1 (f(x) = 1/2 ||x||^2 is A_i = I, b_i = 0).
+Theorem 1 (f(x) = 1/2 ||x||^2 is A_i = I, b_i = 0).  A "minibatch" of a quadratic is
+that noise draw (``minibatch``), not rows: the problem is no finite sum.
 L_i = max |eig(A_i)|, L = max |eig(mean_i A_i)|.
 """
 from __future__ import annotations
@@ -36,10 +37,18 @@ class Quadratic(LocalProblem):
         Ax = self.A @ x
         return float(0.5 * x @ Ax - self.b @ x), Ax - self.b
 
-    def stoch_grad(self, x, rng, batch):
+    def minibatch(self, rng, batch):
+        """A quadratic is not a finite sum (rows = 1): its 'sample' is the noise draw
+        noise * xi / sqrt(B) itself (None without noise), so the same sample at two points
+        gives gradients whose difference A_i (x - x') is exact, as PAGE's estimator assumes."""
+        if not self.noise:
+            return None
+        return self._put(rng.standard_normal(self.dim)) * (self.noise / np.sqrt(batch))
+
+    def batch_grad(self, x, xi):
         g = self.A @ x - self.b
-        if self.noise:
-            g = g + self._put(rng.standard_normal(self.dim)) * (self.noise / np.sqrt(batch))
+        if xi is not None:
+            g = g + xi
         return g
 
     def hbound_dim(self):

@@ -44,8 +44,7 @@ class Softmax(LocalProblem):
         Z = np.asarray(self.A @ x.reshape(self.features, self.C))
         return int(np.count_nonzero(np.argmax(Z, axis=1) == self.y))
 
-    def stoch_grad(self, x, rng, batch):
-        idx = rng.integers(0, self.rows, batch)
+    def batch_grad(self, x, idx):
         return self._vg(self.A[idx], self.y[idx], x)[1]
 
     def hbound_dim(self):
