@@ -37,7 +37,8 @@ class NaturalDithering(Compressor):
     (neighbouring grid points, unbiasedly), times ||x||_2 sign(x_j).
 
     Unbiased with omega = 1/8 + min(sqrt(d) / 2^(s-1), d / 2^(2(s-1))) (the
-    paper's Theorem 7 with p = 2).  Check: for t in [2^e, 2^(e+1)] the
+    paper's bound for the l2 norm, as the issue quotes it; the paper's text
+    was not checked here).  Derivation: for t in [2^e, 2^(e+1)] the
     variance (2^(e+1) - t)(t - 2^e) is at most t^2/8 (equality at t = 4/3 2^e);
     below b = 2^(1-s) it is t(b - t) <= min(t b, b^2/4); summing, with
     sum t_j^2 = 1 and sum t_j <= sqrt(d), gives the bound.
