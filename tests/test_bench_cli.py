@@ -32,7 +32,8 @@ def test_bench_compress_tiny_prints_a_table_and_writes_json(tmp_path):
     rows = res["rows"]
     names = {row["compressor"].partition(":")[0] for row in rows}
     assert names == set(REGISTRY)  # every compressor is measured
-    topk = [row for row in rows if row["compressor"].startswith("topk")]
+    assert "topk:1%+natural" in {row["compressor"] for row in rows}  # and a composition
+    topk = [row for row in rows if row["compressor"].startswith("topk") and "+" not in row["compressor"]]
     assert len(topk) == 4 and all(row["same_set"] for row in topk)  # 2 sizes x 2 fractions, exact
     for row in rows:
         assert row["ms"] > 0 and row["copy_ms"] > 0 and row["gbps"] > 0 and row["device"] == "cpu"

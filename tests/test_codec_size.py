@@ -261,3 +261,131 @@ def test_ef_low_bits_minimises_the_size():
         best = min(C._ef_size(d, k, j) for j in range(C.index_width(d) + 1))
         assert C._ef_size(d, k, l) == best
         assert abs(l - math.log2(d / k)) <= 1.5
+
+
+# ------------------------------------------------- new kinds: sizes and checks ---
+def vectors(d, rng):
+    return {"gaussian": rng.standard_normal(d), "student-t(1.5)": rng.standard_t(1.5, d),
+            "lognormal(3)": rng.choice([-1.0, 1.0], d) * rng.lognormal(0.0, 3.0, d),
+            "ties": rng.choice([-0.7, 0.7], d)}
+
+
+@pytest.mark.parametrize("spec", ["terngrad", "natural-dithering:1", "natural-dithering:2", "natural-dithering:4",
+                                  "natural-dithering:8", "natural-dithering:16"])
+def test_dithered_message_within_1_1_of_its_information_content(spec):
+    """Natural dithering and TernGrad send the nested level supports (Rice,
+    bitmap or complement, the smallest) and the signs of the nonzeros: at most
+    1.1x of 32 + log2 multinomial(d; level counts) + K bits, whatever the
+    distribution of levels."""
+    d = 100_000
+    rng = np.random.default_rng(len(spec))
+    for kind, x in vectors(d, rng).items():
+        p = make_compressor(spec, d).compress(x, rng)
+        msg = encode(p)
+        bound_bytes = C.information_bound_dithered_bits(p.levels) / 8
+        assert len(msg) <= 1.1 * bound_bytes + 16, (kind, len(msg), bound_bytes)  # + header and section heads
+        assert len(msg) >= 0.99 * bound_bytes, (kind, len(msg), bound_bytes)  # exchangeable coordinates: no gain
+        assert np.array_equal(decode(msg, d).to_dense(), p.to_dense())
+
+
+@pytest.mark.parametrize("p", [0.001, 0.01, 0.1, 0.5, 0.9, 1.0])
+def test_bernoulli_message_within_1_05_of_the_information_bound(p):
+    d = 100_000
+    rng = np.random.default_rng(int(p * 1000))
+    msg_p = make_compressor(f"bernoulli:{p}", d).compress(rng.standard_normal(d), rng)
+    k = msg_p.indices.shape[0]
+    n = len(encode(msg_p))
+    assert n <= 1.05 * C.information_bound_bits(d, k) / 8 + 16, (n, k)
+
+
+@pytest.mark.parametrize("spec", ["topk:1%+natural", "topk:10%+natural", "topk:1%+qsgd:4", "topk:1%+terngrad",
+                                  "topk:10%+natural-dithering:4", "randk:1%+natural", "bernoulli:0.05+natural"])
+def test_composed_message_is_its_support_plus_the_inner_message(spec):
+    """A+B costs A's support (a subset section: within 1.05x of log2 C(d, K))
+    plus B's own message of dimension K, never a dense vector."""
+    d = 100_000
+    rng = np.random.default_rng(len(spec))
+    p = make_compressor(spec, d).compress(rng.standard_normal(d), rng)
+    k = p.indices.shape[0]
+    inner = len(encode(p.inner))
+    n = len(encode(p))
+    support = C.information_bound_bits(d, k, value_bits=0) / 8
+    assert inner + support < n <= inner + 1.05 * support + 16, (n, inner, support)
+    assert n < 0.3 * d * 4  # far below a dense float32 vector
+
+
+@pytest.mark.parametrize("n", [1, 7, 1000, 100_000])
+@pytest.mark.parametrize("density", [0.0, 0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.99, 1.0])
+def test_subset_section_round_trips_within_1_05_of_log2_binomial(n, density):
+    rng = np.random.default_rng([n, int(density * 1000)])
+    member = rng.random(n) < density
+    sec = C.encode_subset(np.flatnonzero(member), n)
+    pos, end = C.decode_subset(np.frombuffer(sec, np.uint8), 0, n)
+    assert end == len(sec) and np.array_equal(pos, np.flatnonzero(member))
+    bits = C.information_bound_bits(n, int(member.sum()), value_bits=0)
+    assert len(sec) <= 1.05 * bits / 8 + 8, (len(sec), bits / 8)
+
+
+def test_rice_k_follows_the_golomb_rice_rule():
+    assert C.rice_k(1000, 0) == 0 and C.rice_k(1000, 1000) == 0 and C.rice_k(1000, 500) == 0
+    assert C.rice_k(10**6, 10**4) == 6 and C.rice_k(10**6, 10**3) == 9 and C.rice_k(100, 25) == 1
+
+
+def _subset_bad(sec: bytes, n: int):
+    with pytest.raises(WireError):
+        C.decode_subset(np.frombuffer(bytes(sec), np.uint8), 0, n)
+
+
+def test_malformed_subset_sections_are_rejected():
+    n = 1000
+    member = np.zeros(n, bool)
+    member[[3, 40, 41, 900]] = True
+    sec = bytearray(C.encode_subset(np.flatnonzero(member), n))
+    assert sec[0] == C.SUBSET_RICE
+    _subset_bad(sec[:-1], n)  # truncated
+    bad = bytearray(sec)
+    bad[0] = 3  # unknown code
+    _subset_bad(bad, n)
+    bad = bytearray(sec)
+    bad[1] = 5  # count says 5 members, the bits 4
+    _subset_bad(bad, n)
+    _subset_bad(bytes((C.SUBSET_BITMAP,)) + C._varint(n + 1) + bytes(C._nbytes(n)), n)  # more members than n
+    _subset_bad(bytes((C.SUBSET_BITMAP,)) + C._varint(1) + bytes(C._nbytes(n)), n)  # bitmap count mismatch
+    # Rice positions past n: one member whose gap is n (k = rice_k(n, 1), its unary high part)
+    k = C.rice_k(n, 1)
+    g = n
+    unary = np.zeros((g >> k) + 1, bool)
+    unary[-1] = True
+    low = C.pack_planes(np.array([g & ((1 << k) - 1)]), k)
+    ub = np.packbits(unary).tobytes()
+    _subset_bad(bytes((C.SUBSET_RICE,)) + C._varint(1) + C._varint(len(ub)) + low + ub, n)
+    # a unary part with trailing zero bytes after its last one
+    _subset_bad(bytes((C.SUBSET_RICE,)) + C._varint(1) + C._varint(len(ub) + 1) + low + ub + b"\0", n)
+
+
+def test_malformed_dithered_and_composed_messages_are_rejected():
+    d = 50
+    p = make_compressor("natural-dithering:3", d).compress(np.random.default_rng(0).standard_normal(d),
+                                                           np.random.default_rng(1))
+    msg = bytearray(encode(p))
+    hdr = len(C._header(C.DITHERED, 1, d, 3, False))
+    top_pos = hdr + 4
+    assert msg[top_pos] == p.levels.max()
+    bad = bytearray(msg)
+    bad[top_pos] = 4  # a level above s = 3
+    with pytest.raises(WireError):
+        decode(bytes(bad), d)
+    bad = bytearray(msg)
+    bad[4 + 1] = 0  # s = 0 (byte after the one-byte varint d)
+    with pytest.raises(WireError):
+        decode(bytes(bad), d)
+    c = encode(make_compressor("topk:5+natural", d).compress(np.arange(d, dtype=float), np.random.default_rng(0)))
+    nested = bytearray(c)
+    inner_at = len(C._header(C.COMPOSED, 0, d, 5, False)) + len(C.encode_subset(np.arange(45, 50), d))
+    nested[inner_at + 2] = C.COMPOSED
+    with pytest.raises(WireError):
+        decode(bytes(nested), d)
+    flagged = bytearray(c)
+    flagged[inner_at + 3] |= 0x80  # the method flag on the inner message
+    with pytest.raises(WireError, match="flag"):
+        decode(bytes(flagged), d)

@@ -16,12 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from psmpi.compressors import Dense, Empty, Sparse, make_compressor
+from psmpi.compressors import COMPOSITION_EXAMPLES, Composed, Dense, Dithered, Empty, Sparse, make_compressor
 from psmpi.wire import WireError, decode, encode
 
 DTYPES = (np.float32, np.float64)
 SPECS = ("identity", "topk:1", "topk:10%", "topk:100%", "randk:3", "randk:50%", "sign", "natural", "qsgd:1",
-         "qsgd:4", "qsgd:255", "qsgd:256", "qsgd:65535")
+         "qsgd:4", "qsgd:255", "qsgd:256", "qsgd:65535", "natural-dithering:1", "natural-dithering:4",
+         "natural-dithering:60", "bernoulli:0.01", "bernoulli:0.5", "bernoulli:1", "terngrad") + COMPOSITION_EXAMPLES
 DIMS = (1, 3, 8, 255, 256, 257, 70000)  # around every index-width boundary the codec may use
 
 
@@ -31,9 +32,10 @@ def vector(d, seed=0):
 
 
 def payload(spec, d, dtype, seed=0, contractive=False):
-    name, _, p = spec.partition(":")
+    first, plus, second = spec.partition("+")
+    name, _, p = first.partition(":")
     if name in ("topk", "randk") and not p.endswith("%") and int(p) > d:
-        spec = f"{name}:{d}"
+        spec = f"{name}:{d}{plus}{second}"
     c = make_compressor(spec, d, dtype)
     if contractive:
         c = c.as_contractive()
@@ -66,7 +68,8 @@ def test_round_trip_reproduces_every_compressor_payload_exactly(spec, dtype):
             np.testing.assert_array_equal(decode(encode(p)).to_dense(), p.to_dense())
 
 
-@pytest.mark.parametrize("spec", ["identity", "topk:2", "sign", "natural", "qsgd:4"])
+@pytest.mark.parametrize("spec", ["identity", "topk:2", "sign", "natural", "qsgd:4", "natural-dithering:3", "terngrad",
+                                  "bernoulli:0.5", "topk:4+natural"])
 def test_method_flag_bit_survives_the_round_trip(spec):
     p = dataclasses.replace(payload(spec, 20, np.float32), flag=True)
     q = decode(encode(p), 20)
@@ -109,7 +112,8 @@ def test_dense_message_costs_at_least_its_values():
 # --------------------------------------------------------- malformed input ---
 def valid_messages():
     out = []
-    for spec in ("identity", "topk:1", "topk:3", "randk:2", "sign", "natural", "qsgd:4"):  # topk:1: its own decoder path
+    for spec in ("identity", "topk:1", "topk:3", "randk:2", "sign", "natural", "qsgd:4",  # topk:1: its own decoder path
+                 "natural-dithering:3", "terngrad", "bernoulli:0.5", "topk:5+natural", "topk:5+natural-dithering:2"):
         for dtype in DTYPES:
             out.append((spec, dtype, 20, encode(payload(spec, 20, dtype))))
     out.append(("empty", np.float32, 20, encode(Empty(20))))
@@ -148,17 +152,22 @@ def test_first_bytes_altered_are_rejected_or_decode_validly(msg):
     value, decodes validly; at most a few alternatives may decode (another
     valid kind of the same size is improbable but allowed)."""
     for pos in range(3):
-        accepted = 0
-        for v in range(256):
-            bad = bytearray(msg)
-            bad[pos] = v
-            try:
-                p = decode(bytes(bad), 20)
-            except WireError:
-                continue
-            assert_valid(p, 20)
-            accepted += 1
-        assert accepted <= 3, pos
+        accepted = list(decoded_byte_variants(msg, pos))
+        assert len(accepted) <= 3, pos
+
+
+def decoded_byte_variants(msg, pos):
+    """The payloads (each checked valid) of ``msg`` with byte ``pos`` set to
+    each value 0..255, where the decoder accepts it (else WireError)."""
+    for v in range(256):
+        bad = bytearray(msg)
+        bad[pos] = v
+        try:
+            p = decode(bytes(bad), 20)
+        except WireError:
+            continue
+        assert_valid(p, 20)
+        yield p
 
 
 def test_garbage_and_empty_buffers_are_rejected():
@@ -183,6 +192,18 @@ def test_any_mutated_message_is_rejected_or_decodes_to_a_valid_payload(which, da
     except WireError:
         return
     assert_valid(p, 20)
+
+
+@pytest.mark.parametrize("spec", ["natural-dithering:3", "terngrad", "topk:5+natural-dithering:2"])
+def test_every_single_byte_change_of_a_dithered_message_is_rejected_or_decodes_validly(spec):
+    """Exhaustive over positions and values of one byte (subset codes, counts,
+    Rice bits, signs): a WireError or a valid payload, never another exception."""
+    for dtype in DTYPES:
+        msg = encode(payload(spec, 20, dtype))
+        for pos in range(len(msg)):
+            for p in decoded_byte_variants(msg, pos):
+                if isinstance(p, Dithered):
+                    assert p.levels.max() <= p.s
 
 
 # ---------------------------------------------- payloads that break the rules ---
@@ -229,7 +250,7 @@ def test_non_finite_values_are_rejected(bad, dtype):
     v[2] = bad
     _refused(Dense(v), 5)
     _refused(Sparse(10, np.array([1, 3, 4, 6, 9]), v), 10)
-    for spec in ("sign", "qsgd:4"):
+    for spec in ("sign", "qsgd:4", "natural-dithering:2", "terngrad"):
         p = make_compressor(spec, 5, dtype).compress(np.ones(5), np.random.default_rng(0))
         field = "scale" if spec == "sign" else "norm"
         _refused(dataclasses.replace(p, **{field: np.asarray(bad, dtype)[()]}), 5)
@@ -237,3 +258,20 @@ def test_non_finite_values_are_rejected(bad, dtype):
 
 def test_wire_error_is_a_value_error():
     assert issubclass(WireError, ValueError)
+
+
+def test_dithered_payloads_that_break_the_rules_are_refused():
+    neg = np.zeros(6, bool)
+    for s_, levels in ((2, [0, 1, 3, 0, 0, 0]), (0, [0] * 6), (65, [0] * 6)):  # a level above s, s out of range
+        _refused(Dithered(6, np.float32(1.0), s_, neg, np.array(levels, np.uint8)), 6)
+    _refused(Dithered(6, np.float32(-1.0), 2, neg, np.ones(6, np.uint8)), 6)  # negative norm
+
+
+def test_composed_payloads_that_break_the_rules_are_refused():
+    inner = Dense(np.ones(2, np.float32))
+    for idx in ([3, 3], [4, 2], [2, 10]):
+        _refused(Composed(10, np.array(idx), inner), 10)
+    _refused(Composed(10, np.array([1, 2, 3]), inner), 10)  # inner of another dimension
+    _refused(Composed(10, np.array([1, 2]), Dense(np.ones(2, np.float32), True)), 10)  # inner flag
+    nested = Composed(2, np.array([0, 1]), inner)
+    _refused(Composed(10, np.array([1, 2]), nested), 10)  # composed inside composed

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..compressors import REGISTRY, make_compressor
+from ..compressors import REGISTRY, example_specs, make_compressor
 from .common import (
     Column,
     available_memory,
@@ -27,11 +27,23 @@ from .common import (
 )
 
 SPARSE = ("topk", "randk")  # compressors run at every K/d
+COMPOSITIONS = ("topk:1%+natural",)  # measured besides every registered compressor
 BYTES_PER_ENTRY_PEAK = 96  # peak memory per coordinate of the most memory-hungry compressor (natural, qsgd)
 
 
 def default_specs(qsgd_levels: int = 4) -> list[str]:
-    return [n if n != "qsgd" else f"qsgd:{qsgd_levels}" for n in sorted(REGISTRY)]
+    """Every registered compressor (its first example spec; topk and randk by
+    name, run at every K/d), then :data:`COMPOSITIONS`."""
+    def spec(name):
+        if name == "qsgd":
+            return f"qsgd:{qsgd_levels}"
+        return name if name in SPARSE else example_specs(REGISTRY[name])[0]
+
+    return [spec(n) for n in sorted(REGISTRY)] + list(COMPOSITIONS)
+
+
+def _at_every_fraction(spec: str) -> bool:
+    return "+" not in spec and spec.partition(":")[0] in SPARSE
 
 
 def _vector(d: int, dist: str, rng) -> np.ndarray:
@@ -48,8 +60,8 @@ def _cpu_rows(x, specs, fractions, repeat, warmup, budget_s, seed):
     d = x.shape[0]
     rows = []
     for spec in specs:
-        name = spec.partition(":")[0]
-        for frac in fractions if name in SPARSE else [None]:
+        name = spec.partition(":")[0] if "+" not in spec else spec
+        for frac in fractions if _at_every_fraction(spec) else [None]:
             full = f"{name}:{percent(frac)}" if frac is not None else spec
             comp = make_compressor(full, d)
             rng = np.random.default_rng(seed)
@@ -110,7 +122,7 @@ def run_compress_bench(sizes=(10**5, 10**6, 10**7, 10**8), fractions=(0.001, 0.0
 
     specs = list(specs) if specs else default_specs()
     for s in specs:
-        make_compressor(s if s.partition(":")[0] not in SPARSE else f"{s.partition(':')[0]}:1", 10)  # validate
+        make_compressor(f"{s.partition(':')[0]}:1" if _at_every_fraction(s) else s, 10)  # validate
     if device not in ("auto", "cpu", "gpu"):
         raise ValueError(f"unknown device {device!r} (auto, cpu, gpu)")
     if device == "gpu" and not has_gpu():

@@ -58,6 +58,8 @@ class Compressor:
     unbiased = False
     deterministic = True
     takes_param = False
+    sparsifier = False  # compress() returns a Sparse payload: can be the first part of a composition 'A+B'
+    examples: tuple[str, ...] = ()  # specs the test tables and `bench compress` use (default: the name)
     device_native = False  # compress() takes device arrays (else a worker on a GPU compresses a host copy)
 
     def __init__(self, d: int, param: str | None = None, value_dtype=np.float32, scale: float = 1.0):
@@ -122,6 +124,18 @@ class Compressor:
         return f"<{self.spec} d={self.d}>"
 
 
+def parse_param(name: str, param, convert, valid, what: str):
+    """``convert(param)`` if it converts and ``valid`` holds, else a one-line
+    CompressorError saying that ``name`` needs ``what``."""
+    try:
+        v = convert(param)
+        if not valid(v):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise CompressorError(f"{name} needs {what} (got {param!r})") from None
+    return v
+
+
 def parse_count(name: str, param: str | None, d: int) -> int:
     """K from ``'5'`` or ``'1%'`` (at least one coordinate), checked against d."""
     if param is None or param == "":
@@ -141,8 +155,19 @@ def parse_count(name: str, param: str | None, d: int) -> int:
     return k
 
 
+def example_specs(cls) -> tuple[str, ...]:
+    """The specs a registered compressor class is tested and benchmarked with."""
+    return tuple(cls.examples) or (cls.name,)
+
+
 def make_compressor(spec: str, d: int, value_dtype=np.float32) -> Compressor:
-    """Build a compressor from ``NAME[:PARAM]`` (``topk:5``, ``topk:1%``, ``qsgd:4``)."""
+    """Build a compressor from ``NAME[:PARAM]`` (``topk:5``, ``topk:1%``,
+    ``qsgd:4``) or a composition ``A+B`` (``topk:1%+natural``: B applied to
+    the values A keeps, :class:`~psmpi.compressors.compose.Composition`)."""
+    if "+" in str(spec):
+        from .compose import Composition
+
+        return Composition(d, str(spec).strip(), value_dtype)
     name, _, param = str(spec).strip().partition(":")
     name = name.lower()
     cls = REGISTRY.get(name)

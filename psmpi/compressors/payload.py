@@ -148,3 +148,41 @@ class Quantized(Payload):
     def dense_values(self):
         mag = self.levels * (np.float64(self.norm) / self.s)
         return np.where(self.negative, -mag, mag)
+
+
+@dataclass(frozen=True)
+class Dithered(Payload):
+    """Dithering to powers of two: ``norm * (-1)^negative * 2^(levels - s)``
+    where ``levels > 0``, and 0 where ``levels == 0`` (natural dithering with s
+    levels; TernGrad is s = 1: ``norm * sign * b``)."""
+
+    d: int
+    norm: np.floating
+    s: int
+    negative: np.ndarray
+    levels: np.ndarray  # uint8, in [0, s]
+    flag: bool = False  # method-defined bit (MARINA full sync, EF21+ replace)
+
+    def dense_values(self):
+        lv = self.levels.astype(np.int32)
+        mag = np.ldexp(np.float64(self.norm), lv - self.s)
+        mag[lv == 0] = 0.0
+        return np.where(self.negative, -mag, mag)
+
+
+@dataclass(frozen=True)
+class Composed(Payload):
+    """A sparsifier's support ``indices`` (strictly increasing) whose K values
+    are the payload ``inner`` of dimension K (a second compressor applied to
+    the kept values, e.g. Top-K then natural compression)."""
+
+    d: int
+    indices: np.ndarray
+    inner: Payload
+    flag: bool = False  # method-defined bit (MARINA full sync, EF21+ replace)
+
+    def add_to(self, out, weight=1.0):
+        v = _like(out, self.inner.to_dense())
+        if weight != 1.0:
+            v = np.float64(weight) * v
+        out[_like(out, self.indices)] += v

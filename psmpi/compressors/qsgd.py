@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 
-from .base import BLOCK, Compressor, CompressorError, for_uniform_blocks, register
+from .base import BLOCK, Compressor, for_uniform_blocks, parse_param, register
 from .payload import Quantized
 
 
@@ -71,17 +71,14 @@ class QSGD(Compressor):
     """
 
     name = "qsgd"
+    examples = ("qsgd:4", "qsgd:1", "qsgd:300")
     unbiased = True
     deterministic = False
     takes_param = True
 
     def setup(self, param):
-        try:
-            self.s = int(param)
-            if not 1 <= self.s <= 65535:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise CompressorError(f"qsgd needs a number of levels s in [1, 65535], e.g. 'qsgd:4' (got {param!r})") from None
+        self.s = parse_param(self.name, param, int, lambda s: 1 <= s <= 65535,
+                             "a number of levels s in [1, 65535], e.g. 'qsgd:4'")
 
     @property
     def omega(self):

@@ -47,6 +47,8 @@ class RandK(Compressor):
     faster for a large K)."""
 
     name = "randk"
+    examples = ("randk:1", "randk:10%", "randk:50%", "randk:100%")
+    sparsifier = True
     unbiased = True
     deterministic = False
     takes_param = True

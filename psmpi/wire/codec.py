@@ -1,15 +1,17 @@
 """The message codec: every worker message becomes bytes here and back.
 
-Layout (little endian), wire version 2::
+Layout (little endian), wire version 3 (version 2 plus the kinds 6 and 7)::
 
     byte 0      magic 0xEF
-    byte 1      version (2)
-    byte 2      kind: 0 empty, 1 dense, 2 sparse, 3 signs, 4 natural, 5 quantized
-    byte 3      value dtype code (bits 0-3: 1 float32, 2 float64)
+    byte 1      version (3)
+    byte 2      kind: 0 empty, 1 dense, 2 sparse, 3 signs, 4 natural, 5 quantized,
+                6 dithered, 7 composed
+    byte 3      value dtype code (bits 0-3: 1 float32, 2 float64; 0 for composed)
                 | index encoding << 4 (bits 4-6, sparse only, else 0)
                 | method flag << 7
     varint      d, the dimension
-    varint      count: nonzeros K (sparse), levels s (quantized), else 0
+    varint      count: nonzeros K (sparse, composed), levels s (quantized,
+                dithered), else 0
     body        kind specific, below
 
 Sparse body: the support (indices, strictly increasing, in [0, d)) in one of
@@ -36,6 +38,28 @@ natural-compression exponents are one byte (float32) or two (float64);
 quantisation levels use max(1, bit_length(s)) bits each, packed as contiguous
 fields.
 
+Dithered body (natural dithering, TernGrad): the norm (value dtype); a varint
+``top``, the highest level present (<= s); for j = 1..top the subset
+{u >= j} of the coordinates with u >= j - 1, as the positions of its members
+among them (a *subset section*, below); then one sign bit per nonzero (the
+members of {u >= 1}), packed.  Subset section of m members of a set of n:
+one byte, the code (0 bitmap: n bits; 1 Rice: the members; 2 Rice: the
+non-members), a varint m, and for Rice a varint with the byte length of the
+unary part, then the bits.  Rice with parameter k (a function of n and the
+count c coded: the Golomb-Rice choice k = max(0, ceil(log2(log(phi - 1) /
+log(1 - c/n))))) codes the gaps g (positions minus the previous one minus 1)
+as c fields of their k low bits (bit planes), then the high parts g >> k in
+unary (a one at (sum of the high parts so far) + i for the i-th gap).  The
+encoder takes the smallest code; a section is within about 3% of log2 C(n, m)
+bits for large n, and the whole message within a few percent of its
+information content 32 + log2 multinomial(d; level counts) + K bits.
+
+Composed body (``A+B``: a sparsifier's support, then a second compressor's
+message on the K kept values): the support as a subset section of [0, d)
+(the K indices; within about 3% of log2 C(d, K) bits, where the sparse
+message's encodings take about half a bit more per index), then a complete
+message of dimension K (any kind but composed; method flag 0).
+
 ``decode`` validates everything it reads: magic, version, kind, dtype,
 encoding, sizes against the buffer length, indices in [0, d) and strictly
 increasing, the number of set bits, zero padding, finite values.  A malformed
@@ -49,7 +73,9 @@ import math
 import numpy as np
 
 from ..compressors.payload import (
+    Composed,
     Dense,
+    Dithered,
     Empty,
     Natural,
     Payload,
@@ -60,8 +86,10 @@ from ..compressors.payload import (
 from ..errors import PsmpiError
 
 MAGIC = 0xEF
-VERSION = 2
-EMPTY, DENSE, SPARSE, SIGNS, NATURAL, QUANTIZED = range(6)
+VERSION = 3
+EMPTY, DENSE, SPARSE, SIGNS, NATURAL, QUANTIZED, DITHERED, COMPOSED = range(8)
+MAX_DITHER_LEVELS = 64
+SUBSET_BITMAP, SUBSET_RICE, SUBSET_RICE_COMPLEMENT = range(3)
 _DTYPES = {1: np.dtype("<f4"), 2: np.dtype("<f8")}
 _DTYPE_CODES = {np.dtype(np.float32): 1, np.dtype(np.float64): 2}
 ABSOLUTE, BITMAP, ELIAS_FANO = 1, 2, 3
@@ -92,7 +120,7 @@ def _read_varint(buf, pos):
     while True:
         if pos >= len(buf) or shift > 63:
             raise WireError("truncated or overlong varint in header")
-        b = buf[pos]
+        b = int(buf[pos])
         pos += 1
         n |= (b & 0x7F) << shift
         shift += 7
@@ -287,6 +315,169 @@ def _valid_support(idx: np.ndarray, d: int) -> bool:
     return idx.shape[0] == 0 or (0 <= idx[0] and idx[-1] < d and bool(np.greater(idx[1:], idx[:-1]).all()))
 
 
+# ------------------------------------------------------ subset sections ---
+_LOG_GOLDEN = math.log((math.sqrt(5.0) - 1.0) / 2.0)
+
+
+def rice_k(n: int, c: int) -> int:
+    """The Rice parameter for c members of a set of n (Golomb-Rice rule for
+    geometric gaps of density c/n)."""
+    if c == 0 or c >= n:
+        return 0
+    return max(0, math.ceil(math.log2(_LOG_GOLDEN / math.log1p(-c / n))))
+
+
+def _rice_parts(pos: np.ndarray, n: int):
+    """(k, low-bit planes, unary bytes) of increasing positions in [0, n)."""
+    c = pos.shape[0]
+    k = rice_k(n, c)
+    g = np.diff(pos, prepend=-1) - 1
+    high = g >> k
+    bits = np.zeros(c + int(high.sum()), np.bool_)
+    if c:
+        bits[np.cumsum(high) + np.arange(c)] = True
+    return pack_planes(g & ((1 << k) - 1), k) if k else b"", np.packbits(bits).tobytes()
+
+
+def encode_subset(pos: np.ndarray, n: int) -> bytes:
+    """The subset section of the members ``pos`` (increasing, in [0, n)) of a
+    set of n: the smallest of Rice (of the members, or of the non-members when
+    they are fewer) and the bitmap."""
+    m = pos.shape[0]
+    code, p = SUBSET_RICE, pos
+    if m > n // 2:
+        keep = np.ones(n, np.bool_)
+        keep[pos] = False
+        code, p = SUBSET_RICE_COMPLEMENT, np.flatnonzero(keep)
+    low, unary = _rice_parts(p, n)
+    rice = bytes((code,)) + _varint(m) + _varint(len(unary)) + low + unary
+    if len(rice) <= 1 + len(_varint(m)) + _nbytes(n):
+        return rice
+    bits = np.zeros(n, np.bool_)
+    bits[pos] = True
+    return bytes((SUBSET_BITMAP,)) + _varint(m) + np.packbits(bits).tobytes()
+
+
+def decode_subset(buf, pos: int, n: int):
+    """(member positions, int64, increasing, in [0, n); the next position) of
+    the subset section at ``buf[pos:]``; validated."""
+    if pos >= len(buf):
+        raise WireError("truncated subset section")
+    code = int(buf[pos])
+    m, pos = _read_varint(buf, pos + 1)
+    if m > n:
+        raise WireError(f"subset of {m} members of a set of {n}")
+    if code == SUBSET_BITMAP:
+        end = pos + _nbytes(n)
+        if end > len(buf):
+            raise WireError("truncated subset bitmap")
+        members = np.flatnonzero(_signs(buf[pos:end], n))
+        if members.shape[0] != m:
+            raise WireError(f"subset bitmap has {members.shape[0]} members, header says {m}")
+        return members, end
+    if code not in (SUBSET_RICE, SUBSET_RICE_COMPLEMENT):
+        raise WireError(f"unknown subset code {code}")
+    nu, pos = _read_varint(buf, pos)
+    c = m if code == SUBSET_RICE else n - m
+    k = rice_k(n, c)
+    nlow = _nbytes(c * k)
+    end = pos + nlow + nu
+    if end > len(buf):
+        raise WireError("truncated rice subset section")
+    ones = np.flatnonzero(np.unpackbits(buf[pos + nlow:end]).view(np.bool_))
+    if ones.shape[0] != c or (c and _nbytes(int(ones[-1]) + 1) != nu) or (not c and nu):
+        raise WireError("rice subset section: wrong number of ones or length")
+    if c:
+        _check_padding(buf[pos + nlow:end], int(ones[-1]) + 1)
+    g = np.diff(ones - np.arange(c), prepend=0)  # the high parts (>= 0: ones increase)
+    if k:
+        g <<= k
+        g |= unpack_planes(buf[pos:pos + nlow], c, k).astype(np.int64)
+    p = np.cumsum(g + 1) - 1
+    if c and not 0 <= p[-1] < n:
+        raise WireError("rice subset positions out of range")
+    if code == SUBSET_RICE_COMPLEMENT:
+        keep = np.ones(n, np.bool_)
+        keep[p] = False
+        p = np.flatnonzero(keep)
+    return p.astype(np.int64, copy=False), end
+
+
+def information_bound_dithered_bits(levels: np.ndarray, value_bits: int = 32) -> float:
+    """value_bits + log2 multinomial(d; counts of each level) + K sign bits:
+    the fewest bits any encoding of a dithered vector with these level counts
+    can average (uniformly placed levels and signs)."""
+    counts = np.bincount(np.asarray(levels, np.int64))
+    d = int(counts.sum())
+    lg = math.lgamma(d + 1) - sum(math.lgamma(int(c) + 1) for c in counts)
+    return value_bits + lg / math.log(2) + (d - int(counts[0]))
+
+
+def _encode_dithered(p: Dithered, vc: int, flag: bool) -> bytes:
+    d, lv = p.d, np.asarray(p.levels)
+    if lv.shape != (d,) or np.asarray(p.negative).shape != (d,) or not 1 <= p.s <= MAX_DITHER_LEVELS:
+        raise WireError("dithered payload: d levels and signs, 1 <= s <= 64")
+    top = int(lv.max())
+    if top > p.s:
+        raise WireError("dithered payload: a level above s")
+    parts = [_header(DITHERED, vc, d, p.s, flag), np.asarray(p.norm, _DTYPES[vc]).tobytes(), _varint(top)]
+    cur = np.arange(d)
+    for j in range(1, top + 1):
+        members = np.flatnonzero(lv[cur] >= j)
+        parts.append(encode_subset(members, cur.shape[0]))
+        cur = cur[members]
+        if j == 1:
+            signs = np.packbits(np.asarray(p.negative)[cur]).tobytes()
+    parts.append(signs if top else b"")
+    return b"".join(parts)
+
+
+def _decode_dithered(body, d: int, s: int, vdt, flag: bool) -> Dithered:
+    if not 1 <= s <= MAX_DITHER_LEVELS:
+        raise WireError(f"bad number of levels {s}")
+    nv = vdt.itemsize
+    if body.shape[0] < nv:
+        raise WireError("truncated dithered message")
+    norm = _finite(body[:nv].view(vdt), "norm").astype(vdt.newbyteorder("="))[0]
+    if norm < 0:
+        raise WireError("negative norm")
+    top, pos = _read_varint(body, nv)
+    if top > s:
+        raise WireError("dithered level above s")
+    levels = np.zeros(d, np.uint8)
+    negative = np.zeros(d, np.bool_)
+    cur = np.arange(d)
+    nonzero = cur[:0]
+    for j in range(1, top + 1):
+        members, pos = decode_subset(body, pos, cur.shape[0])
+        cur = cur[members]
+        levels[cur] = j
+        if j == 1:
+            nonzero = cur
+    _need(body.shape[0] - pos, _nbytes(nonzero.shape[0]))
+    negative[nonzero] = _signs(body[pos:], nonzero.shape[0])
+    return Dithered(d, norm, s, negative, levels, flag)
+
+
+def _encode_composed(p: Composed, flag: bool) -> bytes:
+    idx = np.asarray(p.indices)
+    k = idx.shape[0]
+    if isinstance(p.inner, Composed) or p.inner.d != k or p.inner.flag or idx.ndim != 1 or not k \
+            or idx.dtype.kind not in "iu" or not _valid_support(idx, p.d):
+        raise WireError("composed payload: strictly increasing indices in [0, d), an inner payload of "
+                        "dimension K (not composed, no flag)")
+    return b"".join((_header(COMPOSED, 0, p.d, k, flag), encode_subset(idx, p.d), encode(p.inner)))
+
+
+def _index_encoding(index_encoding, d: int, k: int) -> int:
+    if index_encoding is None:
+        return best_encoding(d, k)
+    enc = ENCODINGS.get(index_encoding, index_encoding)
+    if enc not in ENCODING_NAMES:
+        raise WireError(f"unknown index encoding {index_encoding!r}; valid: {', '.join(ENCODINGS)}")
+    return enc
+
+
 # ---------------------------------------------------------------- encode ---
 def _value_code(arr_or_scalar) -> int:
     dt = np.asarray(arr_or_scalar).dtype
@@ -324,12 +515,7 @@ def encode(p: Payload, index_encoding: str | int | None = None) -> bytes:
                 or not _valid_support(idx, d):
             raise WireError("sparse payload: indices must be strictly increasing integers in [0, d), "
                             "one value each")
-        if index_encoding is None:
-            enc = best_encoding(d, k)
-        else:
-            enc = ENCODINGS.get(index_encoding, index_encoding)
-            if enc not in ENCODING_NAMES:
-                raise WireError(f"unknown index encoding {index_encoding!r}; valid: {', '.join(ENCODINGS)}")
+        enc = _index_encoding(index_encoding, d, k)
         return b"".join((_header(SPARSE, vc | enc << 4, d, k, flag), encode_indices(idx, d, enc),
                          p.values.astype(_DTYPES[vc], copy=False).tobytes()))
     if isinstance(p, Signs):
@@ -348,6 +534,10 @@ def encode(p: Payload, index_encoding: str | int | None = None) -> bytes:
         vc = _value_code(p.norm)
         return (_header(QUANTIZED, vc, d, p.s, flag) + np.asarray(p.norm, _DTYPES[vc]).tobytes()
                 + np.packbits(p.negative).tobytes() + pack_uint(p.levels, _level_bits(p.s)))
+    if isinstance(p, Dithered):
+        return _encode_dithered(p, _value_code(p.norm), flag)
+    if isinstance(p, Composed):
+        return _encode_composed(p, flag)
     raise WireError(f"cannot encode {type(p).__name__}")
 
 
@@ -402,11 +592,25 @@ def decode(buf, d_expected: int | None = None) -> Payload:
         if vc or count or body.shape[0]:
             raise WireError("bad empty message")
         return Empty(d, flag)
+    if kind == COMPOSED:
+        if vc or not 1 <= count <= d:
+            raise WireError("bad composed message header")
+        idx, nidx = decode_subset(body, 0, d)
+        if idx.shape[0] != count:
+            raise WireError(f"composed support has {idx.shape[0]} indices, header says {count}")
+        if body.shape[0] > nidx + 2 and body[nidx + 2] == COMPOSED:
+            raise WireError("a composed message inside a composed message")
+        inner = decode(body[nidx:], count)
+        if inner.flag:
+            raise WireError("method flag set on the inner message of a composed message")
+        return Composed(d, idx, inner, flag)
     if vc not in _DTYPES:
         raise WireError(f"bad value dtype code {vc}")
     vdt = _DTYPES[vc]
     native = vdt.newbyteorder("=")
 
+    if kind == DITHERED:
+        return _decode_dithered(body, d, count, vdt, flag)
     if kind != QUANTIZED and kind != SPARSE and count:
         raise WireError(f"nonzero count {count} on a message of kind {kind}")
     if kind == DENSE:
