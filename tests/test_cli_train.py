@@ -206,8 +206,8 @@ def assert_usage_error(r):
     (["--method", "clag", "--batch-size", "4"], "does not use --batch-size"),
     (["--method", "marina", "--batch-size", "4"], "does not use --batch-size"),
     (["--method", "ef21", "--eta", "0.5"], "does not use --eta (used by ef21-sgdm"),
-    (["--method", "marina", "--zeta", "2"], "does not use --zeta (used by lag, clag)"),
-    (["--method", "ef21-sgdm", "--p", "0.5"], "does not use --p (used by marina)"),
+    (["--method", "marina", "--zeta", "2"], "does not use --zeta (used by lag, clag"),
+    (["--method", "ef21-sgdm", "--p", "0.5"], "does not use --p (used by"),
     (["--method", "ef21", "--init-batch-size", "8"], "ef21-sgd"),
     # an output location that cannot be written is found before any work (defect 5)
     (["--out", "/proc/nope/x.h5"], "cannot write the output file /proc/nope/x.h5"),
