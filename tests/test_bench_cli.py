@@ -161,7 +161,7 @@ def test_bench_startup_tiny_times_the_three_jobs_side_by_side(tmp_path):
 
     conftest.mpirun()  # skips without mpirun
     out = tmp_path / "s.json"
-    r = invoke("bench", "startup", "-n", "3", "--repeat", "1", "--warmup", "0", "--json", str(out))
+    r = invoke("bench", "startup", "-n", "3", "--repeat", "2", "--warmup", "0", "--json", str(out))
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
     rows = {row["job"]: row for row in res["rows"]}

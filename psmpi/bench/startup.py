@@ -35,7 +35,8 @@ def startup_commands(ranks: int, mpirun: list[str], out: str, train_args=()) -> 
     launch = mpirun + ["-n", str(ranks), sys.executable]
     return {"mpi": launch + ["-c", MPI_ONLY],
             "floor": launch + ["-c", FLOOR],
-            "train": launch + ["-m", "psmpi", "train", "--iters", "1", "--quiet", "--out", out, *train_args]}
+            "train": launch + ["-m", "psmpi", "train", "--iters", "1", "--quiet", "--out", out, "--overwrite",
+                                 *train_args]}
 
 
 def _run_counting_cpu(cmd: list[str], cpu: list[float]) -> None:
