@@ -166,7 +166,7 @@ def test_bench_startup_tiny_times_the_three_jobs_side_by_side(tmp_path):
     res = json.loads(out.read_text())
     rows = {row["job"]: row for row in res["rows"]}
     assert list(rows) == ["mpi", "floor", "train"] and res["params"]["ranks"] == 3
-    assert "-n 3" in rows["train"]["command"] and "psmpi train --iters 1 --quiet --out TMP.h5" in rows["train"]["command"]
+    assert "-n 3" in rows["train"]["command"] and "psmpi train --iters 1 --quiet --out TMP.h5 --overwrite" in rows["train"]["command"]
     assert "import numpy, scipy.sparse, h5py" in rows["floor"]["command"] and "Barrier()" in rows["mpi"]["command"]
     for row in rows.values():
         assert row["reps"] == 1 and row["best_s"] > 0 and row["cpu_s"] > 0
