@@ -209,6 +209,9 @@ def assert_usage_error(r):
     (["--method", "marina", "--zeta", "2"], "does not use --zeta (used by lag, clag"),
     (["--method", "ef21-sgdm", "--p", "0.5"], "does not use --p (used by"),
     (["--method", "ef21", "--init-batch-size", "8"], "ef21-sgd"),
+    (["--method", "ef21-pp", "--participation", "0"], "--participation must be a probability in (0, 1]"),
+    (["--method", "ef21-pp", "--participation", "1.5"], "--participation must be a probability in (0, 1]"),
+    (["--method", "ef21-pp", "--participation", "4"], "--participation 4 is more than the 3 workers"),
     # an output location that cannot be written is found before any work (defect 5)
     (["--out", "/proc/nope/x.h5"], "cannot write the output file /proc/nope/x.h5"),
 ])

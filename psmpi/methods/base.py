@@ -132,8 +132,9 @@ def _participation(p: Param, value):
     """An int K >= 1 (workers per round) or a float probability in (0, 1]."""
     text = str(value).strip()
     if isinstance(value, int) or text.isdigit():
-        k = _int_in(p, value, 1)
-        return k
+        if int(text) < 1:
+            raise MethodError(f"{p.flag} must be {p.range_text()} (got {value!r})")
+        return int(text)
     try:
         v = float(text)
     except ValueError:
