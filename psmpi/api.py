@@ -2,7 +2,7 @@
 :func:`make_config`, the one place a run configuration is built and checked."""
 from __future__ import annotations
 
-from .config import DEFAULT_WORKERS, TrainConfig, from_mapping, validate
+from .config import TrainConfig, from_mapping, validate
 from .errors import ConfigError
 from .launch import mpi_world_size
 
@@ -36,8 +36,6 @@ def train(config=None, problems=None, write: bool | None = None, on_eval=None, *
     on the master after each evaluation with that row of the metrics (a dict:
     ``iteration``, ``grad_norm_sq``, ``loss``, ``bits_up_per_worker``, ...).
     """
-    from .config import check_writable, resolve_out
-
     if isinstance(config, TrainConfig):
         data = config.to_dict()
     else:
@@ -48,30 +46,35 @@ def train(config=None, problems=None, write: bool | None = None, on_eval=None, *
         data["workers"] = len(problems)
         data.setdefault("dataset", "user-problems")
     cfg = make_config(data, "train()")
-    will_write = bool(write or (write is None and explicit_out))
-    cfg.extra["write"] = will_write  # no periodic flushes to a file the caller did not ask for
     if on_eval is not None:
         cfg.extra["on_eval"] = on_eval
-    if will_write:
+    return run(cfg, problems, bool(write or (write is None and explicit_out)))
+
+
+def run(cfg: TrainConfig, problems=None, write: bool = True):
+    """Run a checked configuration (:func:`make_config`) on the backend it names and,
+    with ``write``, write its output file (checked before any work); -> the Result,
+    None on an MPI worker rank.  What ``psmpi train`` and :func:`train` share."""
+    from .config import check_writable, resolve_out
+
+    cfg.extra["write"] = write  # no periodic flushes to a file the caller did not ask for
+    if write:
         resolve_out(cfg)
         check_writable(cfg.out)
     elif cfg.resume is not None or cfg.checkpoint_every:
         resolve_out(cfg)
-    backend = resolve_backend(cfg)
-    if backend == "mpi":
+    if resolve_backend(cfg) == "mpi":
         if problems is not None:
             raise ConfigError("user problems run on the serial backend")
         from .runtime.mpi import run_mpi
 
         res = run_mpi(cfg)
     else:
-        if cfg.workers is None:
-            cfg.workers = DEFAULT_WORKERS
         from .runtime.serial import run_serial
 
         res = run_serial(cfg, problems)
     if res is not None:
-        if will_write:
+        if write:
             save_result(cfg.out, res)
         else:
             res.out = None

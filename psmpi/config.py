@@ -227,6 +227,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
+def checkpoint_path(out: str) -> str:
+    """The checkpoint of the run whose output is ``out``."""
+    return f"{out}.ckpt"
+
+
 def _default_names(cfg: TrainConfig):
     """results/METHOD_DATASET_COMPRESSOR.h5, then the same with _2, _3, ..."""
     import itertools
@@ -243,23 +248,22 @@ def _default_names(cfg: TrainConfig):
 def default_out(cfg: TrainConfig) -> str:
     """The first default name with neither an output nor a checkpoint: a
     default name never replaces an earlier run's files."""
-    return next(p for p in _default_names(cfg) if not (os.path.exists(p) or os.path.exists(p + ".ckpt")))
+    return next(p for p in _default_names(cfg) if not (os.path.exists(p) or os.path.exists(checkpoint_path(p))))
 
 
 def _last_default_checkpoint(cfg: TrainConfig) -> str | None:
     """The newest default-named output that has a checkpoint (what a bare --resume continues)."""
     found = None
     for p in _default_names(cfg):
-        if not (os.path.exists(p) or os.path.exists(p + ".ckpt")):
+        if not (os.path.exists(p) or os.path.exists(checkpoint_path(p))):
             return found
-        if os.path.exists(p + ".ckpt"):
+        if os.path.exists(checkpoint_path(p)):
             found = p
 
 
 def resolve_out(cfg: TrainConfig) -> None:
     """Fill the default output name and the checkpoint to resume from, and
     refuse to replace an existing file without --overwrite."""
-    from .runtime.checkpoint import default_path
 
     if cfg.out is None:
         resumed = _last_default_checkpoint(cfg) if cfg.resume in ("auto", True) else None
@@ -267,7 +271,7 @@ def resolve_out(cfg: TrainConfig) -> None:
     elif os.path.exists(cfg.out) and not (cfg.overwrite or cfg.resume is not None):
         raise ConfigError(f"{cfg.out} exists; pass --overwrite to replace it, or choose another --out")
     if cfg.resume in ("auto", True):
-        cfg.resume = default_path(cfg.out)
+        cfg.resume = checkpoint_path(cfg.out)
         if not os.path.exists(cfg.resume):
             raise ConfigError(f"cannot resume: no checkpoint at {cfg.resume}")
 

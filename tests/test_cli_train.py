@@ -212,6 +212,7 @@ def assert_usage_error(r):
     (["--method", "ef21-pp", "--participation", "0"], "--participation must be a probability in (0, 1]"),
     (["--method", "ef21-pp", "--participation", "1.5"], "--participation must be a probability in (0, 1]"),
     (["--method", "ef21-pp", "--participation", "4"], "--participation 4 is more than the 3 workers"),
+    (["--method", "ef21-pp", "--participation", "4", "--gamma", "0.1"], "--participation 4 is more than the 3 workers"),
     # an output location that cannot be written is found before any work (defect 5)
     (["--out", "/proc/nope/x.h5"], "cannot write the output file /proc/nope/x.h5"),
 ])

@@ -215,3 +215,25 @@ def test_theory_steps_match_the_papers_formulas_computed_here():
         assert r.gamma == pytest.approx(expect, rel=1e-6), zeta
     r = psmpi.train(method="lag", compressor="identity", zeta=4.0, **base)
     assert r.gamma == pytest.approx(1 / (r.config["L"] + r.config["L_tilde"] * 2.0), rel=1e-12)
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.5])
+@pytest.mark.parametrize("p", [0.1, 0.5, 1.0])
+def test_ef21_pp_constants_are_the_minimum_over_s_and_rho(alpha, p):
+    """B/theta_p of Theorem 7 (p_i = p) minimised by a brute-force grid over (s, rho) here;
+    pp_constants (rho in closed form) may only be lower, and by little; at p = 1 it is EF21's."""
+    from psmpi.methods.ef21_pp import pp_constants
+
+    q = 1 - alpha
+    s = np.geomspace((1 / q - 1) * 1e-4, (1 / q - 1) * (1 - 1e-6), 1500)[:, None]
+    theta, beta = 1 - q * (1 + s), q * (1 + 1 / s)
+    if p == 1.0:
+        brute = float(np.min(beta / theta))
+    else:
+        rho = np.geomspace(1e-5, 1 - 1e-6, 1500)[None, :] * p * theta / (1 - p)
+        brute = float(np.min((beta * p + (1 + 1 / rho) * (1 - p)) / (p * theta - rho * (1 - p))))
+    got = pp_constants(alpha, p)
+    assert got <= brute * (1 + 1e-9) and got >= brute * (1 - 1e-3)
+    if p == 1.0:
+        theta_, beta_ = 1 - np.sqrt(q), q / (1 - np.sqrt(q))
+        assert got == pytest.approx(beta_ / theta_, rel=1e-6)

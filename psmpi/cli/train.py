@@ -102,30 +102,18 @@ def train(config_file, **options):
       mpirun -n 3 psmpi train --workers 20 --method ef21     # 10 workers on each worker rank
       psmpi train --config configs/ef21_vs_ef14.yaml --gamma-factor 4
     """
-    from ..api import make_config, resolve_backend, save_result
-    from ..config import DEFAULT_WORKERS, check_writable, load_yaml, resolve_out
+    from ..api import make_config, resolve_backend, run
+    from ..config import load_yaml
 
     data, lines = load_yaml(config_file, with_lines=True) if config_file else ({}, None)
     source = config_file or "options"
     options = {k: v for k, v in options.items() if v is not None}
     data.update(options)
     cfg = make_config(data, source, {k: v for k, v in (lines or {}).items() if k not in options})
-    resolve_out(cfg)
-    check_writable(cfg.out)
     backend = resolve_backend(cfg)
-    if backend == "mpi":
-        from ..runtime.mpi import run_mpi
-
-        res = run_mpi(cfg)
-        if res is None:  # a worker rank
-            return
-    else:
-        if cfg.workers is None:
-            cfg.workers = DEFAULT_WORKERS
-        from ..runtime.serial import run_serial
-
-        res = run_serial(cfg)
-    save_result(cfg.out, res)
+    res = run(cfg)
+    if res is None:  # an MPI worker rank
+        return
     m = res.metrics
     if not cfg.quiet and len(m["iteration"]):
         click.echo(f"{res.config['method']} with {res.config['compressor']} on {cfg.dataset}: "

@@ -5,9 +5,8 @@ Adding a method: one file in this folder (see ef21.py) and one line in MODULES.
 import importlib
 
 from ..plugins import load_plugins
-
-from .base import (REGISTRY, Hyper, Method, MethodError, NoTheory, Param, WorkerContext, ef21_gamma,
-                   get_method)
+from .base import (REGISTRY, Hyper, Method, MethodError, NoTheory, Param, WorkerContext, ef21_gamma, get_method,
+                   users_of)
 
 # one module per method, in the order of --help and the README; importing a module registers its method
 MODULES = (
@@ -63,24 +62,10 @@ def check_config(cfg) -> None:
     if cfg.compressor is None:
         cfg.compressor = method.default_compressor
     check_spec(cfg.compressor)
-    for k, v in list(cfg.params.items()):
-        p = method.param(k)
-        if p is None:
-            raise method.refuse(k)
-        cfg.params[k] = p.parse(v)
-    for p in method.params:  # the declared defaults (those that depend on the compressor come later)
-        if cfg.params.get(p.name) is None and p.default is not None:
-            cfg.params[p.name] = p.default
-
-
-def users_of(name: str) -> list:
-    """The methods that declare ``name``."""
-    return [m for m, c in REGISTRY.items() if c.param(name) is not None]
+    cfg.params = method.resolve(cfg.params)  # what depends on the compressor is filled when it is built
 
 
 __all__ = ["REGISTRY", "Hyper", "Method", "MethodError", "NoTheory", "Param", "WorkerContext", "get_method",
            "ef21_gamma", "all_params", "users_of", "check_config"]
-
-
 
 load_plugins("psmpi.methods", REGISTRY, Method)  # methods other packages register (psmpi/plugins.py)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import Device, is_device_array
-from ..compressors import Compressor, Dense, Empty, Payload, Sparse
+from ..compressors import Compressor, Dense, Empty, Payload, Sparse, check_spec
 from ..compressors.payload import to_host
 from ..errors import MethodError
 
@@ -53,9 +53,10 @@ class Param:
     """One hyper-parameter a method uses.
 
     ``kind`` is ``float``, ``int``, ``batch`` (a positive integer or
-    ``full``) or ``compressor`` (a spec such as ``topk:1``: a second compressor
-    the method uses besides ``--compressor``; the runtime builds it for the
-    dimension and ``hp.<name>`` is the built compressor); ``default`` None means the method computes it
+    ``full``), ``participation`` (a probability or a number of workers) or
+    ``compressor`` (a spec such as ``topk:1``: a second compressor the method
+    uses besides ``--compressor``; the runtime builds it for the dimension and
+    ``hp.<name>`` is the built compressor); ``default`` None means the method computes it
     (:meth:`Method.default`, e.g. MARINA's p = 1/(omega+1)).  Values must lie
     in the interval from ``low`` to ``high`` (open at ``low`` unless
     ``low_closed``; closed at ``high``).  ``in_theory``: the theoretical step
@@ -94,8 +95,6 @@ class Param:
                 return "full"
             return _int_in(self, value, 1)
         if self.kind == "compressor":
-            from ..compressors import check_spec
-
             check_spec(value)
             return str(value)
         if self.kind == "participation":
@@ -238,8 +237,10 @@ class WorkerContext:
         return float(self.problem.value_from(x, self._cache[1])), self.device.to_host(g)
 
     def correct(self, x) -> int | None:
-        """Local rows the round's (host) iterate classifies correctly (None: no classifier)."""
-        return self.problem.correct(self.at(x, self.round))
+        """Local rows the round's iterate classifies correctly (None: no classifier),
+        reusing what the round's exact gradient computed (logistic regression's margins)."""
+        aux = self._cache[1] if self._cache_round == self.round else None
+        return self.problem.correct(self.at(x, self.round), aux)
 
     def sgrad(self, x, batch=None):
         """A minibatch gradient with ``batch`` (default: the run's batch size); exact when None."""
@@ -421,7 +422,7 @@ class Method:
     def refuse(self, name: str) -> MethodError:
         """The error for an option this method does not use."""
         flag = "--" + name.replace("_", "-")
-        users = [m for m, c in REGISTRY.items() if c.param(name) is not None]
+        users = users_of(name)
         if name in ("batch_size", "init_batch_size") and self.stochastic_sibling:
             return MethodError(f"method '{self.name}' uses exact gradients and takes no {flag}; "
                                f"its minibatch version is '{self.stochastic_sibling}'")
@@ -430,29 +431,31 @@ class Method:
 
     def default(self, name: str, comp: Compressor):
         """Defaults that depend on the compressor (declared with default None)."""
-        if name == "init_batch_size":
-            return None  # the batch size (filled by resolve)
         raise NotImplementedError(f"{self.name} declares no default for {name}")
 
-    def resolve(self, given: dict, comp: Compressor) -> dict:
-        """The method's parameters: given values checked, defaults filled in.
+    def resolve(self, given: dict, comp: Compressor | None = None) -> dict:
+        """The method's parameters: given values checked, declared defaults filled
+        in, and, once the compressor is known (``comp``), those that depend on it
+        (before that they stay None).  B_init defaults to the batch size.
         Options the method does not declare are refused."""
         for k in given:
             if self.param(k) is None:
                 raise self.refuse(k)
         out = {}
         for p in self.params:
-            if isinstance(given.get(p.name), Compressor):
-                out[p.name] = given[p.name].spec
-            elif given.get(p.name) is not None:
+            if given.get(p.name) is not None:
                 out[p.name] = p.parse(given[p.name])
-            elif p.default is not None:
+            elif p.name == "init_batch_size":
+                out[p.name] = out["batch_size"]
+            elif p.default is not None or comp is None:
                 out[p.name] = p.default
             else:
                 out[p.name] = self.default(p.name, comp)
-        if "init_batch_size" in out and out["init_batch_size"] is None:
-            out["init_batch_size"] = out["batch_size"]
         return out
+
+    def check(self, hp: "Hyper") -> None:
+        """Checks that need the run's other settings (e.g. the number of workers);
+        MethodError (one line) when the combination cannot run."""
 
     def prepare_compressor(self, comp: Compressor) -> Compressor:
         """The compressor this method runs with, or a MethodError."""
@@ -520,6 +523,11 @@ class ThreePC(Method):
 
     def theory_gamma(self, consts, comp, hp):
         return three_pc_gamma(consts.L, consts.L_tilde, *self.constants(comp, hp))
+
+
+def users_of(name: str) -> list:
+    """The registered methods that declare the hyper-parameter ``name``."""
+    return [m for m, c in REGISTRY.items() if c.param(name) is not None]
 
 
 def get_method(name: str) -> "Method":

@@ -41,11 +41,17 @@ def lazy_init(ctx, x):
     return LagState(wire_copy(msg), grad.copy()), msg
 
 
+def fires(ctx, diff, grad, h) -> bool:
+    """LAG's trigger: ||grad f_i(x^{t+1}) - g_i^t||^2 > zeta ||grad f_i(x^{t+1}) - grad f_i(x^t)||^2,
+    with ``diff`` = grad f_i(x^{t+1}) - g_i^t and ``h`` = grad f_i(x^t)."""
+    return diff @ diff > ctx.hp.zeta * float(np.sum((grad - h) ** 2))
+
+
 def lazy_update(ctx, st: LagState, x):
     """The CLAG rule: compress the change only when the trigger fires, else send nothing."""
     grad = ctx.grad(x)
     diff = grad - st.g
-    if diff @ diff > ctx.hp.zeta * float(np.sum((grad - st.h) ** 2)):
+    if fires(ctx, diff, grad, st.h):
         c = ctx.compress(diff)
         c.add_to(st.g)
     else:

@@ -42,12 +42,10 @@ class EF21HB(Method):
     params = (HB_ETA,)
     theory = "the theorem's step is not implemented: EF21's step times (1 - eta) (heuristic)"
 
-    def resolve(self, given, comp):
-        out = super().resolve(given, comp)
-        if out["hb_eta"] >= 1.0:
-            raise MethodError(f"method '{self.name}': --hb-eta must be below 1 (got {out['hb_eta']:g}); "
+    def check(self, hp):
+        if hp.hb_eta >= 1.0:
+            raise MethodError(f"method '{self.name}': --hb-eta must be below 1 (got {hp.hb_eta:g}); "
                               f"eta = 1 never forgets a direction")
-        return out
 
     def theory_gamma(self, c, comp, hp):
         return ef21_gamma(c.L, c.L_tilde, comp.alpha) * (1.0 - hp.hb_eta)

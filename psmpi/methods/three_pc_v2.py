@@ -1,9 +1,8 @@
-from dataclasses import dataclass, replace
-
-import numpy as np
+from dataclasses import replace
 
 from ..errors import MethodError
-from .base import Param, ThreePC, register, summed, tracking_init, tracking_step, wire_copy
+from .base import Param, ThreePC, register, summed, tracking_init, tracking_step
+from .clag import lazy_init
 
 COMP2 = Param("compressor2", "compressor", "randk:1", "the second compressor of the 3PC variants: 3pcv2's "
               "unbiased Q, 3pcv3's C1 of the inner CLAG step, 3pcv4's C2 of the first EF21 step",
@@ -16,12 +15,6 @@ def v2_constants(alpha: float, omega: float) -> tuple[float, float]:
     return alpha, (1.0 - alpha) * omega
 
 
-@dataclass
-class TwoPointState:
-    g: np.ndarray  # g_i^t, equal to what the master has accumulated for this worker
-    h: np.ndarray  # grad f_i(x^t), the last gradient
-
-
 class TwoStep(ThreePC):
     """3PCv2-v4: g_i^{t+1} = b_i + C(grad f_i(x^{t+1}) - b_i), b_i = g_i^t + q_i, where the
     method's ``first`` step gives the message q_i (None: q_i = 0)."""
@@ -29,11 +22,7 @@ class TwoStep(ThreePC):
     def first(self, ctx, st, grad):
         raise NotImplementedError
 
-    def worker_init(self, ctx, x):
-        """g_i^0 = grad f_i(x^0), sent dense; the last gradient kept."""
-        grad = ctx.grad(x)
-        msg = ctx.dense(grad)
-        return TwoPointState(wire_copy(msg), grad.copy()), msg
+    worker_init = staticmethod(lazy_init)  # g_i^0 = grad f_i(x^0), sent dense; the last gradient kept
 
     def worker_step(self, ctx, st, x):
         """q_i = first(...);  b_i = g_i^t + q_i;  c_i = C(grad - b_i);  send q_i + c_i as one

@@ -1,7 +1,5 @@
-import numpy as np
-
 from .base import register
-from .clag import ZETA, clag_constants
+from .clag import ZETA, clag_constants, fires
 from .three_pc_v2 import CONTRACTIVE_COMP2, TwoStep
 
 
@@ -54,6 +52,6 @@ class ThreePCv3(TwoStep):
     def first(self, ctx, st, grad):
         """CLAG's step with C1: q_i = C1(grad - g_i^t) if the trigger fires, else nothing."""
         diff = grad - st.g
-        if diff @ diff > ctx.hp.zeta * float(np.sum((grad - st.h) ** 2)):
+        if fires(ctx, diff, grad, st.h):
             return ctx.compress(diff, ctx.hp.compressor2)
         return None

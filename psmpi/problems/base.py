@@ -62,8 +62,10 @@ class LocalProblem:
         """A minibatch gradient: ``batch_grad`` on a fresh ``minibatch``."""
         return self.batch_grad(x, self.minibatch(rng, batch))
 
-    def correct(self, x) -> int | None:
-        """How many local rows x classifies correctly; None for a problem that is no classifier."""
+    def correct(self, x, aux=None) -> int | None:
+        """How many local rows x classifies correctly; None for a problem that is no
+        classifier.  ``aux`` is what ``grad_aux(x)`` returned besides the gradient, which
+        a problem may use to avoid recomputing."""
         return None
 
     def score(self, x) -> tuple[float, float | None]:

@@ -70,9 +70,11 @@ class LogReg(LocalProblem):
     def value_from(self, x, z):
         return float(np.mean(np.logaddexp(0.0, -z))) + nonconvex_reg(x, self.lam)[0]
 
-    def correct(self, x) -> int:
-        """Rows with b_j <a_j, x> > 0 (a margin of exactly 0 counts as wrong)."""
-        return int(np.count_nonzero(self.b * (self.A @ x) > 0))
+    def correct(self, x, aux=None) -> int:
+        """Rows with margin b_j <a_j, x> > 0 (exactly 0 counts as wrong); ``aux`` is the
+        margins grad_aux(x) computed."""
+        z = self.b * (self.A @ x) if aux is None else aux
+        return int(np.count_nonzero(z > 0))
 
     def minibatch(self, rng, batch):
         return self._index(rng.integers(0, self.rows, batch))

@@ -373,7 +373,7 @@ class NNProblem(LocalProblem):
     def accuracy(self, x, X, y) -> float:
         return self.model.accuracy(x, X, y, self.chunk_rows)
 
-    def correct(self, x) -> int:
+    def correct(self, x, aux=None) -> int:
         return int(round(self.model.accuracy(x, self.X, self.y, self.chunk_rows) * self.rows))
 
     def score(self, x) -> tuple[float, float]:

@@ -39,7 +39,7 @@ class Softmax(LocalProblem):
     def value_and_grad(self, x):
         return self._vg(self.A, self.y, x)
 
-    def correct(self, x) -> int:
+    def correct(self, x, aux=None) -> int:
         """Rows whose largest score is their class (ties: the lowest class index)."""
         Z = np.asarray(self.A @ x.reshape(self.features, self.C))
         return int(np.count_nonzero(np.argmax(Z, axis=1) == self.y))

@@ -75,10 +75,6 @@ def restore_worker(ctx, blob: bytes):
     return state if ctx.device.on_host or state is None else replace_arrays(state, ctx.device.asarray)
 
 
-def default_path(out: str) -> str:
-    return f"{out}.ckpt"
-
-
 @dataclasses.dataclass
 class Checkpoint:
     round: int
@@ -86,7 +82,6 @@ class Checkpoint:
     master: object
     worker_blobs: list
     metrics: dict
-    bytes_up: int
     bytes_down: int
     elapsed: float
     bytes_by_worker: np.ndarray
@@ -100,7 +95,6 @@ def write_checkpoint(path, cfg, t, x, mstate, worker_blobs, rec):
         with h5py.File(tmp, "w") as f:
             f.attrs["round"] = t
             f.attrs["config"] = json.dumps(cfg.to_dict(), sort_keys=True)
-            f.attrs["bytes_up"] = rec.bytes_up
             f.attrs["bytes_down"] = rec.bytes_down
             f.attrs["elapsed"] = rec.elapsed()
             f.create_dataset("x", data=x)
@@ -143,5 +137,5 @@ def read_checkpoint(path, cfg) -> Checkpoint:
         master, _ = unpack_state(f["master"][()].tobytes())
         blobs = [f["workers"][str(i)][()].tobytes() for i in range(len(f["workers"]))]
         metrics = {k: f["metrics"][k][()] for k in f["metrics"]}
-        return Checkpoint(int(f.attrs["round"]), f["x"][()], master, blobs, metrics, int(f.attrs["bytes_up"]),
-                          int(f.attrs["bytes_down"]), float(f.attrs["elapsed"]), f["bytes_by_worker"][()])
+        return Checkpoint(int(f.attrs["round"]), f["x"][()], master, blobs, metrics, int(f.attrs["bytes_down"]),
+                          float(f.attrs["elapsed"]), f["bytes_by_worker"][()])

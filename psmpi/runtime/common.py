@@ -13,9 +13,9 @@ import numpy as np
 
 from ..backend import get_device
 from ..compressors import make_compressor
-from ..config import TrainConfig
+from ..config import TrainConfig, checkpoint_path
 from ..data import class_labels, load_shard, open_dataset
-from ..errors import ConfigError, Stop
+from ..errors import ConfigError, MethodError, Stop
 from ..methods import Hyper, WorkerContext, get_method
 from ..problems import LogReg, Softmax, is_nn_problem, lambda_max
 
@@ -227,6 +227,7 @@ def plan_run(cfg: TrainConfig, d: int, consts: Constants) -> Plan:
         raise ConfigError(str(e)) from None
     cfg.params = method.resolve(cfg.params, comp)
     hp = Hyper(cfg.workers, 0.0, **cfg.params)
+    method.check(hp)
     for p in method.params:  # second compressors, built for the dimension (the config keeps the spec)
         if p.kind == "compressor":
             try:
@@ -234,18 +235,19 @@ def plan_run(cfg: TrainConfig, d: int, consts: Constants) -> Plan:
                                                                                    cfg.value_dtype)))
             except ValueError as e:
                 raise ConfigError(f"{p.flag}: {e}") from None
-    if not consts.known and cfg.gamma == "theory":
-        raise ConfigError(f"--problem {cfg.problem} has no smoothness constant, so theory gives no step: "
-                          f"pass --gamma STEP")
-    theory = method.theory_gamma(consts, comp, hp) if cfg.gamma == "theory" else _try_theory(method, consts, comp, hp)
-    hp.gamma = (theory if cfg.gamma == "theory" else float(cfg.gamma)) * cfg.gamma_factor
+    if cfg.gamma == "theory":
+        if not consts.known:
+            raise ConfigError(f"--problem {cfg.problem} has no smoothness constant, so theory gives no step: "
+                              f"pass --gamma STEP")
+        theory = step = method.theory_gamma(consts, comp, hp)
+    else:
+        theory, step = _try_theory(method, consts, comp, hp), float(cfg.gamma)
+    hp.gamma = step * cfg.gamma_factor
     return Plan(method, comp, hp, theory)
 
 
 def _try_theory(method, consts, comp, hp):
     """The theoretical step for the record when an explicit step is used (None if theory gives none)."""
-    from ..methods import MethodError
-
     try:
         return method.theory_gamma(consts, comp, hp) if consts.known else None
     except MethodError:
@@ -313,7 +315,6 @@ class Recorder:
         names = self.NAMES + (("train_accuracy",) if train_rows else ()) + \
             (("test_loss", "test_accuracy") if tester else ())
         self.rows = {k: [] for k in names}
-        self.bytes_up = 0
         self.bytes_down = 0
         self.bytes_by_worker = np.zeros(n, dtype=np.int64)  # cumulative message bytes of each worker
         self.bytes_up_round0 = 0  # the initial round's messages (often dense), for per-round rates
@@ -332,6 +333,11 @@ class Recorder:
             self.bar = tqdm(total=cfg.iters, unit="round", disable=not sys.stderr.isatty(), leave=False,
                             dynamic_ncols=True)
 
+    @property
+    def bytes_up(self) -> int:
+        """Cumulative message bytes of all workers."""
+        return int(self.bytes_by_worker.sum())
+
     def set_stop(self, reason: Stop, detail: str = "") -> None:
         self.stop, self.stop_detail = reason, detail
 
@@ -341,12 +347,10 @@ class Recorder:
 
     def add_round(self, t: int, sizes, down: int):
         """Count the bytes of round t: ``sizes`` of the workers' messages, ``down`` sent to them."""
-        up = int(sum(sizes))
         self.bytes_by_worker += np.asarray(sizes, dtype=np.int64)
-        self.bytes_up += up
         self.bytes_down += down
         if t == 0:
-            self.bytes_up_round0 = up
+            self.bytes_up_round0 = int(sum(sizes))
 
     def elapsed(self) -> float:
         return self.offset if self.t0 is None else time.perf_counter() - self.t0
@@ -355,7 +359,7 @@ class Recorder:
         """Continue from a checkpoint's rows and counters."""
         for k in self.rows:
             self.rows[k] = list(ck.metrics[k])
-        self.bytes_up, self.bytes_down, self.offset = ck.bytes_up, ck.bytes_down, ck.elapsed
+        self.bytes_down, self.offset = ck.bytes_down, ck.elapsed
         self.bytes_by_worker[:] = ck.bytes_by_worker
 
     def should_eval(self, t: int) -> bool:
@@ -364,8 +368,10 @@ class Recorder:
     def last_round(self) -> int:
         return int(self.rows["iteration"][-1]) if self.rows["iteration"] else 0
 
-    def eval_row(self, t: int, loss: float, gns: float, samples=None, right=None, x=None) -> bool:
-        """Record a row; True when the run should stop here (last round, tol, divergence)."""
+    def eval_row(self, t: int, loss: float, gns: float, samples, right, x) -> bool:
+        """Record a row at x^t: f, ||grad f||^2, each worker's samples used so far and rows
+        classified correctly (None: no classifier); True when the run should stop here
+        (last round, tol, divergence)."""
         r = self.rows
         if "train_accuracy" in r:
             r["train_accuracy"].append(sum(right) / self.train_rows if None not in right else np.nan)
@@ -374,7 +380,7 @@ class Recorder:
             r["test_loss"].append(test_loss)
             r["test_accuracy"].append(np.nan if test_acc is None else test_acc)
         r["bits_up_by_worker"].append(8.0 * self.bytes_by_worker)
-        r["samples"].append(np.zeros(self.n, dtype=np.int64) if samples is None else np.asarray(samples, np.int64))
+        r["samples"].append(np.asarray(samples, np.int64))
         r["iteration"].append(t)
         r["grad_norm_sq"].append(gns)
         r["loss"].append(loss)
@@ -441,10 +447,8 @@ class Control:
     FLUSH_SECONDS = float(os.environ.get("PSMPI_FLUSH_SECONDS", "10"))
 
     def __init__(self, cfg: TrainConfig):
-        from .checkpoint import default_path
-
         self.cfg = cfg
-        self.path = default_path(cfg.out) if cfg.out else None
+        self.path = checkpoint_path(cfg.out) if cfg.out else None
         self.signal = None
         self.last_flush = time.monotonic()
         self.make_result = None  # set by the runtime: x -> Result so far

@@ -55,10 +55,6 @@ class Worker:
         self.ctx = ctx
         self.state = None
 
-    @property
-    def index(self) -> int:
-        return self.ctx.index
-
     def round(self, x, t: int) -> bytes:
         """The worker's part of round t: the method's step at x^t, encoded."""
         ctx = self.ctx
@@ -70,10 +66,10 @@ class Worker:
         else:
             self.state, payload = self.method.worker_step(ctx, self.state, x)
         t1 = time.perf_counter()
+        ctx.timings["step"] += t1 - t0
         if payload is None:  # the worker sits the round out (partial participation): nothing is sent
             return b""
         msg = encode(payload if ctx.device.on_host else to_host(payload, ctx.device.to_host))
-        ctx.timings["step"] += t1 - t0
         ctx.timings["encode"] += time.perf_counter() - t1
         return msg
 

@@ -111,6 +111,16 @@ def _agree(MPI, comm, error: Exception | None):
         raise SetupFailed()
 
 
+def _layout(n: int, size: int) -> np.ndarray:
+    """How many workers each rank of a world of ``size`` hosts (none on the master)."""
+    return np.array([0] + [len(hosted(n, size - 1, r)) for r in range(size - 1)])
+
+
+def _starts(counts) -> np.ndarray:
+    """Where each rank's block starts in the concatenation (MPI displacements)."""
+    return np.concatenate([[0], np.cumsum(counts)[:-1]])
+
+
 def _mine(cfg, comm) -> range:
     """The workers this rank hosts (none on the master)."""
     return range(0) if comm.rank == 0 else hosted(cfg.workers, comm.size - 1, comm.rank - 1)
@@ -129,11 +139,10 @@ def _setup(MPI, comm, cfg):
     if info.hdim == 0:  # a neural network: no smoothness constants
         return info, problems, UNKNOWN, _plan(MPI, comm, cfg, info, UNKNOWN)
     # L_i of every worker, in worker order
-    counts = np.array([0] + [len(hosted(n, comm.size - 1, r)) for r in range(comm.size - 1)])
+    counts = _layout(n, comm.size)
     Li = np.array([problems[i].local_smoothness() for i in sorted(problems)], dtype=np.float64)
     all_Li = np.empty(n) if comm.rank == 0 else None
-    comm.Gatherv(Li, [all_Li, counts, np.concatenate([[0], np.cumsum(counts)[:-1]]), MPI.DOUBLE] if comm.rank == 0
-                 else None, root=0)
+    comm.Gatherv(Li, [all_Li, counts, _starts(counts), MPI.DOUBLE] if comm.rank == 0 else None, root=0)
     # L from the mean curvature bound, reduced in worker order on the master
     hdim = info.hdim
     if comm.rank == 0:
@@ -197,8 +206,8 @@ class Blocks:
 
     def __init__(self, MPI, comm, n):
         self.MPI, self.comm = MPI, comm
-        self.counts = np.array([0] + [len(hosted(n, comm.size - 1, r)) for r in range(comm.size - 1)])
-        self.displs = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
+        self.counts = _layout(n, comm.size)
+        self.displs = _starts(self.counts)
         self.sizes = np.empty(n, dtype=np.int64)
         self.scratch = np.empty(1 << 16, dtype=np.uint8)
 
@@ -212,15 +221,16 @@ class Blocks:
         sizes = self.sizes
         comm.Gatherv(np.zeros(0, dtype=np.int64), [sizes, self.counts, self.displs, MPI.INT64_T], root=0)
         ends = np.cumsum(sizes)
-        total = int(ends[-1]) if len(ends) else 0
+        total = int(ends[-1])
         if self.scratch.size < total:
             self.scratch = np.empty(total, dtype=np.uint8)
-        rank_bytes = np.add.reduceat(sizes, self.displs[1:]) if len(sizes) else sizes
-        rank_bytes = np.concatenate([[0], rank_bytes])
-        comm.Gatherv(np.zeros(0, dtype=np.uint8),
-                     [self.scratch, rank_bytes, np.concatenate([[0], np.cumsum(rank_bytes)[:-1]]), MPI.BYTE], root=0)
-        starts = ends - sizes
-        return [self.scratch[s:e].tobytes() for s, e in zip(starts, ends)], total
+        rank_bytes = self._rank_bytes()
+        comm.Gatherv(np.zeros(0, dtype=np.uint8), [self.scratch, rank_bytes, _starts(rank_bytes), MPI.BYTE], root=0)
+        return [self.scratch[e - s:e].tobytes() for s, e in zip(sizes, ends)], total
+
+    def _rank_bytes(self) -> np.ndarray:
+        """Bytes of each rank's block, from the per-worker sizes."""
+        return np.concatenate([[0], np.add.reduceat(self.sizes, self.displs[1:])])
 
     def scatter(self, blobs=None):
         """Rank 0 passes one string per worker; each worker rank gets its workers' strings."""
@@ -229,11 +239,10 @@ class Blocks:
         if comm.rank == 0:
             sizes[:] = [len(b) for b in blobs]
         comm.Bcast(sizes, root=0)
-        rank_bytes = np.concatenate([[0], np.add.reduceat(sizes, self.displs[1:])])
+        rank_bytes = self._rank_bytes()
         if comm.rank == 0:
             buf = np.frombuffer(b"".join(blobs), dtype=np.uint8)
-            comm.Scatterv([buf, rank_bytes, np.concatenate([[0], np.cumsum(rank_bytes)[:-1]]), MPI.BYTE],
-                          np.zeros(0, dtype=np.uint8), root=0)
+            comm.Scatterv([buf, rank_bytes, _starts(rank_bytes), MPI.BYTE], np.zeros(0, dtype=np.uint8), root=0)
             return None
         out = np.empty(int(rank_bytes[comm.rank]), dtype=np.uint8)
         comm.Scatterv(None, out, root=0)

@@ -6,7 +6,7 @@ as under MPI, so the iterates equal the MPI runtime's bit for bit.
 """
 from __future__ import annotations
 
-from ..config import TrainConfig
+from ..config import DEFAULT_WORKERS, TrainConfig
 from .checkpoint import read_checkpoint
 from ..problems import LocalProblem
 from .common import (UNKNOWN, WORKER_PHASES, Control, Recorder, constants_from, describe_data, global_smoothness,
@@ -34,6 +34,8 @@ class InProcess(Transport):
 
 
 def run_serial(cfg: TrainConfig, problems=None):
+    if cfg.workers is None:
+        cfg.workers = DEFAULT_WORKERS
     ctl = Control(cfg)
     ctl.install()
     try:
