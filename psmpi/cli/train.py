@@ -66,10 +66,21 @@ def _compressor_help() -> str:
 
 
 def _param_help(p) -> str:
-    from ..methods import users_of
+    from ..methods import REGISTRY, users_of
 
-    default = "" if p.default is None else f"  [default: {p.default}]"
-    return f"{p.help}; in {p.range_text()}; used by {', '.join(users_of(p.name))}{default}"
+    users = users_of(p.name)
+    by_default = {}  # methods may declare different defaults (the batch size: 1 or full)
+    for m in users:
+        d = REGISTRY[m].param(p.name).default
+        if d is not None:
+            by_default.setdefault(d, []).append(m)
+    if len(by_default) > 1:
+        default = "  [default: " + "; ".join(f"{d} for {', '.join(ms)}" for d, ms in by_default.items()) + "]"
+    else:
+        default = "".join(f"  [default: {d}]" for d in by_default)
+    rng = p.range_text()
+    rng = f"in {rng}" if rng.startswith(("(", "[")) else rng
+    return f"{p.help}; {rng}; used by {', '.join(users)}{default}"
 
 
 def _options(fn):

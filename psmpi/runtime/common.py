@@ -144,9 +144,11 @@ def local_problem(cfg: TrainConfig, info: DataInfo, index: int):
     return _problem_on(cfg, info, info.dataset, cfg.workers, index)
 
 
-def test_problem(cfg: TrainConfig, info: DataInfo):
-    """f on the whole test set (the master's), or None without one."""
-    return None if info.test is None else _problem_on(cfg, info, info.test, 1, 0)
+def make_recorder(cfg: TrainConfig, n: int, info: DataInfo | None, train_rows: int | None) -> "Recorder":
+    """The master's recorder; ``train_rows`` for a classifier's train accuracy; the test
+    set's score when the run has one (f on all its rows, read here, on the master)."""
+    tester = None if info is None or info.test is None else _problem_on(cfg, info, info.test, 1, 0)
+    return Recorder(cfg, n, train_rows, None if tester is None else tester.score)
 
 
 def _problem_on(cfg, info: DataInfo, ds, n: int, index: int):

@@ -38,9 +38,9 @@ from ..config import TrainConfig
 from ..errors import ConfigError
 from ..problems.base import DENSE_EIG_MAX
 from .checkpoint import read_checkpoint
-from .common import (UNKNOWN, WORKER_PHASES, Control, Recorder, constants_from, describe_data, global_smoothness, hosted,
-                     initial_point, local_problem, make_result, make_workers, peak_rss_mb, plan_run, sum_in_order,
-                     test_problem)
+from .common import (UNKNOWN, WORKER_PHASES, Control, constants_from, describe_data, global_smoothness, hosted,
+                     initial_point, local_problem, make_recorder, make_result, make_workers, peak_rss_mb, plan_run,
+                     sum_in_order)
 from .driver import CONTINUE, Transport, drive
 
 TAG_EVAL, TAG_CURV = 11, 12
@@ -306,9 +306,7 @@ def _master(MPI, comm, cfg, ctl, info, _problems, consts, plan):
     transport = MPITransport(MPI, comm, n, d, buf)
     x = transport.x
     x[:] = initial_point(cfg, d, info)
-    tester = test_problem(cfg, info)
-    rec = Recorder(cfg, n, info.dataset.n_rows if info.classifier else None,
-                   tester.score if tester is not None else None)
+    rec = make_recorder(cfg, n, info, info.dataset.n_rows if info.classifier else None)
     mstate, start, error, ck = None, 0, None, None
     if cfg.resume:
         try:

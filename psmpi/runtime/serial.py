@@ -9,9 +9,9 @@ from __future__ import annotations
 from ..config import DEFAULT_WORKERS, TrainConfig
 from .checkpoint import read_checkpoint
 from ..problems import LocalProblem
-from .common import (UNKNOWN, WORKER_PHASES, Control, Recorder, constants_from, describe_data, global_smoothness,
-                     initial_point, local_problem, make_result, make_workers, peak_rss_mb, plan_run, sum_in_order,
-                     test_problem)
+from .common import (UNKNOWN, WORKER_PHASES, Control, constants_from, describe_data, global_smoothness,
+                     initial_point, local_problem, make_recorder, make_result, make_workers, peak_rss_mb, plan_run,
+                     sum_in_order)
 from .driver import Transport, drive
 
 
@@ -59,10 +59,8 @@ def _run(cfg, problems, ctl):
         [p.local_smoothness() for p in problems])
     plan = plan_run(cfg, d, consts)
     workers = make_workers(cfg, plan, dict(enumerate(problems)))
-    tester = test_problem(cfg, info) if info is not None else None
     classifier = all(type(p).correct is not LocalProblem.correct for p in problems)
-    rec = Recorder(cfg, n, sum(p.rows for p in problems) if classifier else None,
-                   tester.score if tester is not None else None)
+    rec = make_recorder(cfg, n, info, sum(p.rows for p in problems) if classifier else None)
     mstate, start = None, 0
     x = initial_point(cfg, d, info)
     if cfg.resume:
