@@ -378,3 +378,18 @@ def test_composition_keeps_the_support_of_its_sparsifier(spec):
     assert isinstance(p, Composed) and p.inner.d == 7
     assert set(p.indices) == set(np.argsort(-np.abs(x))[:7])
     assert set(np.flatnonzero(p.to_dense())) <= set(p.indices)
+
+
+def test_a_composition_whose_second_part_cannot_take_every_k_is_refused_when_built():
+    """Bernoulli keeps a random number of coordinates, down to 1: Rand-5 after it would
+    fail in the middle of a run, so building it fails instead."""
+    with pytest.raises(CompressorError, match="keeps a random number of coordinates"):
+        make_compressor("bernoulli:0.01+randk:5", 100)
+
+
+def test_a_composition_keeps_a_bounded_number_of_inner_compressors():
+    c = make_compressor("bernoulli:0.5+natural", 10_000)
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # a different K almost every call
+        c.compress(rng.standard_normal(10_000), rng)
+    assert 0 < len(c._inner) <= c.MAX_CACHED

@@ -1,8 +1,10 @@
 """Compression operators. ``make_compressor("topk:1%", d)`` builds one by spec."""
+import numpy as np
+
 from . import (  # noqa: F401  (register)
     bernoulli, identity, natural, natural_dithering, qsgd, randk, sign, terngrad, topk)
 from ..plugins import load_plugins
-from .base import REGISTRY, Compressor, CompressorError, example_specs, make_compressor
+from .base import REGISTRY, Compressor, CompressorError, build, compressor_class, example_specs
 from .compose import EXAMPLES as COMPOSITION_EXAMPLES
 from .compose import Composition, split_spec
 from .payload import Composed, Dense, Dithered, Empty, Natural, Payload, Quantized, Signs, Sparse
@@ -12,16 +14,23 @@ __all__ = ["check_spec", "REGISTRY", "Compressor", "CompressorError", "make_comp
            "example_specs", "COMPOSITION_EXAMPLES"]
 
 
+def make_compressor(spec: str, d: int, value_dtype=np.float32) -> Compressor:
+    """Build a compressor from ``NAME[:PARAM]`` (``topk:5``, ``topk:1%``,
+    ``qsgd:4``) or a composition ``A+B`` (``topk:1%+natural``: B applied to
+    the values A keeps, :class:`~psmpi.compressors.compose.Composition`)."""
+    if "+" in str(spec):
+        return Composition(d, str(spec).strip(), value_dtype)
+    return build(spec, d, value_dtype)
+
+
 def check_spec(spec: str) -> None:
     """CompressorError unless ``spec`` names a registered compressor or a
     valid composition ``A+B`` (parameters are checked when the compressor is
     built for a dimension)."""
     if "+" in str(spec):
         split_spec(spec)
-        return
-    name = str(spec).strip().partition(":")[0].lower()
-    if name not in REGISTRY:
-        raise CompressorError(f"unknown compressor '{name}'; valid: {', '.join(sorted(REGISTRY))}")
+    else:
+        compressor_class(spec)
 
 
 def all_examples() -> tuple[str, ...]:

@@ -160,17 +160,17 @@ def example_specs(cls) -> tuple[str, ...]:
     return tuple(cls.examples) or (cls.name,)
 
 
-def make_compressor(spec: str, d: int, value_dtype=np.float32) -> Compressor:
-    """Build a compressor from ``NAME[:PARAM]`` (``topk:5``, ``topk:1%``,
-    ``qsgd:4``) or a composition ``A+B`` (``topk:1%+natural``: B applied to
-    the values A keeps, :class:`~psmpi.compressors.compose.Composition`)."""
-    if "+" in str(spec):
-        from .compose import Composition
-
-        return Composition(d, str(spec).strip(), value_dtype)
-    name, _, param = str(spec).strip().partition(":")
-    name = name.lower()
+def compressor_class(spec: str) -> type[Compressor]:
+    """The registered class of ``NAME[:PARAM]``; CompressorError (one line) if unknown."""
+    name = str(spec).strip().partition(":")[0].lower()
     cls = REGISTRY.get(name)
     if cls is None:
         raise CompressorError(f"unknown compressor '{name}'; valid: {', '.join(sorted(REGISTRY))}")
-    return cls(d, param if _ else None, value_dtype)
+    return cls
+
+
+def build(spec: str, d: int, value_dtype=np.float32, scale: float = 1.0) -> Compressor:
+    """One compressor ``NAME[:PARAM]`` (``topk:5``, ``topk:1%``, ``qsgd:4``) for dimension d
+    (``psmpi.compressors.make_compressor`` also builds compositions ``A+B``)."""
+    _, colon, param = str(spec).strip().partition(":")
+    return compressor_class(spec)(d, param if colon else None, value_dtype, scale)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import REGISTRY, Compressor, CompressorError, make_compressor
+from .base import REGISTRY, Compressor, CompressorError, build, compressor_class
 from .payload import Composed, Empty
 
 EXAMPLES = ("topk:10%+natural", "topk:10%+qsgd:4", "topk:3+natural-dithering:2", "randk:50%+natural",
@@ -16,11 +16,7 @@ def split_spec(spec: str) -> tuple[str, str]:
     parts = [p.strip() for p in str(spec).split("+")]
     if len(parts) != 2 or not all(parts):
         raise CompressorError(f"a composition is two compressors 'A+B', e.g. 'topk:1%+natural' (got '{spec}')")
-    a, b = (REGISTRY.get(p.partition(":")[0].lower()) for p in parts)
-    for part, cls in zip(parts, (a, b)):
-        if cls is None:
-            name = part.partition(":")[0].lower()
-            raise CompressorError(f"unknown compressor '{name}'; valid: {', '.join(sorted(REGISTRY))}")
+    a, b = (compressor_class(p) for p in parts)
     if not a.sparsifier:
         sparsifiers = ", ".join(n for n, c in sorted(REGISTRY.items()) if c.sparsifier)
         raise CompressorError(f"the first compressor of '{spec}' must be a sparsifier ({sparsifiers})")
@@ -54,16 +50,19 @@ class Composition(Compressor):
 
     name = "composition"
     takes_param = True
-    device_native = False
-
-    def __init__(self, d: int, param: str | None = None, value_dtype=np.float32, scale: float = 1.0):
-        super().__init__(d, param, value_dtype, scale)
+    MAX_CACHED = 8  # B built for this many values of K at most (Bernoulli's K changes every call)
 
     def setup(self, param):
         a_spec, b_spec = split_spec(param)
-        self.first = make_compressor(a_spec, self.d, np.float64)
-        k = getattr(self.first, "k", self.d)
-        inner = make_compressor(b_spec, k, self.value_dtype)  # B's constants (and its parameter checked)
+        self.first = build(a_spec, self.d, np.float64)
+        k = getattr(self.first, "k", None)
+        inner = build(b_spec, k or self.d, self.value_dtype)  # B's constants (and its parameter checked)
+        if k is None:  # A keeps a random number of coordinates: B must take any number down to 1
+            try:
+                build(b_spec, 1, self.value_dtype)
+            except CompressorError as e:
+                raise CompressorError(f"'{param}': {a_spec} keeps a random number of coordinates, down to 1, "
+                                      f"which {b_spec} must take ({e})") from None
         self._b_spec, self._omega_b = b_spec, inner.omega
         self.unbiased = self.first.unbiased
         self.deterministic = False
@@ -86,18 +85,12 @@ class Composition(Compressor):
     def spec(self):
         return self.param
 
-    def as_contractive(self):
-        if not self.unbiased:
-            return self
-        out = Composition(self.d, self.param, self.value_dtype, scale=1.0 / (self.omega + 1.0))
-        out.unbiased = False
-        return out
-
     def _second(self, k: int) -> Compressor:
         b = self._inner.get(k)
         if b is None:
-            b = make_compressor(self._b_spec, k, self.value_dtype)
-            b = self._inner[k] = type(b)(k, b.param, self.value_dtype, scale=self._inner_scale)
+            if len(self._inner) >= self.MAX_CACHED:
+                self._inner.clear()
+            b = self._inner[k] = build(self._b_spec, k, self.value_dtype, self._inner_scale)
         return b
 
     def compress(self, x, rng):

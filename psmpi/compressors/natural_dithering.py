@@ -3,9 +3,8 @@ import math
 import numpy as np
 
 from .base import Compressor, parse_param, register
+from .payload import MAX_DITHER_LEVELS as MAX_LEVELS
 from .payload import Dithered
-
-MAX_LEVELS = 60
 
 
 def dither_levels(t: np.ndarray, s: int, rng) -> np.ndarray:
@@ -36,9 +35,8 @@ class NaturalDithering(Compressor):
     dithering of t_j = |x_j| / ||x||_2 to the grid 0, 2^(1-s), ..., 1/2, 1
     (neighbouring grid points, unbiasedly), times ||x||_2 sign(x_j).
 
-    Unbiased with omega = 1/8 + min(sqrt(d) / 2^(s-1), d / 2^(2(s-1))) (the
-    paper's bound for the l2 norm, as the issue quotes it; the paper's text
-    was not checked here).  Derivation: for t in [2^e, 2^(e+1)] the
+    Unbiased with omega = 1/8 + min(sqrt(d) / 2^(s-1), d / 2^(2(s-1))) for the
+    l2 norm.  Derivation: for t in [2^e, 2^(e+1)] the
     variance (2^(e+1) - t)(t - 2^e) is at most t^2/8 (equality at t = 4/3 2^e);
     below b = 2^(1-s) it is t(b - t) <= min(t b, b^2/4); summing, with
     sum t_j^2 = 1 and sum t_j <= sqrt(d), gives the bound.

@@ -150,6 +150,9 @@ class Quantized(Payload):
         return np.where(self.negative, -mag, mag)
 
 
+MAX_DITHER_LEVELS = 60  # s of a dithered payload: 2^(1-s) is still far above float32's smallest normal
+
+
 @dataclass(frozen=True)
 class Dithered(Payload):
     """Dithering to powers of two: ``norm * (-1)^negative * 2^(levels - s)``

@@ -73,6 +73,7 @@ import math
 import numpy as np
 
 from ..compressors.payload import (
+    MAX_DITHER_LEVELS,
     Composed,
     Dense,
     Dithered,
@@ -88,7 +89,6 @@ from ..errors import PsmpiError
 MAGIC = 0xEF
 VERSION = 3
 EMPTY, DENSE, SPARSE, SIGNS, NATURAL, QUANTIZED, DITHERED, COMPOSED = range(8)
-MAX_DITHER_LEVELS = 64
 SUBSET_BITMAP, SUBSET_RICE, SUBSET_RICE_COMPLEMENT = range(3)
 _DTYPES = {1: np.dtype("<f4"), 2: np.dtype("<f8")}
 _DTYPE_CODES = {np.dtype(np.float32): 1, np.dtype(np.float64): 2}
@@ -98,7 +98,7 @@ ENCODING_NAMES = {v: k for k, v in ENCODINGS.items()}
 MAX_D = 1 << 62
 
 
-class WireError(ValueError):
+class WireError(PsmpiError, ValueError):
     """A message that does not decode to a valid payload."""
 
 
@@ -387,15 +387,13 @@ def decode_subset(buf, pos: int, n: int):
     ones = np.flatnonzero(np.unpackbits(buf[pos + nlow:end]).view(np.bool_))
     if ones.shape[0] != c or (c and _nbytes(int(ones[-1]) + 1) != nu) or (not c and nu):
         raise WireError("rice subset section: wrong number of ones or length")
-    if c:
-        _check_padding(buf[pos + nlow:end], int(ones[-1]) + 1)
     g = np.diff(ones - np.arange(c), prepend=0)  # the high parts (>= 0: ones increase)
     if k:
         g <<= k
         g |= unpack_planes(buf[pos:pos + nlow], c, k).astype(np.int64)
     p = np.cumsum(g + 1) - 1
-    if c and not 0 <= p[-1] < n:
-        raise WireError("rice subset positions out of range")
+    if not _valid_support(p, n):  # (a huge gap could wrap the sum around)
+        raise WireError("rice subset positions out of range or not increasing")
     if code == SUBSET_RICE_COMPLEMENT:
         keep = np.ones(n, np.bool_)
         keep[p] = False
@@ -416,7 +414,7 @@ def information_bound_dithered_bits(levels: np.ndarray, value_bits: int = 32) ->
 def _encode_dithered(p: Dithered, vc: int, flag: bool) -> bytes:
     d, lv = p.d, np.asarray(p.levels)
     if lv.shape != (d,) or np.asarray(p.negative).shape != (d,) or not 1 <= p.s <= MAX_DITHER_LEVELS:
-        raise WireError("dithered payload: d levels and signs, 1 <= s <= 64")
+        raise WireError(f"dithered payload: d levels and signs, 1 <= s <= {MAX_DITHER_LEVELS}")
     top = int(lv.max())
     if top > p.s:
         raise WireError("dithered payload: a level above s")
