@@ -11,14 +11,13 @@ YAML and in the ``config`` attribute of the output, like every other option.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import launch
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 __all__ = ["ConfigError", "TrainConfig", "FIELDS", "from_mapping", "load_yaml", "validate", "check_writable",
            "default_out"]
@@ -85,8 +84,7 @@ def from_mapping(data: dict, source: str = "config", params=(), lines: dict | No
         elif name in params:
             hyper[name] = value
         else:
-            near = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean '{_flag(near[0])}'?)" if near else ""
+            hint = did_you_mean(name, known, _flag)
             where = f" (line {lines[key]})" if lines and key in lines else ""
             unknown.append(f"'{key}'{where}{hint}")
     if unknown:
@@ -225,6 +223,21 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
     threads()  # a bad PSMPI_THREADS fails here, before any work
     return cfg
+
+
+# Options that change neither the iterates nor the metrics recorded (backend: the serial and MPI
+# runtimes give the same iterates bit for bit; cuda_aware only changes how x reaches the device).
+# A sweep reuses an output, and a checkpoint resumes, across changes of these alone.
+ITERATE_NEUTRAL = frozenset({"out", "overwrite", "quiet", "label", "resume", "checkpoint_every", "sweep", "backend",
+                             "cuda_aware"})
+
+
+def config_diff(saved: dict, now: dict, ignore=ITERATE_NEUTRAL, skip_unset: bool = False) -> list:
+    """[(key, saved value, current value)] of the options of ``now`` (in its order: the
+    run's fields, then the method's parameters) that differ in ``saved``, except those
+    in ``ignore``; with ``skip_unset`` an option ``now`` leaves unset (None) is not compared."""
+    return [(k, saved.get(k), v) for k, v in now.items()
+            if k not in ignore and not (skip_unset and v is None) and saved.get(k) != v]
 
 
 def checkpoint_path(out: str) -> str:

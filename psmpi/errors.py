@@ -25,6 +25,14 @@ class MethodError(PsmpiError, ValueError):
     """A method that cannot run as configured (e.g. with this compressor or option)."""
 
 
+def did_you_mean(name: str, known, show=lambda s: s) -> str:
+    """' (did you mean 'X'?)' for the closest of ``known`` to ``name`` (as ``show`` writes it), or ''."""
+    import difflib
+
+    near = difflib.get_close_matches(str(name), sorted(known), n=1)
+    return f" (did you mean '{show(near[0])}'?)" if near else ""
+
+
 class Stop(str, enum.Enum):
     """Why a run ended; stored as the ``stop_reason`` attribute of the output file."""
 

@@ -7,13 +7,15 @@ colour.  Uses matplotlib's Agg backend (no display).
 """
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
 from dataclasses import dataclass
 
 import numpy as np
+
+from .errors import PsmpiError, did_you_mean
+from .methods import all_params, relevant
 
 X_AXES = {
     "bits": ("bits_up_per_worker", "#bits/n"),
@@ -24,17 +26,6 @@ X_AXES = {
 }
 
 
-def x_values(m: dict, xkey: str, n_workers) -> np.ndarray:
-    """The x metric of a run; the downlink bits per worker of files written before
-    that metric existed follow from bytes_down and the number of workers."""
-    down = m.get("bits_down_per_worker")
-    if down is None:
-        down = 8.0 * np.asarray(m["bytes_down"], dtype=float) / float(n_workers or 1)
-    if xkey == "bits_down_per_worker":
-        return np.asarray(down, dtype=float)
-    if xkey == "bits_total_per_worker":
-        return np.asarray(m["bits_up_per_worker"], dtype=float) + down
-    return np.asarray(m[xkey], dtype=float)
 Y_AXES = {  # short names of --y; any other metric in /metrics is drawn under its own name
     "grad": ("grad_norm_sq", r"$\|\nabla f(x^t)\|^2$", True),
     "loss": ("loss", r"$f(x^t)$", False),
@@ -53,17 +44,24 @@ RUN_KEYS = ("method", "compressor", "dataset", "workers", "lam", "gamma", "gamma
 GAMMA_KEYS = ("gamma", "gamma_factor")
 
 
-def _declared() -> dict:
-    from .methods import all_params
-
-    return all_params()
-
-
 def label_keys() -> tuple:
-    return RUN_KEYS[:4] + tuple(_declared()) + RUN_KEYS[4:]
+    after = RUN_KEYS.index("workers") + 1  # the methods' parameters follow the workers
+    return RUN_KEYS[:after] + tuple(all_params()) + RUN_KEYS[after:]
 
 
-class PlotError(ValueError):
+def x_values(m: dict, xkey: str, n_workers) -> np.ndarray:
+    """The x metric of a run; the downlink bits per worker of files written before
+    that metric existed follow from bytes_down and the number of workers."""
+    if xkey not in ("bits_down_per_worker", "bits_total_per_worker"):
+        return np.asarray(m[xkey], dtype=float)
+    down = m.get("bits_down_per_worker")
+    if down is None:
+        down = 8.0 * np.asarray(m["bytes_down"], dtype=float) / float(n_workers or 1)
+    down = np.asarray(down, dtype=float)
+    return down if xkey == "bits_down_per_worker" else np.asarray(m["bits_up_per_worker"], dtype=float) + down
+
+
+class PlotError(PsmpiError, ValueError):
     """A run file or option the plot cannot use; the message is one line."""
 
 
@@ -150,9 +148,7 @@ def check_key(key: str, runs: list, option: str) -> str:
 
     known = set(FIELDS).union(*(r.config for r in runs))
     if name not in known:
-        near = difflib.get_close_matches(name, sorted(known), n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else ""
-        raise PlotError(f"{option}: unknown config key '{key}'{hint}")
+        raise PlotError(f"{option}: unknown config key '{key}'{did_you_mean(name, known)}")
     return name
 
 
@@ -215,14 +211,12 @@ def _fmt(key: str, v) -> str:
         "lam": f"λ={t}",
         "seed": f"seed {t}",
         "iters": f"T={t}",
-    }.get(key) or (_declared()[key].label(t) if key in _declared() else t)
+    }.get(key) or (all_params()[key].label(t) if key in all_params() else t)
 
 
 def _shown(key: str, run: Run) -> bool:
     if key == "init_batch_size" and value_label(run.config.get(key)) == value_label(run.config.get("batch_size")):
         return False
-    from .sweep import relevant
-
     return relevant(key, value_label(run.config.get("method")))
 
 
@@ -307,11 +301,10 @@ def y_axis(y: str, runs: list, yscale: str = "auto") -> tuple[str, str, bool]:
         key, label, log = Y_AXES[y]
     else:
         key, label, log = y, y.replace("_", " "), y.endswith("_sq")
-    stored = set.intersection(*(set(r.result.metrics) for r in runs)) if runs else set()
+    # one column per worker of a rows x n metric: samples[0], samples[1], ...
+    stored = set.intersection(*(set(r.result.columns()) for r in runs)) if runs else set()
     if key not in stored:
-        names = sorted(stored | set(Y_AXES))
-        near = difflib.get_close_matches(y, names, n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        hint = did_you_mean(y, stored | set(Y_AXES))
         raise PlotError(f"--y: no metric '{y}' in every run{hint}; stored: {', '.join(sorted(stored))}")
     return key, label, log if yscale == "auto" else yscale == "log"
 
@@ -393,7 +386,7 @@ def _draw(plt, runs, xs, ykey, ylabel, log, panels, sharey, smooth_window, figsi
             for r in members:
                 m = r.result.metrics
                 xv = x_values(m, xkey, r.result.attrs.get("n_workers"))
-                yv = np.asarray(m[ykey], dtype=float)
+                yv = np.asarray(r.result.columns()[ykey], dtype=float)
                 ok = np.isfinite(xv) & np.isfinite(yv) & ((yv > 0) if log else True)
                 if smooth_window > 1:
                     xv, yv = xv[ok], smooth(yv[ok], smooth_window)

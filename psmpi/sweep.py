@@ -38,8 +38,9 @@ import time
 from dataclasses import dataclass, field
 
 from .api import make_config
-from .config import FIELDS, ConfigError, from_mapping, load_yaml
-from .errors import PsmpiError
+from .config import FIELDS, ITERATE_NEUTRAL, ConfigError, TrainConfig, config_diff, load_yaml
+from .errors import PsmpiError, did_you_mean
+from .methods import all_params, relevant, users_of
 
 RESERVED = ("union", "best_by", "smoke")
 SMOKE_ITERS = 20  # --smoke without a smoke section: at most this many rounds
@@ -48,8 +49,7 @@ FORBIDDEN_AXES = ("out", "sweep", "quiet", "label")
 # output that differs from the sweep's point only in these is still that point.
 # (backend: the serial and MPI runtimes give the same iterates bit for bit.
 # eval_every and tol are NOT here: they change the rows recorded and where a run stops.)
-REUSE_IGNORES = ("out", "quiet", "label", "resume", "checkpoint_every", "sweep", "backend", "cuda_aware",
-                 "overwrite")
+REUSE_IGNORES = ITERATE_NEUTRAL
 FINISHED = ("iters", "tol")  # stop reasons of a complete run (and 'diverged ...')
 
 
@@ -121,8 +121,9 @@ def _field(key: str, source: str) -> str:
     name = str(key).replace("-", "_")
     if name in RESERVED:
         return name
-    if name not in FIELDS and name not in _params():
-        from_mapping({key: None}, source, _params())  # raises the 'unknown key (did you mean ...)' error
+    if name not in FIELDS and name not in all_params():
+        raise ConfigError(f"{source}: unknown key '{key}'"
+                          f"{did_you_mean(name, FIELDS + list(all_params()), lambda s: s.replace('_', '-'))}")
     if name in FORBIDDEN_AXES:
         raise ConfigError(f"{source}: '{key}' cannot be swept (each point gets its own output file)")
     return name
@@ -240,48 +241,38 @@ def build(config, grid: dict | None = None, smoke: bool = False, iters: int | No
     keys, combos = expand(spec, f"{source}: sweep")
     varying = [k for k in keys if len({repr(c.get(k, base.get(k))) for c in combos}) > 1]
     out_dir = out_dir or os.path.join("results", f"sweep-{name}" + ("-smoke" if smoke else ""))
-    points, used = [], set()
-    for i, combo in enumerate(combos):
-        cfg = {k: v for k, v in {**base, **combo}.items() if relevant(k, cfg_method({**base, **combo}))}
-        values = {k: cfg.get(k) for k in varying if relevant(k, cfg.get("method"))}
-        stem = slug(values) or name
-        if stem in used:
-            stem = f"{stem}_{i}"
-        used.add(stem)
-        out = os.path.join(out_dir, f"{stem}.h5")
-        cfg["out"] = out
+    points, used, runs = [], set(), set()
+    for combo in combos:
+        merged = {**base, **combo}
+        method = str(merged.get("method", TrainConfig.method)).lower()
+        # a sweep's shared settings reach only the points whose method uses them
+        cfg = {k: v for k, v in merged.items() if relevant(k, method)}
+        values = {k: cfg[k] for k in varying if k in cfg}
+        i = len(points)
         try:
             resolved = make_config(dict(cfg), source).to_dict()
         except PsmpiError as e:
             where = ", ".join(f"{k}={v}" for k, v in values.items())
             raise ConfigError(f"sweep point {i} ({where}): {e}" if where else str(e)) from None
-        points.append(Point(i, values, cfg, out, resolved))
+        run = repr(sorted((k, repr(v)) for k, v in resolved.items() if k != "out"))
+        if run in runs:  # the same run as an earlier point (an axis this method does not use)
+            continue
+        runs.add(run)
+        stem = slug(values) or name
+        if stem in used:
+            stem = f"{stem}_{i}"
+        used.add(stem)
+        cfg["out"] = resolved["out"] = os.path.join(out_dir, f"{stem}.h5")
+        points.append(Point(i, values, cfg, cfg["out"], resolved))
+    for k in set(base) | set(keys):
+        param = str(k).replace("-", "_")
+        if param in all_params() and not any(param in p.config for p in points):
+            raise ConfigError(f"{source}: '{k}' is used by {', '.join(users_of(param))}; no point's method uses it")
     by = best_by if best_by is not None else spec.get("best_by") or []
     if isinstance(by, str):
         by = [by]
     by = [_field(k, f"{source}: best_by") for k in by]
     return Sweep(name, base, varying, points, out_dir, [k for k in by if k in varying])
-
-
-def _params() -> dict:
-    from .methods import all_params
-
-    return all_params()
-
-
-def cfg_method(cfg: dict) -> str:
-    return str(cfg.get("method", "ef21")).lower()
-
-
-def relevant(key: str, method) -> bool:
-    """False for a hyper-parameter the method does not declare (zeta for EF21,
-    eta for EF14, ...): a sweep's shared settings reach only the points whose
-    method uses them."""
-    from .methods import REGISTRY
-
-    name = str(key).replace("-", "_")
-    cls = REGISTRY.get(str(method).lower())
-    return name not in _params() or cls is None or cls.param(name) is not None
 
 
 def _short(v) -> str:
@@ -333,20 +324,12 @@ def config_differences(point: Point, stored: dict) -> list:
     configuration, as 'key: stored -> now' (REUSE_IGNORES left out).  An option
     the point leaves unset (None: derived at run time from the others, e.g. the
     problem or MARINA's p) is not compared."""
-    diffs = []
-    for k, now in point.resolved.items():
-        if k in REUSE_IGNORES or now is None:
-            continue
-        old = stored.get(k)
-        if old != now:
-            diffs.append(f"{k}: {old!r} -> {now!r}")
-    return diffs
+    return [f"{k}: {old!r} -> {now!r}" for k, old, now in config_diff(stored, point.resolved, skip_unset=True)]
 
 
-def read_row(point: Point, check: bool = False) -> Row:
-    """The row of a point whose output already exists (or 'missing').  With
-    ``check``, an output of another configuration, or of a run that did not
-    finish, is 'stale: ...' instead."""
+def read_row(point: Point) -> Row:
+    """The row of a point whose output already exists (or 'missing'); an output
+    of another configuration, or of a run that did not finish, is 'stale: ...'."""
     from .results import read_result
 
     if not os.path.exists(point.out):
@@ -355,12 +338,11 @@ def read_row(point: Point, check: bool = False) -> Row:
         res = read_result(point.out)
     except (OSError, KeyError, ValueError) as e:
         return Row(point, f"error: unreadable output ({e})")
-    if check:
-        if res.stop_reason not in FINISHED and not res.diverged:
-            return Row(point, f"stale: unfinished ({res.stop_reason})")
-        diffs = config_differences(point, res.config)
-        if diffs:
-            return Row(point, "stale: " + ", ".join(diffs))
+    if res.stop_reason not in FINISHED and not res.diverged:
+        return Row(point, f"stale: unfinished ({res.stop_reason})")
+    diffs = config_differences(point, res.config)
+    if diffs:
+        return Row(point, "stale: " + ", ".join(diffs))
     return row_from_result(point, res)
 
 
@@ -376,9 +358,9 @@ def run(sweep: Sweep, only: int | None = None, resume: bool = False, quiet: bool
     points = sweep.points if only is None else [sweep.points[only]]
     rows = []
     for p in points:
+        where = f"[{p.index + 1}/{len(sweep.points)}] {describe(p.values)}"
         if resume and os.path.exists(p.out):
-            row = read_row(p, check=True)
-            where = f"[{p.index + 1}/{len(sweep.points)}] {describe(p.values)}"
+            row = read_row(p)
             if row.status in ("ok", "tol", "diverged"):
                 log(f"{where}: exists, skipped ({p.out})")
                 rows.append(row)
@@ -389,9 +371,9 @@ def run(sweep: Sweep, only: int | None = None, resume: bool = False, quiet: bool
             continue
         rows.append(row)
         if row.status.startswith("error"):
-            log(f"[{p.index + 1}/{len(sweep.points)}] {describe(p.values)}: {row.status}")
+            log(f"{where}: {row.status}")
         else:
-            log(f"[{p.index + 1}/{len(sweep.points)}] {describe(p.values)}: {row.rounds} rounds, "
+            log(f"{where}: {row.rounds} rounds, "
                 f"||grad f||^2 {row.final:.3e} ({row.status}), gamma {row.gamma:.4g}, {row.seconds:.1f} s")
     return rows
 

@@ -277,3 +277,12 @@ def test_x_axis_can_be_downlink_or_total_bits(tmp_path):
     r = CliRunner().invoke(main, ["plot", str(out), "--x", "bits-total,bits-down", "-o", str(tmp_path / "f.png")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+def test_y_takes_one_worker_of_a_per_worker_metric(tmp_path):
+    out = tmp_path / "r.h5"
+    psmpi.train(method="ef21", iters=10, workers=3, eval_every=5, quiet=True, out=str(out))
+    r = CliRunner().invoke(main, ["plot", str(out), "--y", "samples[1]", "--x", "rounds", "-o", str(tmp_path / "f.png")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["plot", str(out), "--y", "samples", "-o", str(tmp_path / "g.png")])
+    assert r.exit_code == 2 and "did you mean 'samples[" in r.output

@@ -357,9 +357,9 @@ def test_resume_ignores_options_that_do_not_change_the_run_but_not_eval_every(tm
     assert invoke("--config", cfg, "--out-dir", str(out), "-q").exit_code == 0
     cfg = write_config(tmp_path, {"method": ["ef21"]}, label="mine")
     s = sw.build(cfg, out_dir=str(out), overrides={"checkpoint_every": 7, "backend": "serial"})
-    assert sw.read_row(s.points[0], check=True).status == "ok"
+    assert sw.read_row(s.points[0]).status == "ok"
     s = sw.build(cfg, out_dir=str(out), overrides={"eval_every": 1})
-    assert sw.read_row(s.points[0], check=True).status == "stale: eval_every: 5 -> 1"
+    assert sw.read_row(s.points[0]).status == "stale: eval_every: 5 -> 1"
 
 
 def test_resume_reruns_an_unfinished_output(tmp_path):
@@ -370,7 +370,7 @@ def test_resume_reruns_an_unfinished_output(tmp_path):
     r = read_result(point.out)
     r.stop_reason = "running"
     write_result(point.out, r)
-    assert sw.read_row(point, check=True).status == "stale: unfinished (running)"
+    assert sw.read_row(point).status == "stale: unfinished (running)"
 
 
 def test_summary_only_does_not_count_another_configurations_output(tmp_path):
@@ -381,3 +381,18 @@ def test_summary_only_does_not_count_another_configurations_output(tmp_path):
     assert res.exit_code == 2 and "2 of 2 points failed or are missing" in res.output
     rows = list(csv.DictReader(open(out / "summary.csv")))
     assert all(row["status"].startswith("stale: iters: 5 -> 30") for row in rows)
+
+
+def test_a_point_whose_method_ignores_an_axis_is_run_once_and_labelled_without_it(tmp_path):
+    """zeta is LAG/CLAG's: with ef21 in the grid its zeta axis would give ef21 twice."""
+    cfg = write_config(tmp_path, {"method": ["ef21", "clag"], "zeta": [1, 4]})
+    s = sw.build(cfg)
+    assert [p.values for p in s.points] == [{"method": "ef21"}, {"method": "clag", "zeta": 1},
+                                            {"method": "clag", "zeta": 4}]
+    assert [p.index for p in s.points] == [0, 1, 2]
+
+
+def test_an_axis_no_point_uses_is_a_one_line_error(tmp_path):
+    cfg = write_config(tmp_path, {"zeta": [1, 4]}, method="ef21")
+    with pytest.raises(ConfigError, match="'zeta' is used by .*clag.*; no point's method uses it"):
+        sw.build(cfg)

@@ -26,11 +26,10 @@ import numpy as np
 
 
 def main(dataset: str, workers: int, rounds: int) -> None:
+    from ..compressors.payload import Sparse
     from ..config import TrainConfig, validate
     from ..runtime.common import describe_data, local_problem
-    from ..compressors.payload import Sparse
-    from ..runtime.common import hosted
-    from ..runtime.mpi import NCTRL, Blocks, _comm
+    from ..runtime.mpi import NCTRL, Blocks, _comm, _mine
     from ..wire import encode
 
     MPI, comm = _comm()
@@ -38,8 +37,7 @@ def main(dataset: str, workers: int, rounds: int) -> None:
         raise SystemExit(f"run with 2 to {workers + 1} ranks (got {comm.size})")
     cfg = validate(TrainConfig(dataset=dataset, workers=workers, quiet=True))
     info = describe_data(cfg)
-    mine = [] if comm.rank == 0 else list(hosted(workers, comm.size - 1, comm.rank - 1))
-    problems = [local_problem(cfg, info, i) for i in mine]
+    problems = [local_problem(cfg, info, i) for i in _mine(cfg, comm)]
     blocks = Blocks(MPI, comm, workers)
     buf = np.zeros(NCTRL + info.dim)
     x = buf[NCTRL:]

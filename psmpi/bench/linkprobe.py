@@ -30,14 +30,14 @@ def _best(comm, fn, reps: int = 3) -> float:
 
 
 def main(down: int, up: int) -> None:
-    from mpi4py import MPI
+    from ..runtime.mpi import _comm, _starts
 
-    comm = MPI.COMM_WORLD
+    MPI, comm = _comm()
     workers = comm.size - 1
     buf = np.zeros(down, dtype=np.uint8)
     mine = np.zeros(0 if comm.rank == 0 else up, dtype=np.uint8)
-    counts = [0] + [up] * workers
-    recv = [np.empty(up * workers, dtype=np.uint8), counts, np.cumsum([0] + counts[:-1]), MPI.BYTE]
+    counts = np.array([0] + [up] * workers)
+    recv = [np.empty(up * workers, dtype=np.uint8), counts, _starts(counts), MPI.BYTE]
     t_bcast = _best(comm, lambda: comm.Bcast(buf, root=0))
     t_gather = _best(comm, lambda: comm.Gatherv(mine, recv if comm.rank == 0 else None, root=0))
     if comm.rank == 0:

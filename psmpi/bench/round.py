@@ -127,7 +127,10 @@ def run_round_bench(dataset, method, compressor, workers, rounds, mpi=True, size
     master, and 3, i.e. the workers hosted by two ranks)."""
     if mpi and mpirun is None:
         mpirun = default_mpirun("or use --no-mpi")
-    ranks = sorted({r for r in (ranks or (workers + 1, 3)) if 2 <= r <= workers + 1}, reverse=True)
+    bad = [r for r in ranks or () if not 2 <= r <= workers + 1]
+    if bad:
+        raise ValueError(f"--ranks: {bad[0]} ranks cannot host {workers} workers (2 to {workers + 1})")
+    ranks = sorted({r for r in (ranks or (workers + 1, 3)) if r <= workers + 1}, reverse=True)
     rows = []  # every method accepts the identity compressor: that run is the dense baseline
     for backend, r in [("serial", None)] + ([("mpi", r) for r in ranks] if mpi else []):
         for meth, comp in ((method, compressor), (method, "identity")):

@@ -66,7 +66,7 @@ def run_startup_bench(ranks: int = 21, repeat: int = 3, warmup: int = 1, dataset
              "median_s": times[name].median, "reps": times[name].reps, "x_floor": times[name].best / floor.best,
              "x_floor_median": times[name].median / floor.median, "cpu_s": cpu_s[name],
              "cpu_x_floor": cpu_s[name] / cpu_s["floor"]} for name, cmd in cmds.items()]
-    train = rows[-1]
+    train = next(r for r in rows if r["job"] == "train")
     return {"machine": machine_info(),
             "params": {"ranks": ranks, "repeat": repeat, "warmup": warmup, "dataset": dataset, "method": method},
             "rows": rows, "train_over_floor": train["x_floor"], "train_over_floor_median": train["x_floor_median"],

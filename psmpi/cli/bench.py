@@ -138,7 +138,7 @@ def round_(dataset, method, compressor, workers, rounds, mpi, ranks, sizes, devi
     try:
         sizes_r = tuple(int(r) for r in ranks.split(",") if r.strip()) or None
     except ValueError:
-        raise click.BadParameter(f"expected integers like 21,3 (got {ranks!r})", param_hint="--ranks") from None
+        raise ValueError(f"--ranks expects integers like 21,3 (got {ranks!r})") from None
     report(run_round_bench(dataset, method, compressor, workers, rounds, mpi=mpi, sizes=dims, device=device,
                            ranks=sizes_r),
            format_table, json_path)
@@ -175,7 +175,7 @@ def startup(ranks, repeat, warmup, dataset, method, json_path):
 @click.option("--rate", "rates", default="1gbit", show_default=True,
               help="link rates in tc units, comma separated (e.g. 100mbit,1gbit,10gbit)")
 @size_options("1e4,1e5,1e6")
-@click.option("--methods", default="gd,ef21,ef21-sgdm,ef21-bc", show_default=True,
+@click.option("--methods", default="gd,ef21,ef21-sgdm", show_default=True,
               help="gd (dense) and compressed methods run with Top-K at each K/d; missing ones are skipped")
 @click.option("--problem", type=click.Choice(["synthetic", "mlp"]), default="synthetic", show_default=True,
               help="synthetic logistic regression with d features, or mlp:H on digits with about d weights (torch)")

@@ -100,7 +100,7 @@ def sweep(config_file, gamma_factors, grid, sets, iters, smoke, out_dir, best_by
     rank0 = is_rank0()
     log = (lambda line: click.echo(line)) if (rank0 and not quiet) else None
     if summary_only:
-        rows = [sw.read_row(p, check=True) for p in s.points]
+        rows = [sw.read_row(p) for p in s.points]
     else:
         if log:
             click.echo(f"sweep {s.name}: {n if only is None else 1} of {n} points -> {s.out_dir}")

@@ -52,6 +52,14 @@ def all_params() -> dict:
     return out
 
 
+def relevant(key: str, method) -> bool:
+    """False for a hyper-parameter ``method`` does not declare (zeta for EF21, eta for
+    EF14, ...); True for every other option and for a method not registered."""
+    name = str(key).replace("-", "_")
+    cls = REGISTRY.get(str(method).lower())
+    return name not in all_params() or cls is None or cls.param(name) is not None
+
+
 def check_config(cfg) -> None:
     """The checks that need the registries: the method exists, the compressor
     spec names a known compressor (the method's default filled in), and every
@@ -66,6 +74,6 @@ def check_config(cfg) -> None:
 
 
 __all__ = ["REGISTRY", "Hyper", "Method", "MethodError", "NoTheory", "Param", "WorkerContext", "get_method",
-           "ef21_gamma", "all_params", "users_of", "check_config"]
+           "ef21_gamma", "all_params", "users_of", "relevant", "check_config"]
 
 load_plugins("psmpi.methods", REGISTRY, Method)  # methods other packages register (psmpi/plugins.py)

@@ -20,11 +20,11 @@ import os
 import numpy as np
 
 from ..backend import replace_arrays
+from ..config import ITERATE_NEUTRAL, config_diff
 from ..errors import ConfigError
 
 # keys of the config that may change between a checkpoint and its resumption
-RESUMABLE_CHANGES = {"iters", "out", "overwrite", "quiet", "checkpoint_every", "resume", "eval_every", "label",
-                     "sweep", "tol", "backend"}
+RESUMABLE_CHANGES = ITERATE_NEUTRAL | {"iters", "eval_every", "tol"}
 
 
 def _json_array(obj) -> np.ndarray:
@@ -126,11 +126,10 @@ def read_checkpoint(path, cfg) -> Checkpoint:
         if saved.get("workers") != now.get("workers"):
             raise ConfigError(f"cannot resume {path}: it has {saved.get('workers')} workers, "
                               f"this run has {now.get('workers')}")
-        keys = list(now) + sorted(set(saved) - set(now))  # the run's fields first (method before its parameters)
-        diff = [k for k in keys if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k)]
+        diff = config_diff(saved, now, RESUMABLE_CHANGES)
         if diff:
-            k = diff[0]
-            raise ConfigError(f"cannot resume {path}: option '{k}' was {saved.get(k)!r}, now {now.get(k)!r}")
+            k, was, is_ = diff[0]
+            raise ConfigError(f"cannot resume {path}: option '{k}' was {was!r}, now {is_!r}")
         if int(f.attrs["round"]) > cfg.iters:
             raise ConfigError(f"cannot resume {path}: it was taken at round {int(f.attrs['round'])}, past "
                               f"--iters {cfg.iters}")
