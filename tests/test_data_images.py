@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from psmpi.cli import main
 from psmpi.data import DataError, open_dataset, split_rows
 from psmpi.data import store
-from psmpi.data.images import fetch_mnist, load_image_shard, open_images, text_to_images, write_images
+from psmpi.data import load_shard
+from psmpi.data.images import fetch_mnist, open_images, text_to_images, write_images
 
 
 def digits_dense():
@@ -54,11 +55,11 @@ def test_a_worker_shard_holds_its_split_rows_only():
     X, y = digits_dense()
     for split in ("contiguous", "shuffle"):
         rows = split_rows(ds.n_rows, 5, split, 3, ds.labels)[2]
-        sh = load_image_shard(ds, 5, 2, split, seed=3)
-        assert np.array_equal(sh.rows, rows) and np.array_equal(sh.X, X[rows]) and np.array_equal(sh.labels, y[rows])
-        assert sh.image_shape == (1, 8, 8)
+        sh = load_shard(ds, 5, 2, split, seed=3, dense=True)
+        assert np.array_equal(sh.rows, rows) and np.array_equal(sh.A, X[rows]) and np.array_equal(sh.labels, y[rows])
+        assert ds.image_shape == (1, 8, 8)
     with pytest.raises(DataError, match="out of range"):
-        load_image_shard(ds, 5, 5)
+        load_shard(ds, 5, 5, dense=True)
 
 
 def test_non_image_data_and_mismatched_shapes_are_one_line_errors(tmp_path):

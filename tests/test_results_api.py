@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import psmpi
 from psmpi.cli import main
-from psmpi.results import Result, write_result
+from psmpi.results import Result
 
 BEZ = dict(compressor="topk:1", dataset="quad:beznosikov", workers=3, x0="ones", iters=20, eval_every=5,
            value_dtype="float64", quiet=True)

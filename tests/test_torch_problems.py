@@ -18,11 +18,12 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 def digits_shard(index=0, workers=4):
-    from psmpi.data.images import load_image_shard, open_images
+    from psmpi.data import load_shard
+    from psmpi.data.images import open_images
 
     ds = open_images("digits")
-    sh = load_image_shard(ds, workers, index)
-    return sh.X, np.searchsorted(ds.classes, sh.labels), sh.image_shape
+    sh = load_shard(ds, workers, index, dense=True)
+    return sh.A, np.searchsorted(ds.classes, sh.labels), ds.image_shape
 
 
 def problem(model="mlp", seed=3, **kw):
@@ -216,7 +217,7 @@ def test_resnet18_has_about_11m_parameters_and_runs_on_cifar_shaped_images():
     fm = FlatModel("resnet18", (3, 32, 32), 10)
     assert fm.dim == 11_173_962
     X = np.random.default_rng(0).random((2, 3 * 32 * 32), dtype=np.float32)
-    loss = fm.loss_grad(X, np.array([1, 7]))
+    loss, _ = fm.loss_grad(X, np.array([1, 7]))
     assert np.isfinite(loss) and np.count_nonzero(fm.g) > 0.9 * fm.dim
     assert not any(True for _ in fm.module.buffers())  # GroupNorm: no state outside x
     assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
@@ -272,3 +273,19 @@ def test_cnn_and_resnet_need_images():
     with pytest.raises(ConfigError, match="needs images"):
         NNProblem(X, np.zeros(3, int), (5,), 2, "cnn")
     assert NNProblem(X, np.zeros(3, int), (5,), 2, "mlp").dim == 5 * 128 + 128 + 128 * 2 + 2
+
+
+def test_a_model_with_buffers_is_refused_in_one_line():
+    """BatchNorm's running statistics would be state outside x, updated by whichever
+    process computes a gradient: the serial and MPI runs would differ."""
+    torch = pytest.importorskip("torch")
+    from psmpi.errors import ConfigError
+    from psmpi.problems.nn import FlatModel
+
+    def with_running_stats(input_shape, n_classes):
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 8), torch.nn.BatchNorm1d(8),
+                                   torch.nn.Linear(8, n_classes))
+
+    with pytest.raises(ConfigError, match="buffers .*running_mean.* are state outside the parameter vector"):
+        FlatModel(with_running_stats, (1, 8, 8), 10)
+    FlatModel("resnet18:width=4,norm=batch", (3, 32, 32), 10)  # batch statistics only: no buffers

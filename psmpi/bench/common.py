@@ -103,6 +103,27 @@ def run_command(cmd: list[str]) -> str:
     return proc.stdout
 
 
+def run_training(prefix: list[str], train_args: list[str]):
+    """``prefix`` (an mpirun line, or nothing) + ``python -m psmpi train ARGS --out TMP``;
+    -> (the Result, its timings dict)."""
+    import tempfile
+
+    from ..results import read_result
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "r.h5")
+        run_command(prefix + [sys.executable, "-m", "psmpi", "train", *train_args, "--out", out])
+        res = read_result(out)
+    return res, json.loads(res.attrs["timings"])
+
+
+def bytes_per_round(metrics: dict, timings: dict) -> tuple[float, float]:
+    """(bytes up a round, round 0's often dense messages left out; bytes down a round)."""
+    rounds = int(metrics["iteration"][-1])
+    up = (float(metrics["bytes_up"][-1]) - timings.get("bytes_up_round0", 0)) / max(1, rounds - 1)
+    return up, float(metrics["bytes_down"][-1]) / max(1, rounds)
+
+
 # ------------------------------------------------------------- machine ---
 def _meminfo(key: str) -> int | None:
     try:

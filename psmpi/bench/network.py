@@ -35,17 +35,14 @@ runs stop there (``--tol``).  From each run's metrics and ``timings``:
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
-import tempfile
 
 import numpy as np
 
-from ..results import read_result
-from .common import (Column, default_mpirun, format_rows, k_of, machine_info, machine_line, percent,
-                     run_command)
+from .common import (Column, bytes_per_round, default_mpirun, format_rows, k_of, machine_info, machine_line,
+                     percent, run_command, run_training)
 
 # TCP on lo only, through ob1 (not UCX, not the shared-memory btl), no shared-memory collectives
 # (han, adapt, sm), and the linear broadcast: every byte between ranks crosses the shaped loopback.
@@ -101,21 +98,17 @@ def measure(cmd_prefix: list[str], train: list[str], target_abs: float | None, t
     """One training run; its per-round times, phases and time to target (see the module docstring).
     Without ``target_abs`` the run goes its --iters rounds and its target is ``target`` x its
     ||grad f(x0)||^2; with it, the run stops there (--tol)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "r.h5")
-        tol = [] if target_abs is None else ["--tol", repr(target_abs)]
-        run_command(cmd_prefix + [sys.executable, "-m", "psmpi", "train", *train, *tol, "--quiet", "--out", out])
-        res = read_result(out)
+    tol = [] if target_abs is None else ["--tol", repr(target_abs)]
+    res, tim = run_training(cmd_prefix, [*train, *tol, "--quiet"])
     m = res.metrics
     it, wall, gns = (np.asarray(m[k], dtype=float) for k in ("iteration", "wall_time", "grad_norm_sq"))
-    tim = json.loads(res.attrs["timings"])
+    up, down = bytes_per_round(m, tim)
     ms, w = tim["master"], tim["workers_mean"]
     rounds = int(it[-1])
     eval_row = ms["eval"] / len(it)  # each evaluation row's share of the master's evaluation time
     row = {"rounds": rounds, "dim": int(np.size(res.x)), "gamma": float(res.gamma), "gns0": float(gns[0]),
            "gns_final": float(gns[-1]), "eval_ms_per_row": 1e3 * eval_row,
-           "bytes_up_per_round": (float(m["bytes_up"][-1]) - tim.get("bytes_up_round0", 0)) / max(1, rounds - 1),
-           "bytes_down_per_round": float(m["bytes_down"][-1]) / max(1, rounds),
+           "bytes_up_per_round": up, "bytes_down_per_round": down,
            "ms_per_round": None, "downlink_ms": 1e3 * ms["bcast"] / (rounds + 1)}
     if len(it) >= 3:
         per_round = (wall[-1] - wall[1] - eval_row * (len(it) - 2)) / (it[-1] - it[1])

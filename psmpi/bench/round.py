@@ -21,15 +21,12 @@ only, i.e. what scheduling n + 1 processes costs on this machine.
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 
 import numpy as np
 
-from ..results import read_result
-from .common import default_mpirun, run_command
+from .common import bytes_per_round, default_mpirun, run_command, run_training
 
 
 def naive_ef21(A_blocks, b_blocks, lam, gamma, k, rounds, x0=None):
@@ -59,10 +56,10 @@ def naive_ef21(A_blocks, b_blocks, lam, gamma, k, rounds, x0=None):
     return x, (time.perf_counter() - t0) / rounds
 
 
-def _train_args(dataset, method, compressor, workers, rounds, value_dtype, out, device="cpu"):
-    return ["train", "--dataset", dataset, "--method", method, "--compressor", compressor, "--iters", str(rounds),
-            "--eval-every", str(rounds), "--value-dtype", value_dtype, "--quiet", "--out", out,
-            "--workers", str(workers), "--device", device]
+def _train_args(dataset, method, compressor, workers, rounds, value_dtype, device="cpu"):
+    return ["--dataset", dataset, "--method", method, "--compressor", compressor, "--iters", str(rounds),
+            "--eval-every", str(rounds), "--value-dtype", value_dtype, "--quiet", "--workers", str(workers),
+            "--device", device]
 
 
 def mpi_floor(dataset, workers, rounds, mpirun, ranks=None) -> dict:
@@ -78,18 +75,14 @@ def measure(dataset, method, compressor, workers, rounds, backend, value_dtype="
     """Seconds per round and its phase split for one runtime; bytes per round.
     ``ranks``: under MPI, the world size (default one rank per worker plus the master)."""
     ranks = ranks or workers + 1
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "r.h5")
-        args = _train_args(dataset, method, compressor, workers, rounds, value_dtype, out, device)
-        base = [sys.executable, "-m", "psmpi"]
-        if backend == "mpi":
-            run_command(mpirun + ["-n", str(ranks)] + base + args)
-        else:
-            run_command(base + args + ["--backend", "serial"])
-        res = read_result(out)
+    args = _train_args(dataset, method, compressor, workers, rounds, value_dtype, device)
+    if backend == "mpi":
+        res, tim = run_training(mpirun + ["-n", str(ranks)], args)
+    else:
+        res, tim = run_training([], args + ["--backend", "serial"])
     m = res.metrics
     r = int(m["iteration"][-1])
-    tim = json.loads(res.attrs["timings"])
+    up, down = bytes_per_round(m, tim)
     w, ms = tim["workers_mean"], tim["master"]
     # "compression": the method's step without its gradients, i.e. compression plus state updates
     phases = {"gradient": w["gradient"], "compression": w["step"] - w["gradient"], "encode": w["encode"],
@@ -104,8 +97,7 @@ def measure(dataset, method, compressor, workers, rounds, backend, value_dtype="
             "ranks": ranks if backend == "mpi" else None, "method": method, "compressor": compressor, "rounds": r,
             "sec_per_round": float(m["wall_time"][-1]) / r,
             "phases_ms_per_round": {k: 1e3 * v / r for k, v in phases.items()},
-            "bytes_up_per_round": (float(m["bytes_up"][-1]) - tim.get("bytes_up_round0", 0)) / max(1, r - 1),
-            "bytes_down_per_round": float(m["bytes_down"][-1]) / r,
+            "bytes_up_per_round": up, "bytes_down_per_round": down,
             "peak_rss_mb": tim.get("peak_rss_mb", {}), "x": res.x, "gamma": res.gamma}
 
 

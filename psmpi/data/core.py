@@ -33,7 +33,7 @@ def data_dir() -> str:
 
 @dataclass
 class Shard:
-    A: sp.csr_matrix
+    A: sp.csr_matrix | np.ndarray  # the rows: CSR, or float32 dense (load_shard(dense=True))
     labels: np.ndarray  # raw label values
     rows: np.ndarray  # global row indices
 
@@ -46,10 +46,15 @@ class Dataset:
     n_features: int
     labels: np.ndarray
     nnz: int | None = None  # stored nonzeros when known without reading the rows
+    image_shape: tuple | None = None  # (channels, height, width) of an image dataset (psmpi.data.images)
 
     def read_rows(self, rows: np.ndarray) -> sp.csr_matrix:
         """CSR (float64) of the given global rows, in the order given."""
         raise NotImplementedError
+
+    def read_dense(self, rows: np.ndarray) -> np.ndarray:
+        """float32 (len(rows), n_features) of the given global rows, in the order given."""
+        return self.read_rows(rows).toarray().astype(np.float32)
 
     @property
     def classes(self) -> np.ndarray:
@@ -185,8 +190,7 @@ class RowSubset(Dataset):
         self.ds, self.rows = ds, np.asarray(rows, dtype=np.int64)
         self.name, self.n_rows, self.n_features = name, len(self.rows), ds.n_features
         self.labels = ds.labels[self.rows]
-        if hasattr(ds, "image_shape"):
-            self.image_shape = ds.image_shape
+        self.image_shape = ds.image_shape
 
     @property
     def classes(self) -> np.ndarray:
@@ -205,15 +209,19 @@ def hold_out(ds: Dataset, fraction: float, seed: int) -> tuple[RowSubset, RowSub
     n_test = int(round(fraction * ds.n_rows))
     if not 0 < n_test < ds.n_rows:
         raise DataError(f"--test-fraction {fraction} of {ds.n_rows} rows leaves no test or no training rows")
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(4,))))
+    from .splits import HOLD_OUT_KEY, _rng
+
+    rng = _rng(seed, HOLD_OUT_KEY)
     test = np.sort(rng.choice(ds.n_rows, size=n_test, replace=False))
     train = np.setdiff1d(np.arange(ds.n_rows), test)
     return RowSubset(ds, train, f"{ds.name}-train"), RowSubset(ds, test, f"{ds.name}-test")
 
 
-def load_shard(ds: Dataset, n_workers: int, index: int, split: str = "contiguous", seed: int = 0) -> Shard:
-    """Worker ``index``'s rows (0-based among ``n_workers``), reading only those rows."""
+def load_shard(ds: Dataset, n_workers: int, index: int, split: str = "contiguous", seed: int = 0,
+               dense: bool = False) -> Shard:
+    """Worker ``index``'s rows (0-based among ``n_workers``), reading only those rows;
+    with ``dense`` as float32 rows (images for a neural network)."""
     if not 0 <= index < n_workers:
         raise DataError(f"worker index {index} out of range for {n_workers} workers")
     rows = _cached_split(ds, n_workers, split, seed)[index]
-    return Shard(ds.read_rows(rows), ds.labels[rows], rows)
+    return Shard(ds.read_dense(rows) if dense else ds.read_rows(rows), ds.labels[rows], rows)

@@ -19,20 +19,17 @@ a ``.h5`` file with an ``image_shape`` attribute (:func:`write_images`)
     Any dense file; a CSR file (``psmpi data convert``) of one of the names
     above also opens, with that name's image shape.
 
-A worker reads only its rows: :func:`load_image_shard` reads the chunks
-holding them and nothing else.
+A worker reads only its rows: ``load_shard(ds, ..., dense=True)`` reads the
+chunks holding them and nothing else.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
-import h5py
 import numpy as np
 
 from .core import DataError, Dataset, open_dataset, stem
-from .splits import split_rows
-from .store import COMPRESSION, DENSE_CHUNK_BYTES, DENSE_FORMAT, VERSION, AtomicH5, H5Dataset
+from .store import COMPRESSION, DENSE_CHUNK_BYTES, DENSE_FORMAT, VERSION, AtomicH5
 
 # name -> image shape (channels, height, width); the fetched names' LIBSVM paths are in fetch.CATALOG
 IMAGE_SHAPES = {
@@ -46,56 +43,23 @@ FETCHED = ("mnist", "mnist.t", "cifar10", "cifar10.t")
 PIXEL_MAX = 255.0
 
 
-@dataclass
-class ImageShard:
-    X: np.ndarray  # float32 (rows, features), rows of the image flattened channels first
-    labels: np.ndarray  # raw label values
-    rows: np.ndarray  # global row indices
-    image_shape: tuple
-
-
-class DenseImages(Dataset):
-    """Any dataset seen as images of ``image_shape``: ``read_dense`` densifies its CSR rows."""
-
-    def __init__(self, ds: Dataset, image_shape):
-        self.ds = ds
-        self.name, self.n_rows, self.n_features = ds.name, ds.n_rows, ds.n_features
-        self.labels, self.nnz = ds.labels, ds.nnz
-        self.image_shape = tuple(int(v) for v in image_shape)
-        if hasattr(ds, "path"):
-            self.path = ds.path
-
-    def read_rows(self, rows):
-        return self.ds.read_rows(rows)
-
-    def read_dense(self, rows) -> np.ndarray:
-        return self.ds.read_rows(rows).toarray().astype(np.float32)
-
-
 def _checked(ds: Dataset, shape, spec: str):
     if shape is None:
         raise DataError(f"dataset '{spec}' has no image shape: use digits, a fetched image dataset "
                         f"({', '.join(FETCHED)}) or a file written by psmpi.data.images.write_images")
     if int(np.prod(shape)) != ds.n_features:
         raise DataError(f"dataset '{spec}': image shape {tuple(shape)} does not match its {ds.n_features} features")
-    return ds if isinstance(ds, H5Dataset) and ds.dense else DenseImages(ds, shape)
+    ds.image_shape = tuple(int(v) for v in shape)
+    return ds
 
 
 def open_images(spec: str) -> Dataset:
     """An image dataset by name or file (see the module docstring); DataError with one line otherwise."""
     ds = open_dataset(spec)
-    shape = getattr(ds, "image_shape", None)
+    shape = ds.image_shape
     if shape is None:
         shape = IMAGE_SHAPES.get(spec) or IMAGE_SHAPES.get(ds.name) or IMAGE_SHAPES.get(stem(spec))
     return _checked(ds, shape, spec)
-
-
-def load_image_shard(ds: Dataset, n_workers: int, index: int, split: str = "contiguous", seed: int = 0) -> ImageShard:
-    """Worker ``index``'s rows (0-based among ``n_workers``) as dense float32, reading only those rows."""
-    if not 0 <= index < n_workers:
-        raise DataError(f"worker index {index} out of range for {n_workers} workers")
-    rows = split_rows(ds.n_rows, n_workers, split, seed, ds.labels)[index]
-    return ImageShard(ds.read_dense(rows), ds.labels[rows], rows, tuple(ds.image_shape))
 
 
 # ------------------------------------------------------------------ writing ---

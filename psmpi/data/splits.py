@@ -43,6 +43,9 @@ def check_split(split: str) -> None:
     parse_split(split)
 
 
+HOLD_OUT_KEY = 6  # the stream of --test-fraction's draw (3: shuffle, 4: dirichlet, 5: label-sorted)
+
+
 def _rng(seed: int, key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(key,)))
 

@@ -257,7 +257,7 @@ class H5Dataset(Dataset):
         """float32 (len(rows), n_features) of the given global rows, in the order given;
         reads (and decompresses) only the chunks holding them."""
         if not self.dense:
-            return self.read_rows(rows).toarray().astype(np.float32)
+            return super().read_dense(rows)
         rows, uniq, inv = self._unique_rows(rows)
         out = np.empty((len(uniq), self.n_features), dtype=np.float32)
         starts, stops = row_runs(uniq)

@@ -70,8 +70,9 @@ class LocalProblem:
 
     def score(self, x) -> tuple[float, float | None]:
         """(f(x), accuracy) on this problem's rows: what a test set reports."""
-        right = self.correct(x)
-        return float(self.value_and_grad(x)[0]), None if right is None else right / self.rows
+        _, aux = self.grad_aux(x)
+        right = self.correct(x, aux)
+        return float(self.value_from(x, aux)), None if right is None else right / self.rows
 
     def hbound_dim(self) -> int:
         raise NotImplementedError

@@ -58,8 +58,7 @@ class SkewedNoiseQuadratic(Quadratic):
     def batch_grad(self, x, xi):
         g = self.A @ x - self.b
         if xi is not None:
-            g = g.copy()
-            g[:2] += xi
+            g[:2] += xi  # (g is a new array)
         return g
 
 

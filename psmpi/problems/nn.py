@@ -235,7 +235,11 @@ class FlatModel:
 
     ``x`` (numpy, float32, length ``dim``) is the parameter vector and ``g``
     the gradient vector; both share memory with the module.  ``x0`` is a
-    float64 copy of the initial parameters, a function of ``seed`` only.
+    copy of the initial parameters (float32), a function of ``seed`` only.
+
+    The module may hold no buffers (BatchNorm's running statistics, ...): they
+    would be state outside x, updated by every gradient in whichever process
+    computes it, so the serial and MPI runs would differ.
     """
 
     def __init__(self, model, input_shape, n_classes: int, seed: int = 0, threads: int = 1):
@@ -246,6 +250,10 @@ class FlatModel:
             torch.manual_seed(int(seed))
             module = make_module(model, self.input_shape, self.n_classes)
         self.module = module.float()
+        if next(self.module.buffers(), None) is not None:
+            names = ", ".join(n for n, _ in self.module.named_buffers())
+            raise ConfigError(f"model {model}: its buffers ({names}) are state outside the parameter vector; "
+                              f"use layers without them (e.g. BatchNorm with track_running_stats=False)")
         params = [p for p in self.module.parameters() if p.requires_grad]
         self.dim = sum(p.numel() for p in params)
         self.flat = torch.empty(self.dim, dtype=torch.float32)
@@ -260,7 +268,7 @@ class FlatModel:
             off += n
         self.x = self.flat.numpy()
         self.g = self.flat_grad.numpy()
-        self.x0 = self.x.astype(np.float64)
+        self.x0 = self.x.copy()
 
     def load(self, x) -> None:
         """Set the parameters to ``x`` (rounded to float32); nothing to do when x is ``self.x``."""
@@ -275,20 +283,23 @@ class FlatModel:
             xb = torch.from_numpy(np.ascontiguousarray(X[a:a + chunk], dtype=np.float32))
             yield xb.view(-1, *self.input_shape), torch.from_numpy(np.asarray(y[a:a + chunk], dtype=np.int64))
 
-    def loss_grad(self, X, y, chunk: int = CHUNK_ROWS) -> float:
-        """Mean cross-entropy over the rows of X (labels y); its gradient lands in ``g``."""
+    def loss_grad(self, X, y, chunk: int = CHUNK_ROWS) -> tuple[float, int]:
+        """(mean cross-entropy over the rows of X (labels y), rows classified right);
+        the gradient lands in ``g``."""
         m = len(X)
         if m == 0:
             raise ValueError("loss over no rows")
         self.module.train()
         self.flat_grad.zero_()
-        total = 0.0
+        total, right = 0.0, 0
         for xb, yb in self._batches(X, y, chunk):
-            loss = F.cross_entropy(self.module(xb), yb, reduction="sum")
+            out = self.module(xb)
+            loss = F.cross_entropy(out, yb, reduction="sum")
             loss.backward()
             total += float(loss.detach())
+            right += int((out.detach().argmax(dim=1) == yb).sum())
         self.flat_grad.mul_(1.0 / m)
-        return total / m
+        return total / m, right
 
     def evaluate(self, x, X, y, chunk: int = CHUNK_ROWS) -> tuple[float, float]:
         """(mean cross-entropy, accuracy) of parameters x on rows X with labels y (eval mode, no gradient)."""
@@ -348,23 +359,33 @@ class NNProblem(LocalProblem):
 
     def initial_x(self) -> np.ndarray:
         """The seeded initial parameters (float64), the same on every rank."""
-        return self.model.x0.copy()
+        return self.model.x0.astype(np.float64)
 
     def _loss_grad(self, x, X, y):
+        """(f, rows right, gradient) on the rows X."""
         self.model.load(x)
-        loss = self.model.loss_grad(X, y, self.chunk_rows)
+        loss, right = self.model.loss_grad(X, y, self.chunk_rows)
         if self.weight_decay:
             self.model.flat_grad.add_(self.model.flat, alpha=self.weight_decay)
             w = self.model.x.astype(np.float64)
             loss += 0.5 * self.weight_decay * float(w @ w)
-        return loss, self.model.g.astype(self.grad_dtype)
+        return loss, right, self.model.g.astype(self.grad_dtype)
 
     def value_and_grad(self, x):
-        return self._loss_grad(x, self.X, self.y)
+        loss, _, g = self._loss_grad(x, self.X, self.y)
+        return loss, g
+
+    def grad_aux(self, x):
+        """The gradient, and (f, rows right) from the same forward pass."""
+        loss, right, g = self._loss_grad(x, self.X, self.y)
+        return g, (loss, right)
+
+    def value_from(self, x, aux):
+        return aux[0]
 
     def batch_grad(self, x, idx):
         """The gradient on the rows ``idx`` (LocalProblem.minibatch draws them with replacement)."""
-        return self._loss_grad(x, self.X[idx], self.y[idx])[1]
+        return self._loss_grad(x, self.X[idx], self.y[idx])[2]
 
     def loss(self, x, X, y) -> float:
         """Mean cross-entropy (no weight decay) of x on other rows, e.g. a test set."""
@@ -374,6 +395,10 @@ class NNProblem(LocalProblem):
         return self.model.accuracy(x, X, y, self.chunk_rows)
 
     def correct(self, x, aux=None) -> int:
+        """Rows classified right: counted in the forward pass of the evaluation's gradient
+        (``aux``, the same as in eval mode for models without dropout), else on its own."""
+        if aux is not None:
+            return aux[1]
         return int(round(self.model.accuracy(x, self.X, self.y, self.chunk_rows) * self.rows))
 
     def score(self, x) -> tuple[float, float]:

@@ -36,12 +36,13 @@ def common_rng(seed: int) -> np.random.Generator:
 def initial_point(cfg: TrainConfig, d: int, info=None) -> np.ndarray:
     """x^0: zeros (the default; for a neural network its seeded initialisation,
     'init'), ones, seeded normal, or a .npy file."""
+    model = None if info is None else info.model
     if cfg.x0 is None:
-        cfg.x0 = "init" if info is not None and info.x0 is not None else "zeros"
+        cfg.x0 = "zeros" if model is None else "init"
     if cfg.x0 == "init":
-        if info is None or info.x0 is None:
+        if model is None:
             raise ConfigError("--x0 init is the initialisation of a neural network (--problem mlp, cnn, ...)")
-        return info.x0.copy()
+        return model.x0.astype(np.float64)
     if cfg.x0 == "zeros":
         return np.zeros(d)
     if cfg.x0 == "ones":
@@ -66,8 +67,7 @@ class DataInfo:
     dim: int  # length of x
     hdim: int  # dimension of the curvature bounds H_i (0: no smoothness constants, a neural network)
     reg: float  # curvature bound of the regulariser
-    model: object = None  # a neural network's FlatModel, shared by the workers one process hosts
-    x0: np.ndarray | None = None  # a neural network's seeded initial parameters
+    model: object = None  # a neural network's FlatModel (its seeded x0), shared by the workers one process hosts
     test: object = None  # the held-out test Dataset (--test-dataset / --test-fraction)
 
     @property
@@ -134,7 +134,7 @@ def _describe_nn(cfg: TrainConfig) -> DataInfo:
     except ValueError as e:
         raise ConfigError(f"--problem {cfg.problem}: {e}") from None
     ds, test = _split_test(cfg, ds, open_images)
-    return DataInfo(ds, cfg.problem, ds.classes, model.dim, 0, 0.0, model, model.x0, test)
+    return DataInfo(ds, cfg.problem, ds.classes, model.dim, 0, 0.0, model, test)
 
 
 def local_problem(cfg: TrainConfig, info: DataInfo, index: int):
@@ -155,11 +155,10 @@ def _problem_on(cfg, info: DataInfo, ds, n: int, index: int):
     """The problem on part ``index`` of ``n`` of ``ds``'s rows (a worker's shard, or a whole test set)."""
     split = cfg.split if n > 1 else "contiguous"
     if info.model is not None:
-        from ..data.images import load_image_shard
         from ..problems.nn import NNProblem
 
-        sh = load_image_shard(ds, n, index, split, cfg.seed)
-        return NNProblem(sh.X, class_labels(sh.labels, info.classes, False), sh.image_shape, len(info.classes),
+        sh = load_shard(ds, n, index, split, cfg.seed, dense=True)
+        return NNProblem(sh.A, class_labels(sh.labels, info.classes, False), ds.image_shape, len(info.classes),
                          info.model, cfg.seed)
     shard = load_shard(ds, n, index, split, cfg.seed)
     A = shard.A
