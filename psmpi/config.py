@@ -50,6 +50,7 @@ class TrainConfig:
     quiet: bool = False
     checkpoint_every: int | None = None  # rounds between checkpoints (None: none)
     resume: str | None = None  # a checkpoint file, or 'auto' for OUT.ckpt
+    on_worker_failure: str = "abort"  # or 'continue' with the survivors (MPI with ULFM: mpirun --with-ft ulfm)
     label: str | None = None  # legend label for plots (default: made from the config)
     sweep: dict | None = None  # a grid for `psmpi sweep`; `psmpi train` ignores it
     params: dict = field(default_factory=dict)  # the method's hyper-parameters (declared by the method)
@@ -64,6 +65,7 @@ class TrainConfig:
 
 FIELDS = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in ("params", "extra")]
 BACKENDS = ("auto", "serial", "mpi")
+FAILURE_POLICIES = ("abort", "continue")
 DEFAULT_WORKERS = 20
 
 
@@ -198,6 +200,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     cfg.quiet = _bool("quiet", cfg.quiet)
     if cfg.cuda_aware and cfg.device != "gpu":
         raise ConfigError("--cuda-aware applies to --device gpu only")
+    if cfg.on_worker_failure not in FAILURE_POLICIES:
+        raise ConfigError(f"--on-worker-failure must be abort or continue (got {cfg.on_worker_failure!r})")
     if cfg.value_dtype not in ("float32", "float64"):
         raise ConfigError(f"--value-dtype must be float32 or float64 (got {cfg.value_dtype!r})")
     if cfg.x0 is not None and str(cfg.x0) not in ("zeros", "ones", "normal", "init") and \
@@ -226,10 +230,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 
 # Options that change neither the iterates nor the metrics recorded (backend: the serial and MPI
-# runtimes give the same iterates bit for bit; cuda_aware only changes how x reaches the device).
+# runtimes give the same iterates bit for bit; cuda_aware only changes how x reaches the device;
+# on_worker_failure only matters once a worker has died).
 # A sweep reuses an output, and a checkpoint resumes, across changes of these alone.
 ITERATE_NEUTRAL = frozenset({"out", "overwrite", "quiet", "label", "resume", "checkpoint_every", "sweep", "backend",
-                             "cuda_aware"})
+                             "cuda_aware", "on_worker_failure"})
 
 
 def config_diff(saved: dict, now: dict, ignore=ITERATE_NEUTRAL, skip_unset: bool = False) -> list:

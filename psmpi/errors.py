@@ -40,6 +40,7 @@ class Stop(str, enum.Enum):
     TOL = "tol"  # ||grad f||^2 <= --tol at an evaluation
     DIVERGED = "diverged"  # non-finite values or ||grad f||^2 above the divergence bound
     SIGNAL = "signal"  # SIGTERM/SIGINT: a checkpoint was written
+    NO_WORKERS = "no_workers"  # every worker failed (--on-worker-failure continue)
     RUNNING = "running"  # a file flushed during the run: not finished yet
 
     def __str__(self) -> str:

@@ -399,6 +399,9 @@ def _draw(plt, runs, xs, ykey, ylabel, log, panels, sharey, smooth_window, figsi
                                 markevery=max(1, int(ok.sum()) // 8), lw=1.4, label=lab)
                 if r.result.diverged and ok.any():
                     ax.plot(xv[ok][-1:], yv[ok][-1:], "x", color=line.get_color(), ms=7)
+                rows = event_rows(r.result, ok)
+                if rows:  # a worker's failure: a triangle at the first row after it
+                    ax.plot(xv[rows], yv[rows], "v", color=line.get_color(), ms=9, mec="black")
             if log:
                 ax.set_yscale("log")
             ax.set_xlabel(xlabel)
@@ -421,6 +424,20 @@ def _draw(plt, runs, xs, ykey, ylabel, log, panels, sharey, smooth_window, figsi
     if title:
         fig.suptitle(title)
     return fig
+
+
+def event_rows(result, ok) -> list:
+    """The plotted rows (among ``ok``) where each of the run's events (a worker's
+    failure) shows: the first row at or after its round."""
+    import json
+
+    its = np.asarray(result.metrics["iteration"])
+    rows = []
+    for e in json.loads(result.attrs.get("events", "[]") or "[]"):
+        after = np.flatnonzero((its >= e["round"]) & ok)
+        if len(after) and after[0] not in rows:
+            rows.append(int(after[0]))
+    return rows
 
 
 def differing_iters(runs: list) -> list:

@@ -29,7 +29,7 @@ def main(dataset: str, workers: int, rounds: int) -> None:
     from ..compressors.payload import Sparse
     from ..config import TrainConfig, validate
     from ..runtime.common import describe_data, local_problem
-    from ..runtime.mpi import NCTRL, Blocks, _comm, _mine
+    from ..runtime.mpi import NCTRL, Blocks, _comm, _layout, _mine
     from ..wire import encode
 
     MPI, comm = _comm()
@@ -38,7 +38,7 @@ def main(dataset: str, workers: int, rounds: int) -> None:
     cfg = validate(TrainConfig(dataset=dataset, workers=workers, quiet=True))
     info = describe_data(cfg)
     problems = [local_problem(cfg, info, i) for i in _mine(cfg, comm)]
-    blocks = Blocks(MPI, comm, workers)
+    blocks = Blocks(MPI, comm, _layout(workers, comm.size))
     buf = np.zeros(NCTRL + info.dim)
     x = buf[NCTRL:]
     msg = encode(Sparse(info.dim, np.zeros(1, np.int64), np.zeros(1, np.float32)))  # a Top-1 message's size

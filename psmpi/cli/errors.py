@@ -9,6 +9,7 @@ import click
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
+EXIT_NO_WORKERS = 4  # every worker failed (--on-worker-failure continue)
 
 
 def user_errors():

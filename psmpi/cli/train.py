@@ -6,9 +6,11 @@ methods that use it), so ``--help`` and the YAML keys follow the declarations.
 """
 from __future__ import annotations
 
+import json
+
 import click
 
-from .errors import EXIT_DIVERGED, fail, friendly
+from .errors import EXIT_DIVERGED, EXIT_NO_WORKERS, fail, friendly
 
 FIELD_OPTIONS = [
     # (flag, type, help) -- every flag maps to the TrainConfig field of the same name
@@ -46,6 +48,9 @@ FIELD_OPTIONS = [
                                                 "[default: cpu]"),
     ("--value-dtype", click.Choice(["float32", "float64"]), "precision of values on the wire  [default: float32]"),
     ("--checkpoint-every", int, "write the whole state to OUT.ckpt every N rounds (atomically)"),
+    ("--on-worker-failure", click.Choice(["abort", "continue"]),
+     "abort: a dead rank ends the job (plain MPI); continue: the master goes on with the surviving workers "
+     "(needs `mpirun --with-ft ulfm`; see README, Reliability)  [default: abort]"),
     ("--label", str, "legend label of this run in psmpi plot  [default: made from the config]"),
 ]
 
@@ -131,7 +136,14 @@ def train(config_file, **options):
                    f"{m['iteration'][-1]} rounds, ||grad f||^2 {m['grad_norm_sq'][0]:.3e} -> {m['grad_norm_sq'][-1]:.3e}, "
                    f"gamma {res.gamma:.4g}, {m['bits_up_per_worker'][-1] / 8e3:.1f} kB up per worker "
                    f"({backend}, {cfg.workers} workers)")
+        for e in json.loads(res.attrs.get("events", "[]")):
+            click.echo(f"worker {e['worker']} {e['event']} in round {e['round']}")
+        if res.stop_reason != "no_workers" and len(m["n_workers"]) and m["n_workers"][-1] < cfg.workers:
+            click.echo(f"{m['n_workers'][-1]} of {cfg.workers} workers took part at the end; f and ||grad f||^2 "
+                       f"are on the full data throughout")
         click.echo(f"wrote {cfg.out}")
+    if res.stop_reason == "no_workers":
+        fail(f"{res.attrs['stop_message']}; metrics up to there are in {cfg.out}", EXIT_NO_WORKERS)
     if res.diverged:
         fail(f"{res.attrs['stop_message']}; metrics up to there are in {cfg.out}", EXIT_DIVERGED)
     if res.stop_reason == "signal":

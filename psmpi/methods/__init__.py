@@ -63,7 +63,8 @@ def relevant(key: str, method) -> bool:
 def check_config(cfg) -> None:
     """The checks that need the registries: the method exists, the compressor
     spec names a known compressor (the method's default filled in), and every
-    hyper-parameter given is one the method declares, with a valid value."""
+    hyper-parameter given is one the method declares, with a valid value, and
+    the method can go on after a worker failure if asked to."""
     from ..compressors import check_spec
 
     method = get_method(cfg.method)
@@ -71,6 +72,8 @@ def check_config(cfg) -> None:
         cfg.compressor = method.default_compressor
     check_spec(cfg.compressor)
     cfg.params = method.resolve(cfg.params)  # what depends on the compressor is filled when it is built
+    if cfg.on_worker_failure == "continue":
+        method.check_resync()
 
 
 __all__ = ["REGISTRY", "Hyper", "Method", "MethodError", "NoTheory", "Param", "WorkerContext", "get_method",

@@ -1,4 +1,4 @@
-from .base import Method, register
+from .base import Method, RESEND, register
 from .gd import NoState
 from .spars_ams import AMS_PARAMS, amsgrad_init, amsgrad_step
 
@@ -16,6 +16,7 @@ class AMS(Method):
     """
 
     name = "ams"
+    resync = RESEND
     title = "AMSGrad with compressed gradients, no error feedback (the SPARS-AMS draft's baseline)"
     paper = "SPARS-AMS draft (its baselines); Reddi, Kale, Kumar (2018), On the convergence of Adam and beyond"
     compressors = "any"

@@ -16,7 +16,12 @@ A method is one file that holds all of it (see ``ef21.py``):
 * ``theory_gamma(consts, comp, hp)``: the theoretical step with its source, or
   :class:`NoTheory` saying that theory gives none;
 * ``theory``: one line for ``--help`` and the README saying which step
-  ``--gamma theory`` uses and where it comes from.
+  ``--gamma theory`` uses and where it comes from;
+* ``resync``: one line saying how the master's aggregate is rebuilt from the
+  surviving workers after a worker failure (``--on-worker-failure continue``),
+  with ``worker_resync``/``master_resync`` doing it (see :meth:`Method.master_resync`);
+  empty: the method refuses ``continue``.  A method whose master is gradient
+  tracking (``tracking_step``) gets :data:`RETRACK` without declaring it.
 
 Both runtimes call these functions through one round driver
 (:mod:`psmpi.runtime.driver`), in the same order with the same arguments, so
@@ -379,6 +384,23 @@ def tracking_step(hp, ms: MasterG, payloads) -> MasterG:
     return ms
 
 
+# ------------------------------------------------------------ re-synchronisation ---
+RESEND = ("the master keeps no per-worker sum: the survivors' messages of the round are aggregated as usual "
+          "(no extra bytes)")
+RETRACK = ("each survivor sends its g_i dense in float64 (counted in bytes_up); the master's g becomes their "
+           "mean and it steps from there")
+
+
+def send_g(ctx, st) -> Dense:
+    """A survivor's re-synchronisation message for gradient tracking: g_i, dense, float64."""
+    return Dense(np.asarray(st.g, dtype=np.float64))
+
+
+def retrack(hp, ms, x, payloads, t: int) -> MasterG:
+    """g = mean of the survivors' g_i; x^{t+1} = x^t - gamma g (the tracking round-0 rule)."""
+    return tracking_init(hp, x, payloads)
+
+
 # ------------------------------------------------------------------ method ---
 class Method:
     """Base class: declarations and the checks derived from them; no update rule."""
@@ -392,6 +414,7 @@ class Method:
     exact_sibling: str | None = None  # the exact-gradient version of a stochastic method
     stochastic_sibling: str | None = None  # the minibatch version of an exact-gradient method
     theory = ""  # one line: the step 'theory' uses, and its source
+    resync = ""  # one line: how the aggregate is rebuilt after a worker failure ('': continue is refused)
 
     # declarations -----------------------------------------------------------
     @classmethod
@@ -418,6 +441,8 @@ class Method:
         p = cls.param("batch_size")
         cls.stochastic = p is not None and p.default != "full"
         cls.has_theory = cls.theory_gamma is not Method.theory_gamma
+        if cls.master_step is tracking_step and "resync" not in cls.__dict__:  # g = mean of the g_i
+            cls.resync, cls.worker_resync, cls.master_resync = RETRACK, staticmethod(send_g), staticmethod(retrack)
 
     def refuse(self, name: str) -> MethodError:
         """The error for an option this method does not use."""
@@ -489,6 +514,25 @@ class Method:
 
     def master_step(self, hp: Hyper, mstate, payloads):
         raise NotImplementedError
+
+    # after a worker failure (--on-worker-failure continue) ----------------------
+    def worker_resync(self, ctx: WorkerContext, state):
+        """What a surviving worker sends in the re-synchronisation round, after its
+        step of round t; None: its message of round t again."""
+        return None
+
+    def master_resync(self, hp: Hyper, mstate, x, payloads, t: int):
+        """The master state after round t (``mstate.x`` = x^{t+1}) from the survivors'
+        re-synchronisation payloads (worker order); ``mstate`` holds round t-1's
+        aggregate over all the workers (None at t = 0), ``x`` is x^t.  The default
+        aggregates the payloads as round t's messages (:data:`RESEND`)."""
+        return self.master_init(hp, x, payloads) if t == 0 else self.master_step(hp, mstate, payloads)
+
+    def check_resync(self) -> None:
+        """MethodError (one line) when the method cannot go on after a worker failure."""
+        if not self.resync:
+            raise MethodError(f"method '{self.name}' cannot re-synchronise after a worker failure; "
+                              f"use --on-worker-failure abort")
 
 
 # ----------------------------------------------------------- step helpers ---

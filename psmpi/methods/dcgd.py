@@ -1,4 +1,4 @@
-from .base import Method, batch_params, register
+from .base import Method, RESEND, batch_params, register
 from .gd import averaged_init, averaged_step, send_gradient, send_gradient_init
 
 
@@ -20,6 +20,7 @@ class DCGD(Method):
     """
 
     name = "dcgd"
+    resync = RESEND
     title = "compressed GD/SGD, the naive method (Khirirat et al. 2018)"
     paper = "Khirirat, Feyzmahdavian, Johansson (2018), Distributed learning with compressed gradients"
     compressors = "any"

@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import MasterX, Method, batch_params, ef21_gamma, mean_of, register
+from .base import MasterX, Method, RESEND, batch_params, ef21_gamma, mean_of, register
 
 
 @dataclass
@@ -28,6 +28,7 @@ class EF14(Method):
     """
 
     name = "ef14"
+    resync = RESEND
     title = "original error feedback (Seide et al. 2014; Stich et al. 2018)"
     paper = "Seide et al. (2014), 1-bit SGD; Stich, Cordonnier, Jaggi (2018), Sparsified SGD with memory"
     params = batch_params("full")

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MethodError
-from .base import Method, Param, ef21_gamma, mean_of, register
+from .base import Method, Param, RETRACK, ef21_gamma, mean_of, register, send_g
 from .ef21 import EF21
 
 HB_ETA = Param("hb_eta", "float", 0.9, "heavy-ball momentum eta of EF21-HB, v^{t+1} = eta v^t + g^{t+1}, below 1", low=0.0,
@@ -37,6 +37,8 @@ class EF21HB(Method):
     """
 
     name = "ef21-hb"
+    resync = RETRACK + " (the momentum v is kept)"
+    worker_resync = staticmethod(send_g)
     title = "EF21-HB, heavy-ball momentum on the master (Fatkhullin et al. 2021)"
     paper = "Fatkhullin, Sokolov, Gorbunov, Li, Richtarik (2021), EF21 with bells & whistles"
     params = (HB_ETA,)
@@ -57,6 +59,12 @@ class EF21HB(Method):
         g = mean_of(payloads, x0.shape[0])
         v = g.copy()
         return MasterHB(x0 - hp.gamma * v, g, v)
+
+    def master_resync(self, hp, ms, x, payloads, t):
+        if t == 0:
+            return self.master_init(hp, x, payloads)
+        ms.g[:] = 0.0
+        return self.master_step(hp, ms, payloads)  # g = the mean of the survivors' g_i, v and x as usual
 
     def master_step(self, hp, ms, payloads):
         ms.g += mean_of(payloads, ms.x.shape[0])

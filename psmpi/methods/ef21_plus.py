@@ -2,7 +2,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .base import MasterG, Method, ef21_gamma, register, tracking_init, wire_copy
+from .base import MasterG, Method, ef21_gamma, register, send_g, tracking_init, wire_copy
 from .ef21 import GState
 
 
@@ -30,6 +30,8 @@ class EF21Plus(Method):
     """
 
     name = "ef21-plus"
+    resync = "each survivor sends its g_i dense in float64 (counted in bytes_up); the master's n x d array becomes theirs"
+    worker_resync = staticmethod(send_g)
     title = "EF21+ (same paper)"
     paper = "Richtarik, Sokolov, Fatkhullin (2021), EF21, NeurIPS 2021"
     theory = "1/(L + L~ sqrt(beta/theta)), as EF21 (Theorem 1)"
@@ -57,6 +59,9 @@ class EF21Plus(Method):
     def master_init(self, hp, x0, payloads):
         ms = tracking_init(hp, x0, payloads)
         return MasterPlus(ms.x, ms.g, np.stack([p.to_dense() for p in payloads]))
+
+    def master_resync(self, hp, ms, x, payloads, t):
+        return self.master_init(hp, x, payloads)  # G = the survivors' g_i, g their mean, then the step
 
     def master_step(self, hp, ms, payloads):
         for i, p in enumerate(payloads):

@@ -1,6 +1,6 @@
 from dataclasses import dataclass
 
-from .base import MasterG, Method, batch_params, mean_of, register
+from .base import MasterG, Method, RESEND, batch_params, mean_of, register
 
 
 @dataclass
@@ -42,6 +42,7 @@ class GD(Method):
     """
 
     name = "gd"
+    resync = RESEND
     title = "distributed gradient descent (uncompressed baseline)"
     paper = "Cauchy (1847); the uncompressed baseline of every EF paper"
     compressors = "identity"

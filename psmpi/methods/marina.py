@@ -48,6 +48,16 @@ def sync_master_step(hp, ms, payloads):
     return ms
 
 
+def sync_resync(ctx, st):
+    """After a worker failure: a survivor sends grad f_i(x^t) dense with the flag set,
+    so the master's g becomes the survivors' mean gradient (a synchronisation round)."""
+    return ctx.dense(st.h, flag=True)
+
+
+SYNC_RESYNC = ("each survivor sends its last gradient dense with the sync flag (counted in bytes_up): "
+               "the round becomes a synchronisation round over the survivors")
+
+
 def sync_master_init(hp, x0, payloads):
     return sync_master_step(hp, MasterG(x0.copy(), np.zeros_like(x0)), payloads)
 
@@ -71,6 +81,8 @@ class MARINA(Method):
     """
 
     name = "marina"
+    resync = SYNC_RESYNC
+    worker_resync = staticmethod(sync_resync)
     title = "MARINA (Gorbunov et al. 2021)"
     paper = "Gorbunov, Burlachenko, Li, Richtarik (2021), MARINA, ICML 2021"
     compressors = "unbiased"

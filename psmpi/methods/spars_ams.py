@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import Method, Param, batch_params, mean_of, register
+from .base import Method, Param, RESEND, batch_params, mean_of, register
 
 BETA1 = Param("beta1", "float", 0.9, "AMSGrad's first-moment decay beta1 (spars-ams, ams)", low=0.0, high=1.0,
               low_closed=True, symbol="β1")
@@ -62,6 +62,7 @@ class SparsAMS(Method):
     """
 
     name = "spars-ams"
+    resync = RESEND
     title = "SPARS-AMS: Top-K with error feedback, AMSGrad on the server (SPARS-AMS draft)"
     paper = "SPARS-AMS draft: sparsified AMSGrad with error feedback (Algorithm 1)"
     params = AMS_PARAMS

@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .base import ThreePC, register
+from .base import RESEND, ThreePC, register
 from .gd import averaged_init, averaged_step
 
 
@@ -37,6 +37,7 @@ class ThreePCv1(ThreePC):
     """
 
     name = "3pcv1"
+    resync = RESEND
     title = "3PCv1, y + C(x - y): sends g_i dense, impractical (Richtarik et al. 2022)"
     paper = "Richtarik et al. (2022), 3PC: Three point compressors, ICML 2022"
     theory = "1/(L + L~ sqrt(B/A)), 3PC with 3PCv1's A = 1, B = 1 - alpha"

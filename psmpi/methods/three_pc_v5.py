@@ -1,5 +1,5 @@
 from .base import ThreePC, ef21_theta_beta, register
-from .marina import P, sync_init, sync_master_init, sync_master_step, sync_step
+from .marina import P, SYNC_RESYNC, sync_init, sync_master_init, sync_master_step, sync_resync, sync_step
 
 
 def v5_constants(alpha: float, p: float) -> tuple[float, float]:
@@ -28,6 +28,8 @@ class ThreePCv5(ThreePC):
     """
 
     name = "3pcv5"
+    resync = SYNC_RESYNC
+    worker_resync = staticmethod(sync_resync)
     title = "3PCv5, x with probability p, else h + C(x - y) (same paper)"
     paper = "Richtarik et al. (2022), 3PC: Three point compressors, ICML 2022"
     params = (P,)

@@ -85,9 +85,11 @@ class Checkpoint:
     bytes_down: int
     elapsed: float
     bytes_by_worker: np.ndarray
+    alive: list  # the workers in the aggregate (fewer than the run's after a failure)
+    events: list
 
 
-def write_checkpoint(path, cfg, t, x, mstate, worker_blobs, rec):
+def write_checkpoint(path, cfg, t, x, mstate, worker_blobs, rec, alive):
     import h5py  # here, not at the top: worker ranks import this module but write no file
 
     tmp = f"{path}.tmp{os.getpid()}"
@@ -97,6 +99,8 @@ def write_checkpoint(path, cfg, t, x, mstate, worker_blobs, rec):
             f.attrs["config"] = json.dumps(cfg.to_dict(), sort_keys=True)
             f.attrs["bytes_down"] = rec.bytes_down
             f.attrs["elapsed"] = rec.elapsed()
+            f.attrs["alive"] = json.dumps([int(i) for i in alive])  # the blobs' workers, in order
+            f.attrs["events"] = json.dumps(rec.events)
             f.create_dataset("x", data=x)
             f.create_dataset("bytes_by_worker", data=rec.bytes_by_worker)
             f.create_dataset("master", data=np.frombuffer(pack_state(mstate), dtype=np.uint8))
@@ -137,4 +141,24 @@ def read_checkpoint(path, cfg) -> Checkpoint:
         blobs = [f["workers"][str(i)][()].tobytes() for i in range(len(f["workers"]))]
         metrics = {k: f["metrics"][k][()] for k in f["metrics"]}
         return Checkpoint(int(f.attrs["round"]), f["x"][()], master, blobs, metrics, int(f.attrs["bytes_down"]),
-                          float(f.attrs["elapsed"]), f["bytes_by_worker"][()])
+                          float(f.attrs["elapsed"]), f["bytes_by_worker"][()], checkpoint_alive(f, saved["workers"]),
+                          json.loads(f.attrs.get("events", "[]")))
+
+
+def checkpoint_alive(f, n: int) -> list:
+    """The workers a checkpoint holds (all n unless some had failed before it was taken)."""
+    return json.loads(f.attrs["alive"]) if "alive" in f.attrs else list(range(n))
+
+
+def alive_at_resume(cfg) -> list | None:
+    """The live workers of the checkpoint ``cfg.resume`` names (None: no resume or no
+    readable checkpoint; reading it properly reports that later)."""
+    if not cfg.resume:
+        return None
+    import h5py
+
+    try:
+        with h5py.File(cfg.resume, "r") as f:
+            return checkpoint_alive(f, int(json.loads(f.attrs["config"])["workers"]))
+    except (OSError, KeyError, ValueError):
+        return None

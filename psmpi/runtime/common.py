@@ -304,8 +304,8 @@ class Recorder:
     """Metrics rows, byte counters, the progress bar, why the run stopped; rank 0 / serial only."""
 
     NAMES = ("iteration", "grad_norm_sq", "loss", "bits_up_per_worker", "bits_down_per_worker", "bytes_up",
-             "bytes_down", "wall_time", "bits_up_by_worker", "samples")
-    INTS = ("iteration", "bytes_up", "bytes_down", "samples")
+             "bytes_down", "wall_time", "bits_up_by_worker", "samples", "n_workers")
+    INTS = ("iteration", "bytes_up", "bytes_down", "samples", "n_workers")
 
     def __init__(self, cfg: TrainConfig, n: int, train_rows: int | None = None, tester=None):
         """``train_rows`` (classifiers): rows of the training data, for train_accuracy;
@@ -326,6 +326,8 @@ class Recorder:
         self.on_eval = cfg.extra.get("on_eval")  # the Python API's callback: row dict -> None
         self.stop: Stop | None = None  # None while running
         self.stop_detail = ""
+        self.events = []  # {"round", "worker", "event"}: a worker's failure
+        self.recoveries = []  # {"round", "detected", "completed"}: wall-clock times (s) of each recovery
         if not cfg.quiet:
             import sys
 
@@ -346,9 +348,9 @@ class Recorder:
         if self.t0 is None:
             self.t0 = time.perf_counter() - self.offset
 
-    def add_round(self, t: int, sizes, down: int):
-        """Count the bytes of round t: ``sizes`` of the workers' messages, ``down`` sent to them."""
-        self.bytes_by_worker += np.asarray(sizes, dtype=np.int64)
+    def add_round(self, t: int, ids, sizes, down: int):
+        """Count the bytes of round t: ``sizes`` of the messages of workers ``ids``, ``down`` sent to them."""
+        self.bytes_by_worker[np.asarray(ids, dtype=np.int64)] += np.asarray(sizes, dtype=np.int64)
         self.bytes_down += down
         if t == 0:
             self.bytes_up_round0 = int(sum(sizes))
@@ -356,10 +358,25 @@ class Recorder:
     def elapsed(self) -> float:
         return self.offset if self.t0 is None else time.perf_counter() - self.t0
 
+    def event(self, t: int, worker: int, what: str) -> None:
+        """Something that happened to a worker in round t (printed now, also with --quiet,
+        and kept in ``events``)."""
+        import sys
+
+        self.events.append({"round": int(t), "worker": int(worker), "event": what})
+        sys.stderr.write(f"psmpi: worker {worker} {what} in round {t}\n")
+        sys.stderr.flush()
+
+    def round_workers(self, t: int, n: int) -> None:
+        """Round t's aggregate has n workers: a row of round t recorded before a failure in it says so."""
+        if self.rows["iteration"] and self.rows["iteration"][-1] == t:
+            self.rows["n_workers"][-1] = n
+
     def restore(self, ck):
         """Continue from a checkpoint's rows and counters."""
+        self.events = list(ck.events)
         for k in self.rows:
-            self.rows[k] = list(ck.metrics[k])
+            self.rows[k] = list(ck.metrics[k]) if k in ck.metrics else [self.n] * len(ck.metrics["iteration"])
         self.bytes_down, self.offset = ck.bytes_down, ck.elapsed
         self.bytes_by_worker[:] = ck.bytes_by_worker
 
@@ -369,11 +386,12 @@ class Recorder:
     def last_round(self) -> int:
         return int(self.rows["iteration"][-1]) if self.rows["iteration"] else 0
 
-    def eval_row(self, t: int, loss: float, gns: float, samples, right, x) -> bool:
+    def eval_row(self, t: int, loss: float, gns: float, samples, right, x, n_workers: int) -> bool:
         """Record a row at x^t: f, ||grad f||^2, each worker's samples used so far and rows
-        classified correctly (None: no classifier); True when the run should stop here
-        (last round, tol, divergence)."""
+        classified correctly (None: no classifier), the workers in the round's aggregate;
+        True when the run should stop here (last round, tol, divergence)."""
         r = self.rows
+        r["n_workers"].append(n_workers)
         if "train_accuracy" in r:
             r["train_accuracy"].append(sum(right) / self.train_rows if None not in right else np.nan)
         if "test_loss" in r:
@@ -430,7 +448,8 @@ def make_result(cfg: TrainConfig, plan: Plan, consts: Constants, rec: Recorder, 
     stop = rec.stop or Stop.RUNNING
     attrs = {"psmpi_version": __version__, "backend": backend, "n_workers": cfg.workers, "mpi_library": mpi_library,
              "L": consts.L, "L_tilde": consts.L_tilde, "L_i": np.asarray(consts.L_i),
-             "stop_message": rec.stop_detail, "timings": json.dumps(timings)}
+             "stop_message": rec.stop_detail, "timings": json.dumps(dict(timings, recoveries=rec.recoveries)),
+             "events": json.dumps(rec.events)}
     return Result(rec.arrays(), np.array(x, dtype=np.float64), plan.hp.gamma, config, attrs, cfg.out, stop.value)
 
 
@@ -486,10 +505,10 @@ class Control:
             return CHECKPOINT
         return CONTINUE
 
-    def checkpoint(self, t, x, mstate, blobs, rec):
+    def checkpoint(self, t, x, mstate, blobs, rec, alive):
         from .checkpoint import write_checkpoint
 
-        write_checkpoint(self.path, self.cfg, t, x, mstate, blobs, rec)
+        write_checkpoint(self.path, self.cfg, t, x, mstate, blobs, rec, alive)
 
     def maybe_flush(self, x, force=False):
         if not self.cfg.extra.get("write", True):  # a Python API run that writes no file

@@ -24,6 +24,20 @@ Round t (x = x^t):
 
 Both transports call the same :class:`Worker` and :func:`master_round`, so for
 the same seed the iterates are the same bit for bit.
+
+Worker failure (``--on-worker-failure continue``, MPI with ULFM): a transport
+call that finds a worker dead raises :class:`WorkerFailure`, and
+:func:`recover` completes round t with the survivors: the transport shrinks
+its communicator to them; round t's evaluation is done if it was due and not
+yet recorded (the dead workers' shards are evaluated on the master, so f and
+||grad f||^2 stay full-data); every survivor makes sure it has taken its step
+of round t; each sends its re-synchronisation message (``Method.worker_resync``:
+its g_i for gradient tracking, or its round-t message again), counted in
+bytes_up; all survivors agree on round t (``Agree``); the master rebuilds its
+aggregate from those messages (``Method.master_resync``), which also gives
+x^{t+1}.  A failure during recovery starts it again: every part of it can be
+repeated.  The run goes on with the survivors; ``n_workers`` and the
+``events`` attribute record it.
 """
 from __future__ import annotations
 
@@ -47,6 +61,10 @@ class BadMessage(RuntimeError):
     """A message the master cannot decode (a corrupted or malicious worker)."""
 
 
+class WorkerFailure(Exception):
+    """A transport call found a worker process dead (``--on-worker-failure continue``)."""
+
+
 class Worker:
     """One worker: its context (problem, compressor, streams) and its state."""
 
@@ -54,6 +72,8 @@ class Worker:
         self.method = method
         self.ctx = ctx
         self.state = None
+        self.done = -1  # the last round whose step this worker has taken
+        self.last = b""  # that round's encoded message (a survivor may send it again)
 
     def round(self, x, t: int) -> bytes:
         """The worker's part of round t: the method's step at x^t, encoded."""
@@ -65,13 +85,27 @@ class Worker:
             self.state, payload = self.method.worker_init(ctx, x)
         else:
             self.state, payload = self.method.worker_step(ctx, self.state, x)
+        self.done = t
         t1 = time.perf_counter()
         ctx.timings["step"] += t1 - t0
+        self.last = self._encode(payload)
+        ctx.timings["encode"] += time.perf_counter() - t1
+        return self.last
+
+    def _encode(self, payload) -> bytes:
         if payload is None:  # the worker sits the round out (partial participation): nothing is sent
             return b""
-        msg = encode(payload if ctx.device.on_host else to_host(payload, ctx.device.to_host))
-        ctx.timings["encode"] += time.perf_counter() - t1
-        return msg
+        return encode(payload if self.ctx.device.on_host else to_host(payload, self.ctx.device.to_host))
+
+    def catch_up(self, x, t: int) -> None:
+        """After a failure in round t: take round t's step unless it is taken already."""
+        if self.done < t:
+            self.round(x, t)
+
+    def resync(self) -> bytes:
+        """The re-synchronisation message after a failure (``Method.worker_resync``)."""
+        payload = self.method.worker_resync(self.ctx, self.state)
+        return self.last if payload is None else self._encode(payload)
 
     def evaluate(self, x, t: int):
         """(f_i(x^t), grad f_i(x^t) on the host, exact; the samples the steps used so far;
@@ -87,11 +121,11 @@ class Worker:
         self.state = restore_worker(self.ctx, blob)
 
 
-def master_round(method, hp, mstate, x: np.ndarray, messages, t: int, d: int):
-    """Decode the n messages (validated) and aggregate in worker order; a worker
-    that sent nothing (it sat the round out) gives None."""
+def decode_all(messages, ids, t: int, d: int) -> list:
+    """The payloads of worker ``ids[j]``'s message ``messages[j]`` (validated); an
+    empty message (the worker sat the round out) gives None."""
     payloads = []
-    for i, m in enumerate(messages):
+    for i, m in zip(ids, messages):
         if not len(m):
             payloads.append(None)
             continue
@@ -101,6 +135,12 @@ def master_round(method, hp, mstate, x: np.ndarray, messages, t: int, d: int):
             if "non-finite" in str(e):  # an honest worker whose iterates blew up
                 raise Diverged(f"diverged at round {t}: worker {i} sent non-finite values") from None
             raise BadMessage(f"malformed message from worker {i} in round {t}: {e}") from None
+    return payloads
+
+
+def master_round(method, hp, mstate, x: np.ndarray, messages, ids, t: int, d: int):
+    """Decode the messages of workers ``ids`` and aggregate them in worker order."""
+    payloads = decode_all(messages, ids, t, d)
     if t == 0:
         return method.master_init(hp, x, payloads)
     return method.master_step(hp, mstate, payloads)
@@ -127,26 +167,36 @@ class EvalSum:
 
 
 class Transport:
-    """The master's side of the link to the workers (see the module docstring)."""
+    """The master's side of the link to the workers (see the module docstring).
 
-    n: int
+    ``workers`` is the number of workers the run started with (every one of
+    them is evaluated), ``alive`` the ids of those whose messages the master
+    aggregates, in order (all of them unless some failed)."""
+
+    workers: int
+    alive: list
+
+    @property
+    def n(self) -> int:
+        return len(self.alive)
 
     def open_round(self, t: int, x, evaluate: bool, action: int) -> None:
         """Tell the workers what round t holds (and give them x^t)."""
 
     def states(self) -> list:
-        """Every worker's state blob, in worker order."""
+        """Every live worker's state blob, in worker order."""
         raise NotImplementedError
 
     def evaluations(self, t: int, x):
-        """(f_i(x^t), grad f_i(x^t), samples used so far, rows right or None) for each worker, in order."""
+        """(f_i(x^t), grad f_i(x^t), samples used so far, rows right or None) for each of the
+        ``workers`` workers, in order."""
         raise NotImplementedError
 
     def decide(self, go: bool) -> None:
         """After an evaluation: the workers go on with the round, or stop."""
 
     def messages(self, t: int, x) -> tuple[list, int]:
-        """The workers' encoded messages of round t, in worker order, and their total size."""
+        """The live workers' encoded messages of round t, in worker order, and their total size."""
         raise NotImplementedError
 
     def abandon(self) -> None:
@@ -156,43 +206,125 @@ class Transport:
         """Where x^{t+1} lives for the next round (the MPI transport's broadcast buffer)."""
         return mstate.x
 
+    # after a WorkerFailure (only a transport that raises it implements these) ---------
+    def shrink(self) -> list:
+        """Drop the dead workers; -> the ids of those found dead now."""
+        raise NotImplementedError
+
+    def reopen(self, t: int, x, evaluate: bool) -> None:
+        """Round t again for the survivors (x^t): they evaluate if asked, then each takes
+        its step of round t unless it has."""
+        raise NotImplementedError
+
+    def resync(self) -> tuple[list, int]:
+        """The survivors' re-synchronisation messages, in worker order, and their total size."""
+        raise NotImplementedError
+
+    def commit(self, t: int) -> None:
+        """All survivors agree that round t is complete."""
+        raise NotImplementedError
+
+
+class RoundState:
+    """How far round t got on the master (what a recovery must still do)."""
+
+    def __init__(self, evaluate: bool):
+        self.evaluate = evaluate  # the round has an evaluation
+        self.recorded = False  # its row is in the metrics
+        self.stop = False  # that row ended the run
+
 
 def drive(plan, transport: Transport, rec, ctl, x, mstate, start: int, iters: int):
     """The rounds start..iters on the master; -> (x, mstate) at the end."""
-    hp, method, d = plan.hp, plan.method, x.shape[0]
     for t in range(start, iters + 1):
         action = ctl.action(t, start)
-        evaluate = rec.should_eval(t) or action == STOP
-        transport.open_round(t, x, evaluate, action)
-        if action != CONTINUE:
-            ctl.checkpoint(t, x, mstate, transport.states(), rec)
-            if action == CHECKPOINT:
-                ctl.maybe_flush(x, force=True)
-        if evaluate:
-            ev, samples, right = EvalSum(transport.n), [], []
-            for loss, grad, used, ok in transport.evaluations(t, x):
-                ev.add(loss, grad)
-                samples.append(used)
-                right.append(ok)
-            stop = rec.eval_row(t, *ev.result(), samples, right, x)
-            if action == STOP:
-                stop = True
-                if rec.stop in (None, Stop.ITERS):
-                    rec.set_stop(Stop.SIGNAL, ctl.stop_message(t))
-            transport.decide(not stop)
-            if stop:
-                break
-            ctl.maybe_flush(x)
-        rec.start()
-        messages, total = transport.messages(t, x)
-        rec.add_round(t, [len(m) for m in messages], transport.n * x.nbytes)
-        t0 = time.perf_counter()
+        rs = RoundState(rec.should_eval(t) or action == STOP)
         try:
-            mstate = master_round(method, hp, mstate, x, messages, t, d)
-        except Diverged as e:
-            rec.set_stop(Stop.DIVERGED, str(e))
-            transport.abandon()
+            stop, mstate = _round(plan, transport, rec, ctl, x, mstate, t, action, rs)
+        except WorkerFailure:
+            detected = time.time()
+            stop, mstate = recover(plan, transport, rec, ctl, x, mstate, t, action, rs)
+            rec.recoveries.append({"round": t, "detected": detected, "completed": time.time()})
+        if stop:
             break
-        rec.master_time += time.perf_counter() - t0
         x = transport.next_x(mstate)
     return x, mstate
+
+
+def _round(plan, transport, rec, ctl, x, mstate, t, action, rs):
+    """Round t; -> (the run stops here, the master state after the round)."""
+    transport.open_round(t, x, rs.evaluate, action)
+    if action != CONTINUE:
+        ctl.checkpoint(t, x, mstate, transport.states(), rec, transport.alive)
+        if action == CHECKPOINT:
+            ctl.maybe_flush(x, force=True)
+    if rs.evaluate and _evaluate(transport, rec, ctl, x, t, action, rs):
+        return True, mstate
+    rec.start()
+    messages, _ = transport.messages(t, x)
+    return _aggregate(plan, transport, rec, mstate, x, messages, t)
+
+
+def _evaluate(transport, rec, ctl, x, t, action, rs) -> bool:
+    """The evaluation of round t: its row, then the go/stop decision; True to stop."""
+    ev, samples, right = EvalSum(transport.workers), [], []
+    for loss, grad, used, ok in transport.evaluations(t, x):
+        ev.add(loss, grad)
+        samples.append(used)
+        right.append(ok)
+    rs.stop = rec.eval_row(t, *ev.result(), samples, right, x, transport.n)
+    rs.recorded = True
+    if action == STOP:
+        rs.stop = True
+        if rec.stop in (None, Stop.ITERS):
+            rec.set_stop(Stop.SIGNAL, ctl.stop_message(t))
+    transport.decide(not rs.stop)
+    if not rs.stop:
+        ctl.maybe_flush(x)
+    return rs.stop
+
+
+def _aggregate(plan, transport, rec, mstate, x, messages, t, resync=False):
+    """Count round t's bytes and aggregate its messages (``resync``: rebuild the
+    aggregate from re-synchronisation messages instead); -> (stop, mstate)."""
+    rec.add_round(t, transport.alive, [len(m) for m in messages], transport.n * x.nbytes)
+    t0 = time.perf_counter()
+    try:
+        if resync:
+            payloads = decode_all(messages, transport.alive, t, x.shape[0])
+            mstate = plan.method.master_resync(plan.hp, mstate, x, payloads, t)
+        else:
+            mstate = master_round(plan.method, plan.hp, mstate, x, messages, transport.alive, t, x.shape[0])
+    except Diverged as e:
+        rec.set_stop(Stop.DIVERGED, str(e))
+        transport.abandon()
+        return True, mstate
+    rec.master_time += time.perf_counter() - t0
+    return False, mstate
+
+
+def recover(plan, transport, rec, ctl, x, mstate, t, action, rs):
+    """Complete round t with the surviving workers (see the module docstring);
+    -> (stop, mstate); the run stops (Stop.NO_WORKERS) when none survives."""
+    while True:
+        try:
+            for i in transport.shrink():
+                rec.event(t, i, "failed")
+            if not transport.alive:
+                rec.set_stop(Stop.NO_WORKERS, f"every worker has failed (the last in round {t})")
+                return True, mstate
+            if rs.stop:  # the row that ends the run is in: the survivors just stop
+                transport.abandon()
+                return True, mstate
+            evaluate = rs.evaluate and not rs.recorded
+            transport.reopen(t, x, evaluate)
+            if evaluate and _evaluate(transport, rec, ctl, x, t, action, rs):
+                return True, mstate
+            messages, _ = transport.resync()
+            transport.commit(t)
+            break
+        except WorkerFailure:
+            continue
+    rec.start()
+    rec.round_workers(t, transport.n)
+    return _aggregate(plan, transport, rec, mstate, x, messages, t, resync=True)

@@ -28,24 +28,27 @@ left hanging.
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 import traceback
 
 import numpy as np
 
-from ..config import TrainConfig
-from ..errors import ConfigError
+from ..config import TrainConfig, checkpoint_path
+from ..errors import ConfigError, Stop
 from ..problems.base import DENSE_EIG_MAX
-from .checkpoint import read_checkpoint
+from .checkpoint import alive_at_resume, read_checkpoint
 from .common import (UNKNOWN, WORKER_PHASES, Control, constants_from, describe_data, global_smoothness, hosted,
                      initial_point, local_problem, make_recorder, make_result, make_workers, peak_rss_mb, plan_run,
                      sum_in_order)
-from .driver import CONTINUE, Transport, drive
+from .driver import CONTINUE, Transport, WorkerFailure, drive
 
 TAG_EVAL, TAG_CURV = 11, 12
 T, EVAL, ACTION, NCTRL = 0, 1, 2, 3  # control word fields: round, evaluate?, action (exact in float64)
 END = 3  # ACTION: stop now, the round is abandoned (the run diverged)
+RECOVER = 4  # ACTION: round T again after a worker failure (driver.recover)
 
 
 class SetupFailed(SystemExit):
@@ -73,6 +76,8 @@ def run_mpi(cfg: TrainConfig):
     elif cfg.workers < comm.size - 1:
         _agree(MPI, comm, ConfigError(f"--workers {cfg.workers} is fewer than the {comm.size - 1} worker ranks "
                                       f"(each hosts at least one worker): launch at most {cfg.workers + 1} ranks"))
+    if cfg.on_worker_failure == "continue":
+        _agree(MPI, comm, _ulfm_missing(MPI))
     ctl = Control(cfg)
     ctl.install(ignore=comm.rank != 0)  # the master decides what a signal means
     try:
@@ -80,12 +85,42 @@ def run_mpi(cfg: TrainConfig):
         try:
             if comm.rank == 0:
                 return _master(MPI, comm, cfg, ctl, *setup)
-            _worker(MPI, comm, cfg, *setup)
+            info, problems, _, plan = setup
+            WorkerLoop(MPI, comm, cfg, info, problems, plan).run()
             return None
         except Exception as e:  # noqa: BLE001 - any failure must take the whole world down
+            if comm.rank and cfg.on_worker_failure == "continue":
+                _die(comm, e, _mine(cfg, comm))
             _abort(MPI, comm, e, _mine(cfg, comm))
     finally:
         ctl.uninstall()
+
+
+def _ulfm_missing(MPI) -> ConfigError | None:
+    """Why --on-worker-failure continue cannot work here (None: it can): the MPI
+    library must have ULFM and the job must have been launched with it enabled."""
+    how = "launch with mpirun --with-ft ulfm -n N+1 psmpi train ... (Open MPI 5; srun cannot enable it)"
+    if not all(hasattr(MPI.Comm, f) for f in ("Revoke", "Shrink", "Agree")) or not hasattr(MPI, "ERR_PROC_FAILED"):
+        return ConfigError(f"--on-worker-failure continue needs an MPI library with ULFM (mpi4py >= 4 on Open MPI 5): "
+                           f"{how}")
+    if "Open MPI" not in _library(MPI):
+        return ConfigError(f"--on-worker-failure continue is supported on Open MPI 5 with ULFM, not on "
+                           f"{_library(MPI)}: {how}")
+    if os.environ.get("OMPI_MCA_mpi_ft_enable", "").lower() not in ("1", "true", "yes", "on", "enabled"):
+        return ConfigError(f"--on-worker-failure continue needs ULFM enabled at launch: {how}")
+    return None
+
+
+def _die(comm, e, hosts):
+    """A worker that fails under --on-worker-failure continue: its one line, then
+    SIGKILL of itself, so that ULFM reports it to the others (a process that only
+    exits is not reported, and they would wait for it)."""
+    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+    who = f"worker {hosts[0]}" if len(hosts) == 1 else f"workers {hosts[0]}-{hosts[-1]}"
+    sys.stderr.write(f"psmpi: error on rank {comm.rank} ({who}): {type(e).__name__}: {msg}; "
+                     f"this rank stops, the others go on\n")
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _abort(MPI, comm, e, hosts=range(0)):
@@ -114,6 +149,12 @@ def _agree(MPI, comm, error: Exception | None):
 def _layout(n: int, size: int) -> np.ndarray:
     """How many workers each rank of a world of ``size`` hosts (none on the master)."""
     return np.array([0] + [len(hosted(n, size - 1, r)) for r in range(size - 1)])
+
+
+def _live_counts(n: int, size: int, alive) -> np.ndarray:
+    """How many of the live workers ``alive`` each rank hosts."""
+    alive = set(alive)
+    return np.array([0] + [sum(i in alive for i in hosted(n, size - 1, r)) for r in range(size - 1)])
 
 
 def _starts(counts) -> np.ndarray:
@@ -202,26 +243,26 @@ def _serve_matvec(comm, problems, hdim):
 
 class Blocks:
     """Variable-size byte strings, one per worker, between the worker ranks and rank 0:
-    per-worker sizes and the bytes, each in one collective (``Gatherv``/``Scatterv``)."""
+    per-worker sizes and the bytes, each in one collective (``Gatherv``/``Scatterv``).
+    ``counts``: the strings each rank sends (none from rank 0)."""
 
-    def __init__(self, MPI, comm, n):
+    def __init__(self, MPI, comm, counts):
         self.MPI, self.comm = MPI, comm
-        self.counts = _layout(n, comm.size)
+        self.counts = np.asarray(counts, dtype=np.int64)
         self.displs = _starts(self.counts)
-        self.sizes = np.empty(n, dtype=np.int64)
+        self.sizes = np.empty(int(self.counts.sum()), dtype=np.int64)
         self.scratch = np.empty(1 << 16, dtype=np.uint8)
 
     def gather(self, mine=None):
         """Worker ranks pass their workers' strings; rank 0 gets (all strings in worker order, total bytes)."""
         MPI, comm = self.MPI, self.comm
         if comm.rank != 0:
-            comm.Gatherv(np.array([len(b) for b in mine], dtype=np.int64), None, root=0)
-            comm.Gatherv(np.frombuffer(b"".join(mine), dtype=np.uint8), None, root=0)
+            _send_strings(comm, mine)
             return None, 0
         sizes = self.sizes
         comm.Gatherv(np.zeros(0, dtype=np.int64), [sizes, self.counts, self.displs, MPI.INT64_T], root=0)
         ends = np.cumsum(sizes)
-        total = int(ends[-1])
+        total = int(ends[-1]) if len(ends) else 0
         if self.scratch.size < total:
             self.scratch = np.empty(total, dtype=np.uint8)
         rank_bytes = self._rank_bytes()
@@ -230,7 +271,8 @@ class Blocks:
 
     def _rank_bytes(self) -> np.ndarray:
         """Bytes of each rank's block, from the per-worker sizes."""
-        return np.concatenate([[0], np.add.reduceat(self.sizes, self.displs[1:])])
+        ends = np.concatenate([[0], np.cumsum(self.sizes)])
+        return ends[self.displs + self.counts] - ends[self.displs]
 
     def scatter(self, blobs=None):
         """Rank 0 passes one string per worker; each worker rank gets its workers' strings."""
@@ -251,38 +293,89 @@ class Blocks:
         return [out[a:b].tobytes() for a, b in zip(cuts[:-1], cuts[1:])]
 
 
+def _send_strings(comm, strings):
+    """A worker rank's part of :meth:`Blocks.gather`."""
+    comm.Gatherv(np.array([len(b) for b in strings], dtype=np.int64), None, root=0)
+    comm.Gatherv(np.frombuffer(b"".join(strings), dtype=np.uint8), None, root=0)
+
+
+def _failures(fn):
+    """A transport call under --on-worker-failure continue: an MPI error becomes
+    WorkerFailure (the driver then recovers)."""
+    def call(self, *args):
+        try:
+            return fn(self, *args)
+        except self.MPI.Exception as e:
+            if not self.ft:
+                raise
+            self.error = e
+            raise WorkerFailure(str(e)) from None
+
+    call.__doc__ = fn.__doc__
+    return call
+
+
 class MPITransport(Transport):
-    """Rank 0's side: one Bcast of [control word, x] opens each round."""
+    """Rank 0's side: one Bcast of [control word, x] opens each round.
 
-    def __init__(self, MPI, comm, n, d, buf):
-        self.comm, self.n = comm, n
+    ``hosts``: for each live worker rank (by its COMM_WORLD rank) the workers it
+    evaluates; ``live`` of those, the ones whose messages it sends (a worker that
+    had failed before a resumed checkpoint is evaluated, not aggregated).  The
+    workers of a rank that died are evaluated here, on the master (``adopted``)."""
+
+    def __init__(self, MPI, comm, n, d, buf, alive, ft: bool, adopt):
+        self.MPI, self.comm, self.ft, self.adopt = MPI, comm, ft, adopt
+        self.workers = n
+        self.alive = list(alive)
         self.buf, self.ctrl, self.x = buf, buf[:NCTRL], buf[NCTRL:]
-        self.blocks = Blocks(MPI, comm, n)
+        self.d = d
+        self.ranks = list(range(comm.size))  # COMM_WORLD rank of each rank of comm
+        self.hosts = {r + 1: list(hosted(n, comm.size - 1, r)) for r in range(comm.size - 1)}
+        self.adopted = {}  # worker id -> a Worker on the master, for evaluations only
+        self.last_samples = np.zeros(n, dtype=np.int64)  # what a dead worker had used
         self.go = np.zeros(1, dtype=np.int64)
-        self.evalbufs = {r: np.empty((int(c), d + 3)) for r, c in enumerate(self.blocks.counts) if c}
+        self.error = None
         self.timing = {"bcast": 0.0, "eval": 0.0, "gather": 0.0}
+        self._lay_out()
 
+    def _lay_out(self):
+        alive = set(self.alive)
+        self.live = [[i for i in self.hosts.get(r, []) if i in alive] for r in self.ranks]
+        self.blocks = Blocks(self.MPI, self.comm, [len(ids) for ids in self.live])
+        self.evalbufs = {q: np.empty((len(self.hosts[r]), self.d + 3)) for q, r in enumerate(self.ranks) if q}
+
+    @_failures
     def open_round(self, t, x, evaluate, action):
         t0 = time.perf_counter()
         self.ctrl[T], self.ctrl[EVAL], self.ctrl[ACTION] = t, evaluate, action
         self.comm.Bcast(self.buf, root=0)
         self.timing["bcast"] += time.perf_counter() - t0
 
+    @_failures
     def states(self):
         return self.blocks.gather()[0]
 
+    @_failures
     def evaluations(self, t, x):
         t0 = time.perf_counter()
-        for r, buf in self.evalbufs.items():
-            self.comm.Recv(buf, source=r, tag=TAG_EVAL)
-            for row in buf:
-                yield float(row[0]), row[3:], int(row[1]), (None if row[2] < 0 else int(row[2]))
+        rows = {}
+        for q, buf in self.evalbufs.items():
+            self.comm.Recv(buf, source=q, tag=TAG_EVAL)
+            for i, row in zip(self.hosts[self.ranks[q]], buf):
+                rows[i] = (float(row[0]), row[3:], int(row[1]), (None if row[2] < 0 else int(row[2])))
+                self.last_samples[i] = int(row[1])
+        for i, w in self.adopted.items():
+            loss, grad, _, ok = w.evaluate(x, t)
+            rows[i] = (loss, grad, int(self.last_samples[i]), ok)
         self.timing["eval"] += time.perf_counter() - t0
+        return [rows[i] for i in range(self.workers)]
 
+    @_failures
     def decide(self, go):
         self.go[0] = go
         self.comm.Bcast(self.go, root=0)
 
+    @_failures
     def messages(self, t, x):
         t0 = time.perf_counter()
         out = self.blocks.gather()
@@ -299,13 +392,45 @@ class MPITransport(Transport):
             mstate.x = self.x
         return self.x
 
+    # after a failure -----------------------------------------------------------
+    @_failures
+    def shrink(self):
+        MPI, comm = self.MPI, self.comm
+        comm.Revoke()
+        self.comm = comm.Shrink()
+        self.comm.Set_errhandler(MPI.ERRORS_RETURN)
+        ranks = np.empty(self.comm.size, dtype=np.int64)
+        self.comm.Gather(np.array([MPI.COMM_WORLD.rank], dtype=np.int64), ranks, root=0)
+        gone = [r for r in self.ranks if r not in set(ranks.tolist())]
+        if not gone and self.error is not None and self.comm.size == len(self.ranks):
+            raise RuntimeError(f"MPI error without a failed process: {self.error}")
+        lost = sorted(i for r in gone for i in self.hosts.pop(r))
+        self.ranks = ranks.tolist()
+        for i in lost:
+            self.adopted[i] = self.adopt(i)
+        self.alive = [i for i in self.alive if i not in set(lost)]
+        self._lay_out()
+        return lost
+
+    @_failures
+    def reopen(self, t, x, evaluate):
+        self.ctrl[T], self.ctrl[EVAL], self.ctrl[ACTION] = t, evaluate, RECOVER
+        self.comm.Bcast(self.buf, root=0)
+
+    @_failures
+    def resync(self):
+        return self.blocks.gather()
+
+    @_failures
+    def commit(self, t):
+        if self.comm.Agree(int(t)) != int(t):
+            raise RuntimeError(f"the survivors disagree on the round being completed ({t})")
+
 
 def _master(MPI, comm, cfg, ctl, info, _problems, consts, plan):
     n, d = cfg.workers, info.dim
     buf = np.empty(NCTRL + d)  # control word + x, one Bcast a round
-    transport = MPITransport(MPI, comm, n, d, buf)
-    x = transport.x
-    x[:] = initial_point(cfg, d, info)
+    buf[NCTRL:] = initial_point(cfg, d, info)  # (fills cfg.x0's default, which the checkpoint check compares)
     rec = make_recorder(cfg, n, info, info.dataset.n_rows if info.classifier else None)
     mstate, start, error, ck = None, 0, None, None
     if cfg.resume:
@@ -314,6 +439,10 @@ def _master(MPI, comm, cfg, ctl, info, _problems, consts, plan):
         except ValueError as e:
             error = e
     _agree(MPI, comm, error)
+    alive = range(n) if ck is None else ck.alive
+    transport = MPITransport(MPI, comm, n, d, buf, alive, cfg.on_worker_failure == "continue",
+                             lambda i: make_workers(cfg, plan, {i: local_problem(cfg, info, i)})[0])
+    x = transport.x
     if ck is not None:
         transport.blocks.scatter(ck.worker_blobs)
         start, mstate = ck.round, ck.master
@@ -333,54 +462,155 @@ def _master(MPI, comm, cfg, ctl, info, _problems, consts, plan):
         x, mstate = drive(plan, transport, rec, ctl, x, mstate, start, cfg.iters)
     finally:
         rec.close()
+    comm = transport.comm
     worker_times = np.zeros((comm.size, len(WORKER_PHASES) + 1))
-    comm.Gather(np.zeros(len(WORKER_PHASES) + 1), worker_times, root=0)
+    if rec.stop != Stop.NO_WORKERS:
+        comm.Gather(np.zeros(len(WORKER_PHASES) + 1), worker_times, root=0)
     per_worker = worker_times[1:][transport.blocks.counts[1:] > 0]
+    if not len(per_worker):
+        per_worker = np.zeros((1, len(WORKER_PHASES) + 1))
     return result(x, {"workers_mean": dict(zip(WORKER_PHASES, per_worker[:, :-1].mean(axis=0))),
                       "peak_rss_mb": {"master": peak_rss_mb(), "worker_max": float(per_worker[:, -1].max())}})
 
 
-def _worker(MPI, comm, cfg, info, problems, consts, plan):
-    d = info.dim
-    workers = make_workers(cfg, plan, problems)
-    blocks = Blocks(MPI, comm, cfg.workers)
-    _agree(MPI, comm, None)  # the master's checkpoint check
-    if cfg.resume:
-        for w, blob in zip(workers, blocks.scatter()):
-            w.restore(blob)
-    buf = np.empty(NCTRL + d)
-    ctrl, x = buf[:NCTRL], buf[NCTRL:]
-    dev_buf = None
-    if cfg.cuda_aware:  # MPI writes [control + x] straight into device memory
-        dev = workers[0].ctx.device
-        dev_buf = dev.asarray(buf)
-        x = dev_buf[NCTRL:]
-    go = np.zeros(1, dtype=np.int64)
-    evalbuf = np.empty((len(workers), d + 3))  # per worker: f_i, samples used, rows right (-1: none), grad f_i
-    while True:
-        if dev_buf is None:
-            comm.Bcast(buf, root=0)
+class WorkerLoop:
+    """A worker rank: its workers, and the round loop that answers the master."""
+
+    def __init__(self, MPI, comm, cfg, info, problems, plan):
+        self.MPI, self.comm, self.cfg = MPI, comm, cfg
+        self.workers = make_workers(cfg, plan, problems)
+        self.ft = cfg.on_worker_failure == "continue"
+        d = info.dim
+        self.buf = np.empty(NCTRL + d)
+        self.ctrl, self.x = self.buf[:NCTRL], self.buf[NCTRL:]
+        self.dev_buf = None
+        self.go = np.zeros(1, dtype=np.int64)
+        self.evalbuf = np.empty((len(self.workers), d + 3))  # per worker: f_i, samples, rows right (-1: none), grad
+        self.live = self.workers  # those whose messages this rank sends
+        self.faults = _injected_faults(w.ctx.index for w in self.workers)
+
+    def run(self):
+        MPI, comm, cfg = self.MPI, self.comm, self.cfg
+        _agree(MPI, comm, None)  # the master's checkpoint check
+        if cfg.resume:
+            alive = alive_at_resume(cfg)
+            self.live = [w for w in self.workers if w.ctx.index in set(alive)]
+            for w, blob in zip(self.live, Blocks(MPI, comm, _live_counts(cfg.workers, comm.size, alive)).scatter()):
+                w.restore(blob)
+        if cfg.cuda_aware:  # MPI writes [control + x] straight into device memory
+            self.dev = self.workers[0].ctx.device
+            self.dev_buf = self.dev.asarray(self.buf)
+            self.x = self.dev_buf[NCTRL:]
+        while True:
+            try:
+                if not self._round():
+                    break
+            except MPI.Exception:
+                if not self.ft:
+                    raise
+                if not self._recover():
+                    break
+        timings = [sum(w.ctx.timings[k] for w in self.workers) / len(self.workers) for k in WORKER_PHASES]
+        self.comm.Gather(np.array(timings + [peak_rss_mb()]), None, root=0)
+
+    def _receive(self):
+        """The control word and x^t; -> (action, round)."""
+        if self.dev_buf is None:
+            self.comm.Bcast(self.buf, root=0)
         else:
-            dev.synchronize()  # no kernel may still be reading x
-            comm.Bcast(dev_buf, root=0)
-            ctrl[:] = dev.to_host(dev_buf[:NCTRL])
-        action, t = int(ctrl[ACTION]), int(ctrl[T])
+            self.dev.synchronize()  # no kernel may still be reading x
+            self.comm.Bcast(self.dev_buf, root=0)
+            self.ctrl[:] = self.dev.to_host(self.dev_buf[:NCTRL])
+        return int(self.ctrl[ACTION]), int(self.ctrl[T])
+
+    def _evaluate(self, t) -> bool:
+        """Send every hosted worker's f_i, grad f_i at x^t; -> the master's go."""
+        for j, w in enumerate(self.workers):
+            loss, grad, used, ok = w.evaluate(self.x, t)
+            self.evalbuf[j, :3] = loss, used, -1 if ok is None else ok  # counts: exact in float64 below 2^53
+            self.evalbuf[j, 3:] = grad
+        self.comm.Send(self.evalbuf, dest=0, tag=TAG_EVAL)
+        self.comm.Bcast(self.go, root=0)
+        return bool(self.go[0])
+
+    def _send(self, blobs):
+        _send_strings(self.comm, blobs)
+
+    def _round(self) -> bool:
+        """One round; False when the run is over."""
+        action, t = self._receive()
         if action == END:
-            break
+            return False
         if action != CONTINUE:
-            blocks.gather([w.pack() for w in workers])
-        if ctrl[EVAL]:
-            for j, w in enumerate(workers):
-                loss, grad, used, ok = w.evaluate(x, t)
-                evalbuf[j, :3] = loss, used, -1 if ok is None else ok  # counts: exact in float64 below 2^53
-                evalbuf[j, 3:] = grad
-            comm.Send(evalbuf, dest=0, tag=TAG_EVAL)
-            comm.Bcast(go, root=0)
-            if not go[0]:
-                break
-        blocks.gather([w.round(x, t) for w in workers])
-    timings = [sum(w.ctx.timings[k] for w in workers) / len(workers) for k in WORKER_PHASES]
-    comm.Gather(np.array(timings + [peak_rss_mb()]), None, root=0)
+            self._send([w.pack() for w in self.live])
+        if self.ctrl[EVAL] and not self._evaluate(t):
+            return False
+        if t in self.faults:
+            _fail_now(self.faults.pop(t), t)
+        self._send([w.round(self.x, t) for w in self.live])
+        return True
+
+    def _recover(self) -> bool:
+        """The worker's side of the driver's ``recover``; False when the run is over."""
+        MPI = self.MPI
+        while True:
+            try:
+                self.comm.Revoke()
+                self.comm = self.comm.Shrink()
+                self.comm.Set_errhandler(MPI.ERRORS_RETURN)
+                if MPI.Group.Translate_ranks(self.comm.Get_group(), [0], MPI.COMM_WORLD.Get_group())[0] != 0:
+                    _master_lost(self.cfg)
+                self.comm.Gather(np.array([MPI.COMM_WORLD.rank], dtype=np.int64), None, root=0)
+                action, t = self._receive()
+                if action == END:
+                    return False
+                if self.ctrl[EVAL] and not self._evaluate(t):
+                    return False
+                for w in self.live:
+                    w.catch_up(self.x, t)
+                self._send([w.resync() for w in self.live])
+                if self.comm.Agree(t) != t:
+                    raise RuntimeError(f"the survivors disagree on the round being completed ({t})")
+                return True
+            except MPI.Exception:
+                continue
+
+
+FAULTS_ENV = "PSMPI_INJECT_FAILURE"
+
+
+def _injected_faults(hosted_ids) -> dict:
+    """Failures to inject, for testing the recovery: ``PSMPI_INJECT_FAILURE`` holds
+    ``kill:W@T`` (the rank hosting worker W kills itself with SIGKILL before its step
+    of round T) or ``raise:W@T`` (it raises an error there), comma-separated;
+    -> {round: kind} for this rank's workers."""
+    out = {}
+    mine = set(hosted_ids)
+    for item in filter(None, os.environ.get(FAULTS_ENV, "").split(",")):
+        kind, _, where = item.partition(":")
+        w, _, t = where.partition("@")
+        if kind not in ("kill", "raise") or not (w.isdigit() and t.isdigit()):
+            raise ConfigError(f"{FAULTS_ENV}: '{item}' is not kill:W@T or raise:W@T")
+        if int(w) in mine:
+            out[int(t)] = kind
+    return out
+
+
+def _fail_now(kind: str, t: int):
+    sys.stderr.write(f"psmpi: injected failure ({kind}) on rank {os.environ.get('OMPI_COMM_WORLD_RANK', '?')} "
+                     f"in round {t} at {time.time():.6f}\n")
+    sys.stderr.flush()
+    if kind == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise RuntimeError(f"injected failure in round {t}")
+
+
+def _master_lost(cfg):
+    """The master died: this worker cannot go on (a checkpoint resumes the run)."""
+    note = f"; resume with --resume {checkpoint_path(cfg.out)}" if cfg.checkpoint_every and cfg.out else ""
+    sys.stderr.write(f"psmpi: error: the master (rank 0) failed; the run cannot go on{note}\n")
+    sys.stderr.flush()
+    os._exit(1)
 
 
 def _library(MPI) -> str:

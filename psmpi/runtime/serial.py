@@ -18,18 +18,22 @@ from .driver import Transport, drive
 class InProcess(Transport):
     """The workers are objects of this process, called in worker order."""
 
-    def __init__(self, workers):
-        self.workers = workers
-        self.n = len(workers)
+    def __init__(self, workers, alive=None):
+        """``workers``: all the run's workers; ``alive``: the ids of those that take part
+        (a checkpoint taken after a failure under MPI has fewer), all by default."""
+        self.all = workers
+        self.workers = len(workers)
+        self.alive = list(range(self.workers)) if alive is None else list(alive)
+        self.live = [workers[i] for i in self.alive]
 
     def states(self):
-        return [w.pack() for w in self.workers]
+        return [w.pack() for w in self.live]
 
     def evaluations(self, t, x):
-        return (w.evaluate(x, t) for w in self.workers)
+        return (w.evaluate(x, t) for w in self.all)
 
     def messages(self, t, x):
-        msgs = [w.round(x, t) for w in self.workers]
+        msgs = [w.round(x, t) for w in self.live]
         return msgs, sum(len(m) for m in msgs)
 
 
@@ -61,14 +65,14 @@ def _run(cfg, problems, ctl):
     workers = make_workers(cfg, plan, dict(enumerate(problems)))
     classifier = all(type(p).correct is not LocalProblem.correct for p in problems)
     rec = make_recorder(cfg, n, info, sum(p.rows for p in problems) if classifier else None)
-    mstate, start = None, 0
+    mstate, start, alive = None, 0, None
     x = initial_point(cfg, d, info)
     if cfg.resume:
         ck = read_checkpoint(cfg.resume, cfg)
-        start, mstate = ck.round, ck.master
+        start, mstate, alive = ck.round, ck.master, ck.alive
         x = ck.x.copy() if mstate is None else mstate.x
-        for w, blob in zip(workers, ck.worker_blobs):
-            w.restore(blob)
+        for i, blob in zip(alive, ck.worker_blobs):
+            workers[i].restore(blob)
         rec.restore(ck)
 
     def result(x):
@@ -80,7 +84,7 @@ def _run(cfg, problems, ctl):
 
     ctl.make_result = result
     try:
-        x, mstate = drive(plan, InProcess(workers), rec, ctl, x, mstate, start, cfg.iters)
+        x, mstate = drive(plan, InProcess(workers, alive), rec, ctl, x, mstate, start, cfg.iters)
     finally:
         rec.close()
     return result(x)
