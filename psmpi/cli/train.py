@@ -127,7 +127,32 @@ def train(config_file, **options):
     data.update(options)
     cfg = make_config(data, source, {k: v for k, v in (lines or {}).items() if k not in options})
     backend = resolve_backend(cfg)
-    res = run(cfg)
+    try:
+        _finish(cfg, run(cfg), backend)
+    finally:
+        if backend == "mpi":
+            _end_without_finalize_after_a_failure()
+
+
+def _end_without_finalize_after_a_failure():
+    """After a worker's failure MPI_Finalize can wait forever on the dead process
+    (``runtime.mpi.finalize_would_hang``): a rank that survived one ends here, its
+    output flushed, with the exit code it was about to return."""
+    import os
+    import sys
+
+    from ..runtime.mpi import finalize_would_hang
+
+    e = sys.exc_info()[1]
+    if finalize_would_hang() and (e is None or isinstance(e, SystemExit)):  # (an error is reported first)
+        code = 0 if e is None else (e.code if isinstance(e.code, int) else 1)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _finish(cfg, res, backend):
+    """The run summary and the exit status (rank 0; nothing on a worker rank)."""
     if res is None:  # an MPI worker rank
         return
     m = res.metrics

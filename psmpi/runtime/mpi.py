@@ -396,6 +396,7 @@ class MPITransport(Transport):
     @_failures
     def shrink(self):
         MPI, comm = self.MPI, self.comm
+        _lost_peers()
         comm.Revoke()
         self.comm = comm.Shrink()
         self.comm.Set_errhandler(MPI.ERRORS_RETURN)
@@ -465,12 +466,26 @@ def _master(MPI, comm, cfg, ctl, info, _problems, consts, plan):
     comm = transport.comm
     worker_times = np.zeros((comm.size, len(WORKER_PHASES) + 1))
     if rec.stop != Stop.NO_WORKERS:
-        comm.Gather(np.zeros(len(WORKER_PHASES) + 1), worker_times, root=0)
+        _last_words(MPI, comm, transport.ft, np.zeros(len(WORKER_PHASES) + 1), worker_times)
     per_worker = worker_times[1:][transport.blocks.counts[1:] > 0]
     if not len(per_worker):
         per_worker = np.zeros((1, len(WORKER_PHASES) + 1))
     return result(x, {"workers_mean": dict(zip(WORKER_PHASES, per_worker[:, :-1].mean(axis=0))),
                       "peak_rss_mb": {"master": peak_rss_mb(), "worker_max": float(per_worker[:, -1].max())}})
+
+
+def _last_words(MPI, comm, ft: bool, mine, out):
+    """The workers' timings to the master, the run's last collective.  Under
+    --on-worker-failure continue all ranks then agree that it is over, so no rank
+    leaves (perhaps without MPI_Finalize, see ``finalize_would_hang``) while
+    another still communicates; a failure this late only loses the timings."""
+    try:
+        comm.Gather(mine, out, root=0)
+        if ft:
+            comm.Agree(1)
+    except MPI.Exception:
+        if not ft:
+            raise
 
 
 class WorkerLoop:
@@ -511,7 +526,7 @@ class WorkerLoop:
                 if not self._recover():
                     break
         timings = [sum(w.ctx.timings[k] for w in self.workers) / len(self.workers) for k in WORKER_PHASES]
-        self.comm.Gather(np.array(timings + [peak_rss_mb()]), None, root=0)
+        _last_words(MPI, self.comm, self.ft, np.array(timings + [peak_rss_mb()]), None)
 
     def _receive(self):
         """The control word and x^t; -> (action, round)."""
@@ -553,6 +568,7 @@ class WorkerLoop:
     def _recover(self) -> bool:
         """The worker's side of the driver's ``recover``; False when the run is over."""
         MPI = self.MPI
+        _lost_peers()
         while True:
             try:
                 self.comm.Revoke()
@@ -574,6 +590,22 @@ class WorkerLoop:
                 return True
             except MPI.Exception:
                 continue
+
+
+_peers_lost = False  # this process survived a failure: MPI_Finalize may then wait forever
+
+
+def finalize_would_hang() -> bool:
+    """True after this rank survived another's failure: Open MPI 5's MPI_Finalize then
+    sometimes waits forever on the dead process (its closing PMIx fence; seen about once
+    in 15 runs here, cf. open-mpi/ompi#9434), so the ``psmpi`` command ends such a process
+    with ``os._exit`` once its output is written, without MPI_Finalize."""
+    return _peers_lost
+
+
+def _lost_peers():
+    global _peers_lost
+    _peers_lost = True
 
 
 FAULTS_ENV = "PSMPI_INJECT_FAILURE"
