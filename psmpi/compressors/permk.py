@@ -6,7 +6,7 @@ from .base import Compressor, CompressorError, Setting, register
 from .payload import Permuted
 from .randk import sorted_distinct
 
-MAX_WORKERS = 1 << 24  # n of a PermK message (the decoder draws a permutation of max(d, n) entries)
+MAX_WORKERS = 1 << 20  # n of a PermK message (the decoder draws a permutation of max(d, n) entries)
 EXAMPLE_WORKERS = 4  # n of the test tables' and `bench compress`'s PermK for d >= 4 (2d below: the case n = 2d)
 
 
