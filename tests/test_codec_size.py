@@ -11,6 +11,7 @@ from psmpi.compressors import (
     Empty,
     Natural,
     Quantized,
+    Setting,
     Signs,
     Sparse,
     make_compressor,
@@ -389,3 +390,45 @@ def test_malformed_dithered_and_composed_messages_are_rejected():
     flagged[inner_at + 3] |= 0x80  # the method flag on the inner message
     with pytest.raises(WireError, match="flag"):
         decode(bytes(flagged), d)
+
+
+@pytest.mark.parametrize("d,n", [(100_000, 4), (100_000, 20), (100_003, 20), (1_000_000, 100), (50, 100)])
+def test_permk_message_is_its_values_and_no_indices(d, n):
+    """PermK sends the worker's block of values and the key of the round's permutation,
+    never the indices: within 1.1x of its information content 32 K bits (K values) and
+    at most a 24-byte header more; the master rebuilds the block from the key."""
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal(d)
+    c = make_compressor("permk", d, setting=Setting(workers=n))
+    total = 0
+    for i in (0, n // 2, n - 1):
+        p = c.for_worker(i, 9).compress(x, None)
+        k = p.values.shape[0]
+        msg = encode(p)
+        assert 32 * k / 8 < len(msg) <= 32 * k / 8 + 24, (len(msg), k)
+        assert len(msg) <= 1.1 * 32 * k / 8 or k < 60
+        q = decode(msg, d)
+        assert np.array_equal(q.indices, p.indices) and np.array_equal(q.values, p.values)
+        total += k
+    assert total <= 3 * -(-d // n)  # each a block of at most ceil(d/n) values
+
+
+@pytest.mark.parametrize("rank", [1, 4])
+def test_powersgd_message_is_its_factors_within_1_1_of_their_information_content(rank):
+    """PowerSGD sends P and Q of each compressed block and the rest as it is, with a
+    few bytes of shape per segment: within 1.1x of 32 (sum r (rows + cols) + dense
+    values) bits, and far below the dense vector for a LeNet-like layout."""
+    blocks, off = [], 0
+    for shape in [(6, 1, 5, 5), (6,), (16, 6, 5, 5), (16,), (120, 784), (120,), (84, 120), (84,), (10, 84), (10,)]:
+        blocks.append((off, shape))
+        off += math.prod(shape)
+    d = off
+    c = make_compressor(f"powersgd:{rank}", d, setting=Setting(blocks=tuple(blocks))).for_worker(0, 0)
+    rng = np.random.default_rng(rank)
+    for _ in range(2):  # the first round and a warm-started one
+        p = c.compress(rng.standard_normal(d), rng)
+        values = sum(a.size for f in p.factors for a in f)
+        msg = encode(p)
+        assert 32 * values / 8 < len(msg) <= 1.1 * 32 * values / 8, (len(msg), values)
+        assert len(msg) < 0.1 * 4 * d
+        np.testing.assert_array_equal(decode(msg, d).to_dense(), p.to_dense())

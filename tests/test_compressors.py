@@ -1,7 +1,9 @@
 """Compressors: the class each one declares (contractive with alpha, or unbiased
 with omega) checked statistically on many random vectors, and the registry.
 
-Only the public API is used: ``make_compressor(spec, d, value_dtype)``,
+Only the public API is used: ``make_compressor(spec, d, value_dtype)`` (and
+``example_compressor``, which builds a compressor that needs a run setting --
+permk's workers, powersgd's parameter blocks -- with its example setting),
 ``.compress(x, rng) -> payload``, ``payload.to_dense()``, ``.as_contractive()``.
 
 Statistical checks use fixed seeds (so they are deterministic) and one-sided
@@ -16,15 +18,28 @@ import math
 import numpy as np
 import pytest
 
-from psmpi.compressors import REGISTRY, CompressorError, all_examples, make_compressor
-from psmpi.compressors.payload import Composed, Dithered
+from psmpi.compressors import (REGISTRY, CompressorError, NoConstant, Setting, all_examples, example_compressor,
+                               make_compressor)
+from psmpi.compressors.payload import Composed, Dithered, LowRank, Permuted
 
 DTYPES = (np.float32, np.float64)
 DIMS = (1, 10, 64, 300)  # 300 > 256: sparse indices that do not fit a byte
 Z = 5.5  # standard errors of slack in statistical bounds
-# every registered compressor's example specs (Compressor.examples) and the compositions', by declared class
-UNBIASED_SPECS = tuple(s for s in all_examples() if make_compressor(s, 300).unbiased)
-BIASED_SPECS = tuple(s for s in all_examples() if not make_compressor(s, 300).unbiased)
+
+
+def has_alpha(c) -> bool:
+    try:
+        return c.alpha > 0
+    except NoConstant:
+        return False
+
+
+# every registered compressor's example specs (Compressor.examples) and the compositions', by declared class;
+# biased ones without a known alpha (PowerSGD) apart
+UNBIASED_SPECS = tuple(s for s in all_examples() if example_compressor(s, 300).unbiased)
+BIASED_SPECS = tuple(s for s in all_examples() if not example_compressor(s, 300).unbiased
+                     and has_alpha(example_compressor(s, 300)))
+NO_ALPHA_SPECS = tuple(s for s in all_examples() if s not in UNBIASED_SPECS + BIASED_SPECS)
 
 
 def rounding(dtype) -> float:
@@ -75,12 +90,17 @@ def samples(comp, x, n, seed):
 def test_every_registered_compressor_declares_unbiased_omega_or_contractive_alpha():
     """Every example spec of every registered compressor, and the compositions'."""
     assert {s.partition("+")[0].partition(":")[0] for s in all_examples()} >= set(REGISTRY)
+    assert {s.partition(":")[0] for s in NO_ALPHA_SPECS} == {"powersgd"}  # the one declared without a constant
     for name in all_examples():
-        c = make_compressor(name, 20)
+        c = example_compressor(name, 20)
         if c.unbiased:
             assert c.omega >= 0 and math.isfinite(c.omega), name
             assert not c.as_contractive().unbiased
             assert c.as_contractive().alpha == pytest.approx(1.0 / (c.omega + 1.0))
+        elif name in NO_ALPHA_SPECS:
+            with pytest.raises(NoConstant, match="no known contraction parameter alpha"):
+                c.alpha
+            assert c.as_contractive() is c
         else:
             assert 0.0 < c.alpha <= 1.0, name
             assert c.as_contractive() is c  # a biased compressor is used as is
@@ -125,7 +145,7 @@ def test_biased_compressor_error_is_within_declared_contraction_on_every_vector(
     mean over many draws, within Z standard errors."""
     for d in DIMS:
         for s in specs_for([spec], d):
-            c = make_compressor(s, d, dtype)
+            c = example_compressor(s, d, dtype)
             assert not c.unbiased
             for i, (kind, x) in enumerate(test_vectors(d).items()):
                 nx = float(x @ x)
@@ -219,7 +239,7 @@ def test_unbiased_compressor_has_mean_x_and_variance_within_omega(spec, dtype):
     slack matters there."""
     for d in DIMS:
         for s in specs_for([spec], d):
-            c = make_compressor(s, d, dtype)
+            c = example_compressor(s, d, dtype)
             assert c.unbiased
             n = n_samples(c.omega)
             for i, (kind, x) in enumerate(test_vectors(d).items()):
@@ -239,7 +259,7 @@ def test_unbiased_compressor_made_contractive_meets_alpha_bound(spec, dtype):
     E||C(x) - x||^2 <= (1 - alpha)||x||^2 with alpha = 1/(omega+1)."""
     for d in DIMS:
         for s in specs_for([spec], d):
-            c = make_compressor(s, d, dtype).as_contractive()
+            c = example_compressor(s, d, dtype).as_contractive()
             assert not c.unbiased
             n = n_samples(1.0 / c.alpha - 1.0) // 2
             for i, (kind, x) in enumerate(test_vectors(d, seed=1).items()):
@@ -250,21 +270,21 @@ def test_unbiased_compressor_made_contractive_meets_alpha_bound(spec, dtype):
 
 
 @pytest.mark.parametrize("spec,d", [("randk:8", 64), ("natural", 64), ("qsgd:4", 64), ("natural-dithering:4", 64),
-                                    ("bernoulli:0.5", 64), ("terngrad", 64), ("randk:32+natural", 64)])
+                                    ("bernoulli:0.5", 64), ("terngrad", 64), ("randk:32+natural", 64), ("permk", 64)])
 def test_unbiasedness_check_detects_the_bias_of_a_scaled_compressor(spec, d):
     """The check has power: C/(omega+1) is biased (mean x/(omega+1)) and is
     flagged, even for natural compression where the bias is only 11%."""
-    c = make_compressor(spec, d, np.float64)
+    c = example_compressor(spec, d, np.float64)
     x = test_vectors(d)["gaussian"]
     assert bias_ratio(samples(c, x, 1500, seed=3), x, np.float64) <= BIAS_LIMIT
     assert bias_ratio(samples(c.as_contractive(), x, 1500, seed=3), x, np.float64) > 10 * BIAS_LIMIT
 
 
-@pytest.mark.parametrize("spec", UNBIASED_SPECS + BIASED_SPECS)
+@pytest.mark.parametrize("spec", UNBIASED_SPECS + BIASED_SPECS + NO_ALPHA_SPECS)
 def test_zero_vector_compresses_to_zero(spec):
     d = 16
     for dtype in DTYPES:
-        c = make_compressor(spec, d, dtype)
+        c = example_compressor(spec, d, dtype)
         for comp in (c, c.as_contractive()):
             out = comp.compress(np.zeros(d), np.random.default_rng(0)).to_dense()
             np.testing.assert_array_equal(out, np.zeros(d))
@@ -285,10 +305,11 @@ def test_random_compressor_is_reproducible_from_its_rng(spec):
 def test_values_are_rounded_to_the_wire_dtype(spec):
     """A float32 payload carries float32 numbers; float64 keeps more precision.
     (QSGD carries a norm and integer levels, so norm*level/s need not be a float32;
-    dithering's norm * 2^(u-s) is one.)"""
+    dithering's norm * 2^(u-s) is one; PowerSGD's P Q^T is a sum of products of float32
+    factors, tested on its own.)"""
     d = 32
     x = np.random.default_rng(5).standard_normal(d) / 3.0
-    out32 = make_compressor(spec, d, np.float32).compress(x, np.random.default_rng(0)).to_dense()
+    out32 = example_compressor(spec, d, np.float32).compress(x, np.random.default_rng(0)).to_dense()
     np.testing.assert_array_equal(out32.astype(np.float32).astype(np.float64), out32)
     if spec in ("identity", "topk:100%"):
         out64 = make_compressor(spec, d, np.float64).compress(x, np.random.default_rng(0)).to_dense()
@@ -324,12 +345,16 @@ def test_unknown_compressor_name_is_one_line_error_listing_valid_names(spec):
                                   "natural-dithering:61", "natural-dithering:x", "bernoulli", "bernoulli:0",
                                   "bernoulli:1.5", "bernoulli:-0.1", "terngrad:2", "topk:1+sign", "natural+natural",
                                   "topk:1+natural+qsgd:2", "topk:1+", "+natural", "topk:11+natural", "topk:1+nope",
-                                  "randk:5+randk:6"])
+                                  "randk:5+randk:6", "permk:3", "permk:", "permk", "powersgd", "powersgd:0",
+                                  "powersgd:-1", "powersgd:1.5", "powersgd:x", "powersgd:2", "topk:2+permk",
+                                  "permk+natural"])
 def test_bad_parameter_is_one_line_compressor_error(spec):
     """K <= 0 or K > d (d = 10), malformed parameters, a parameter for a
     compressor that takes none, and a missing one are all refused; so are
     compositions that are not a sparsifier then an unbiased compressor, or
-    whose second part does not fit the K kept values."""
+    whose second part does not fit the K kept values, or that hold a per-worker
+    compressor; permk without the number of workers and powersgd without a
+    neural network's parameter blocks (no run setting) too."""
     with pytest.raises(CompressorError) as ei:
         make_compressor(spec, 10)
     assert "\n" not in str(ei.value) and str(ei.value)
@@ -393,3 +418,209 @@ def test_a_composition_keeps_a_bounded_number_of_inner_compressors():
     for _ in range(50):  # a different K almost every call
         c.compress(rng.standard_normal(10_000), rng)
     assert 0 < len(c._inner) <= c.MAX_CACHED
+
+
+# -------------------------------------------------------------------- PermK ---
+def permk_workers(d, n, dtype=np.float64, seed=0, clock=None, contractive=False):
+    """The n workers' bound copies of one permk compressor, as a run makes them."""
+    c = make_compressor("permk", d, dtype, Setting(workers=n))
+    if contractive:
+        c = c.as_contractive()
+    return [c.for_worker(i, seed, clock) for i in range(n)]
+
+
+@pytest.mark.parametrize("d,n", [(12, 4), (300, 20), (64, 8), (10, 4), (301, 20), (3, 6), (2, 8), (5, 5)])
+def test_permk_mean_of_the_n_workers_outputs_is_x_exactly(d, n):
+    """The correlated property: in one round the blocks of the n workers partition
+    range(d) (d = qn, and d not divisible by n, padded), or (n = qd) every coordinate
+    goes to q workers; so (1/n) sum_i C_i(x) = x for every permutation.  For n a
+    power of two the scaling by n and the division by n are exact in floating
+    point, so the mean is x bit for bit; else within one rounding of x * n."""
+    x = test_vectors(d)["lognormal(3)"]
+    for seed in range(5):
+        outs = [c.compress(x, None) for c in permk_workers(d, n, seed=seed)]
+        assert all(isinstance(p, Permuted) for p in outs)
+        kept = np.concatenate([p.indices for p in outs])
+        if d >= n:
+            assert np.array_equal(np.sort(kept), np.arange(d))  # a partition of the coordinates
+        else:
+            assert np.array_equal(np.bincount(kept, minlength=d), np.full(d, n // d))
+        acc = np.zeros(d)
+        for p in outs:  # the master's aggregation, mean_of
+            p.add_to(acc)
+        acc /= n
+        if n & (n - 1) == 0:
+            np.testing.assert_array_equal(acc, x)
+        else:
+            np.testing.assert_allclose(acc, x, rtol=4 * np.finfo(float).eps, atol=0)
+        # each worker's output alone is not x: the exactness is of the mean
+        assert not np.array_equal(outs[0].to_dense(), x)
+
+
+@pytest.mark.parametrize("d,n,omega", [(100, 4, 3.0), (100, 20, 19.0), (101, 20, 19.0), (20, 20, 19.0), (3, 6, 2.0),
+                                       (1, 5, 0.0)])
+def test_permk_omega_is_n_minus_1_or_d_minus_1_for_n_a_multiple_of_d(d, n, omega):
+    c = make_compressor("permk", d, setting=Setting(workers=n))
+    assert c.unbiased and c.omega == omega
+    assert c.as_contractive().alpha == pytest.approx(1 / (omega + 1))
+
+
+def test_permk_each_worker_is_unbiased_with_variance_exactly_omega():
+    """Over all rounds a worker keeps each coordinate with probability 1/n scaled by n:
+    unbiased, E||C_i(x) - x||^2 = (n - 1)||x||^2 (equality, not just a bound), also
+    with padding (d = 10, n = 4)."""
+    for d, n in ((12, 4), (10, 4)):
+        x = test_vectors(d)["gaussian"]
+        for i, c in enumerate(permk_workers(d, n)):
+            cs = samples(c, x, 6000, seed=0)
+            assert bias_ratio(cs, x, np.float64) <= BIAS_LIMIT
+            errs = np.sum((cs - x) ** 2, axis=1)
+            se = errs.std(ddof=1) / math.sqrt(errs.shape[0])
+            assert abs(errs.mean() - (n - 1) * float(x @ x)) <= Z * se, (d, n, i)
+
+
+def test_permk_permutation_is_shared_per_round_fresh_each_round_and_call_and_survives_skipped_rounds():
+    """The key of a compression is a function of (seed, round, call within the round):
+    workers agree on it without talking; round after round, and a second call in one
+    round, draw new ones; a worker that sat out a round (LAG, partial participation)
+    is still in step; another seed is another permutation."""
+    d, n = 40, 4
+    x = np.arange(1.0, d + 1)
+    clock = {"t": 0}
+    workers = permk_workers(d, n, seed=3, clock=lambda: clock["t"])
+    keys = {}
+    for t in range(4):
+        clock["t"] = t
+        for j, c in enumerate(workers):
+            if t == 2 and j == 1:
+                continue  # worker 1 sits out round 2
+            p = c.compress(x, None)
+            keys.setdefault(t, set()).add(p.key)
+            if t == 3 and j == 0:
+                second = c.compress(x, None)  # a second compression in round 3 (worker 0 only)
+    assert all(len(k) == 1 for k in keys.values())  # one permutation per round, shared
+    assert len(set().union(*keys.values())) == 4  # a new one each round
+    assert second.key not in keys[3]
+    fresh = permk_workers(d, n, seed=3, clock=lambda: 3)[2].compress(x, None)
+    assert fresh.key in keys[3]  # a function of (seed, round, call) alone: a fresh copy agrees
+    assert permk_workers(d, n, seed=4, clock=lambda: 3)[2].compress(x, None).key not in keys[3]
+
+
+def test_permk_made_contractive_sends_its_block_unscaled_and_keeps_its_binding():
+    d, n = 12, 4
+    x = test_vectors(d)["gaussian"]
+    for c in permk_workers(d, n, contractive=True):
+        p = c.compress(x, None)
+        np.testing.assert_allclose(p.values, x[p.indices], rtol=1e-15)  # n * 1/(omega + 1) = 1
+        assert c.alpha == pytest.approx(1 / n)
+
+
+@pytest.mark.parametrize("spec,setting,message", [
+    ("permk", Setting(workers=4), "d=3 < n=4 workers needs n to be a multiple of d"),
+    ("permk:2", Setting(workers=2), "takes no parameter"),
+    ("permk", Setting(), "needs the number of workers"),
+    ("powersgd:2", Setting(workers=4), "powersgd needs a neural-network problem (--problem mlp|cnn|resnet18"),
+    ("powersgd:0", Setting(blocks=((0, (3,)),)), "a rank R >= 1"),
+])
+def test_permk_and_powersgd_refuse_what_they_cannot_run_in_one_line(spec, setting, message):
+    with pytest.raises(CompressorError) as ei:
+        make_compressor(spec, 3, setting=setting)
+    assert message in str(ei.value) and "\n" not in str(ei.value)
+
+
+def test_permk_outside_a_worker_and_a_worker_index_out_of_range_are_refused():
+    c = make_compressor("permk", 8, setting=Setting(workers=2))
+    with pytest.raises(CompressorError, match="worker's own copy"):
+        c.compress(np.ones(8), None)
+    with pytest.raises(CompressorError, match="outside 0..1"):
+        c.for_worker(2, 0)
+
+
+# ----------------------------------------------------------------- PowerSGD ---
+# an MLP-like layout: a 6 x 5 weight, its bias, a conv kernel (4 out, 2 in, 3 x 3) and its bias,
+# a 2 x 2 weight (rank 1 is no cheaper there: sent as it is) and a bias
+LAYOUT = ((0, (6, 5)), (30, (6,)), (36, (4, 2, 3, 3)), (108, (4,)), (112, (2, 2)), (116, (2,)))
+D_LAYOUT = 118
+
+
+def powersgd(rank, dtype=np.float64, blocks=LAYOUT, d=D_LAYOUT):
+    return make_compressor(f"powersgd:{rank}", d, dtype, Setting(blocks=blocks)).for_worker(0, 0)
+
+
+def power_step(m, q):
+    """One step of the paper's power iteration, written out: P = M Q, P = qr(P).Q, Q = M^T P."""
+    p, _ = np.linalg.qr(m @ q)
+    q = m.T @ p
+    return p, q, p @ q.T
+
+
+def matrices(x, rank):
+    """(offset, M) of each parameter with ndim >= 2 as (shape[0], rest) where rank (rows + cols) < rows cols."""
+    out = []
+    for off, shape in LAYOUT:
+        if len(shape) >= 2:
+            rows, cols = shape[0], math.prod(shape[1:])
+            if rank * (rows + cols) < rows * cols:
+                out.append((off, x[off:off + rows * cols].reshape(rows, cols)))
+    return out
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_powersgd_rank_r_reconstruction_and_warm_start_equal_the_numpy_formula(rank):
+    """Round 1 from Q_0 ~ N(0, 1) drawn from the worker's stream (in block order), then
+    round 2 from round 1's Q (the warm start): M_hat = P Q^T with P = qr(M Q).Q and
+    Q = M^T P, computed here independently; vectors, biases and blocks where rank r is
+    no cheaper travel as they are."""
+    c = powersgd(rank)
+    rng = np.random.default_rng(7)
+    x1, x2 = rng.standard_normal(D_LAYOUT), rng.standard_normal(D_LAYOUT)
+    ref_rng = np.random.default_rng(11)
+    qs = [ref_rng.standard_normal((m.shape[1], rank)) for _, m in matrices(x1, rank)]
+    assert len(qs) == 2  # the 6 x 5 weight and the 4 x 18 kernel; not the 2 x 2 weight
+    for x in (x1, x2):
+        out = c.compress(x, np.random.default_rng(11)).to_dense()
+        expected = x.copy()
+        for j, (off, m) in enumerate(matrices(x, rank)):
+            _, qs[j], m_hat = power_step(m, qs[j])
+            expected[off:off + m.size] = m_hat.ravel()
+        np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+        assert not np.allclose(out, x)  # compressed, not the identity
+
+
+def test_powersgd_warm_start_matters_and_its_state_round_trips():
+    """The second round starts from the first round's Q: a fresh copy (new Q_0) gives
+    another result; a copy given the state (what a checkpoint stores) gives the same."""
+    rng = np.random.default_rng(1)
+    x1, x2 = rng.standard_normal(D_LAYOUT), rng.standard_normal(D_LAYOUT)
+    a = powersgd(1)
+    a.compress(x1, np.random.default_rng(0))
+    saved = {k: v.copy() for k, v in a.state_arrays().items()}
+    assert sorted(saved) == ["q0", "q1"] and saved["q1"].shape == (18, 1)
+    warm = a.compress(x2, np.random.default_rng(5)).to_dense()
+    cold = powersgd(1).compress(x2, np.random.default_rng(5)).to_dense()
+    assert not np.allclose(warm, cold)
+    b = powersgd(1)
+    b.restore_arrays(saved)
+    np.testing.assert_array_equal(b.compress(x2, np.random.default_rng(5)).to_dense(), warm)
+
+
+def test_powersgd_each_worker_gets_its_own_copy_and_state():
+    proto = make_compressor("powersgd:1", D_LAYOUT, np.float64, Setting(blocks=LAYOUT))
+    w0, w1 = proto.for_worker(0, 0), proto.for_worker(1, 0)
+    assert w0 is not w1 and w0 is not proto
+    x = np.random.default_rng(2).standard_normal(D_LAYOUT)
+    w0.compress(x, np.random.default_rng(0))
+    assert w0.state_arrays() and not w1.state_arrays() and not proto.state_arrays()
+    stateless = make_compressor("topk:3", D_LAYOUT)
+    assert stateless.for_worker(1, 0) is stateless  # shared: nothing per worker to keep
+
+
+def test_powersgd_sends_factors_not_the_dense_matrices():
+    """Its message: P (rows x r) and Q (cols x r) of each compressed block, the rest as it is;
+    float32 factors, and their product computed in float64 on decoding."""
+    c = powersgd(1, np.float32)
+    p = c.compress(np.random.default_rng(3).standard_normal(D_LAYOUT), np.random.default_rng(0))
+    assert isinstance(p, LowRank)
+    assert p.shapes == ((6, 5, 1), (6, 1, 0), (4, 18, 1), (4 + 4 + 2, 1, 0))  # bias, 2 x 2 weight, bias in one
+    sent = sum(a.size for f in p.factors for a in f)
+    assert sent == 6 + 5 + 6 + 4 + 18 + 10 and all(a.dtype == np.float32 for f in p.factors for a in f)

@@ -237,3 +237,49 @@ def test_ef21_pp_constants_are_the_minimum_over_s_and_rho(alpha, p):
     if p == 1.0:
         theta_, beta_ = 1 - np.sqrt(q), q / (1 - np.sqrt(q))
         assert got == pytest.approx(beta_ / theta_, rel=1e-6)
+
+
+def test_a_theory_step_or_default_that_needs_an_unknown_alpha_is_a_one_line_error():
+    """PowerSGD has no contraction alpha: with known smoothness constants, --gamma theory
+    of a method whose step uses alpha is refused in one line, and an explicit step runs
+    with no theory step on record; a default that is alpha (3PCv5's p) is refused too."""
+    from psmpi.runtime.common import Constants, plan_run
+
+    blocks, consts = ((0, (3, 4)),), Constants(1.0, 1.0, [1.0, 1.0])
+    for method in ("ef21", "ef14", "clag"):
+        cfg = make_config({"method": method, "compressor": "powersgd:1", "workers": 2})
+        with pytest.raises(ConfigError) as ei:
+            plan_run(cfg, 12, consts, blocks)
+        assert str(ei.value) == ("--gamma theory: powersgd:1 has no known contraction parameter alpha (biased, "
+                                 "no guarantee), so theory gives no step: pass --gamma STEP")
+        cfg = make_config({"method": method, "compressor": "powersgd:1", "workers": 2, "gamma": 0.1})
+        plan = plan_run(cfg, 12, consts, blocks)
+        assert plan.gamma_theory is None and plan.hp.gamma == 0.1
+    cfg = make_config({"method": "3pcv5", "compressor": "powersgd:1", "workers": 2, "gamma": 0.1})
+    with pytest.raises(MethodError, match="--p defaults to a constant of the compressor"):
+        plan_run(cfg, 12, consts, blocks)
+    cfg = make_config({"method": "3pcv5", "compressor": "powersgd:1", "workers": 2, "gamma": 0.1, "p": 0.5})
+    assert plan_run(cfg, 12, consts, blocks).hp.p == 0.5
+
+
+def test_theory_that_assumes_independent_compressors_refuses_the_correlated_permk():
+    """DCGD's, DIANA's and MARINA's steps use omega/n, which holds for independent
+    compressors; PermK's are correlated across workers: --gamma theory is refused in one
+    line (an explicit step runs, with no theory step on record).  EF21 needs each worker's
+    compressor contractive on its own (C/n for PermK): its theory step stands."""
+    from psmpi.methods.base import ef21_gamma
+    from psmpi.runtime.common import Constants, plan_run
+
+    consts = Constants(2.0, 3.0, [3.0] * 4)
+    for method in ("dcgd", "diana", "marina"):
+        assert REGISTRY[method].independent_compressors
+        cfg = make_config({"method": method, "compressor": "permk", "workers": 4})
+        with pytest.raises(MethodError) as ei:
+            plan_run(cfg, 12, consts)
+        assert "assumes independent compressors and permk is correlated across workers" in str(ei.value)
+        assert "\n" not in str(ei.value)
+        plan = plan_run(make_config({"method": method, "compressor": "permk", "workers": 4, "gamma": 0.1}), 12, consts)
+        assert plan.gamma_theory is None and plan.hp.gamma == 0.1
+        assert plan_run(make_config({"method": method, "compressor": "randk:3", "workers": 4}), 12, consts).hp.gamma > 0
+    plan = plan_run(make_config({"method": "ef21", "compressor": "permk", "workers": 4}), 12, consts)
+    assert plan.hp.gamma == pytest.approx(ef21_gamma(2.0, 3.0, 1 / 4))  # alpha of C/(omega + 1) = 1/n

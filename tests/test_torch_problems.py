@@ -289,3 +289,81 @@ def test_a_model_with_buffers_is_refused_in_one_line():
     with pytest.raises(ConfigError, match="buffers .*running_mean.* are state outside the parameter vector"):
         FlatModel(with_running_stats, (1, 8, 8), 10)
     FlatModel("resnet18:width=4,norm=batch", (3, 32, 32), 10)  # batch statistics only: no buffers
+
+
+# ----------------------------------------------------------------- PowerSGD ---
+PSMPI_TRAIN = [sys.executable, "-m", "psmpi", "train"]
+MLP_POWERSGD = ["--problem", "mlp", "--dataset", "digits", "--method", "ef14", "--compressor", "powersgd:2",
+                "--gamma", "0.5", "--batch-size", "16", "--eval-every", "5", "--quiet", "--workers", "3", "--seed", "2"]
+
+
+def test_parameter_blocks_are_each_parameters_offset_and_shape_in_x():
+    pytest.importorskip("torch")
+    p = problem("cnn")
+    params = list(p.model.module.parameters())
+    assert [shape for _, shape in p.param_blocks] == [tuple(q.shape) for q in params]
+    for (off, shape), q in zip(p.param_blocks, params):
+        np.testing.assert_array_equal(p.model.x[off:off + q.numel()], q.detach().numpy().ravel())
+    assert p.param_blocks[-1][0] + int(np.prod(p.param_blocks[-1][1])) == p.dim
+
+
+def test_powersgd_checkpoint_holds_each_workers_q_and_resume_is_exact(tmp_path):
+    """Checkpoint at round 20, resume to 30: equal to the uninterrupted run bit for bit,
+    which needs every worker's warm-started Q back (a fresh Q_0 gives another run)."""
+    pytest.importorskip("torch")
+    from psmpi.results import read_result
+
+    full, part = tmp_path / "full.h5", tmp_path / "part.h5"
+    subprocess.run(PSMPI_TRAIN + MLP_POWERSGD + ["--iters", "30", "--out", str(full)], check=True, cwd=ROOT)
+    subprocess.run(PSMPI_TRAIN + MLP_POWERSGD + ["--iters", "25", "--checkpoint-every", "20", "--out", str(part)],
+                   check=True, cwd=ROOT)
+    subprocess.run(PSMPI_TRAIN + MLP_POWERSGD + ["--iters", "30", "--out", str(part), "--resume"], check=True, cwd=ROOT)
+    a, b = read_result(str(full)), read_result(str(part))
+    assert np.array_equal(a.x, b.x)
+    for k in ("loss", "grad_norm_sq", "bytes_up"):
+        assert np.array_equal(a.metrics[k], b.metrics[k]), k
+
+
+def test_powersgd_workers_each_have_their_own_copy_in_the_serial_runtime():
+    """The serial runtime builds every worker's context from one plan: a stateful
+    compressor must not be shared (one Q per worker), a stateless one may be."""
+    pytest.importorskip("torch")
+    from psmpi.api import make_config
+    from psmpi.runtime.common import UNKNOWN, describe_data, local_problem, make_workers, plan_run
+
+    for spec, shared in (("powersgd:1", False), ("topk:5", True)):
+        cfg = make_config({"problem": "mlp", "dataset": "digits", "method": "ef14", "compressor": spec,
+                           "gamma": 0.1, "workers": 3})
+        info = describe_data(cfg)
+        plan = plan_run(cfg, info.dim, UNKNOWN, info.model.blocks)
+        workers = make_workers(cfg, plan, {i: local_problem(cfg, info, i) for i in range(3)})
+        comps = [w.ctx.compressor for w in workers]
+        assert (len({id(c) for c in comps}) == 1) == shared, spec
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset", "breast-cancer", "--compressor", "powersgd:2"],
+     "powersgd needs a neural-network problem (--problem mlp|cnn|resnet18|module:factory)"),
+    (["--problem", "mlp", "--dataset", "digits", "--compressor", "powersgd:2"],
+     "--problem mlp has no smoothness constant, so theory gives no step: pass --gamma STEP"),
+    (["--problem", "mlp", "--dataset", "digits", "--compressor", "powersgd:2", "--method", "3pcv5", "--gamma", "0.1"],
+     "--p defaults to a constant of the compressor, but powersgd:2 has no known contraction parameter alpha"),
+    (["--problem", "mlp", "--dataset", "digits", "--compressor", "powersgd:0", "--gamma", "0.1"],
+     "powersgd needs a rank R >= 1"),
+    (["--problem", "mlp", "--dataset", "digits", "--method", "3pcv4", "--compressor2", "powersgd:2", "--gamma", "0.1"],
+     "--compressor2: powersgd can only be the main --compressor"),
+    (["--problem", "mlp", "--dataset", "digits", "--method", "dcgd", "--compressor", "powersgd:2", "--gamma", "0.1"],
+     None),
+])
+def test_powersgd_where_it_cannot_run_is_one_line_with_exit_2(tmp_path, args, message):
+    """PowerSGD needs parameter shapes; it has no alpha (a default or a theory step that
+    needs one is refused); it is the main compressor only.  DCGD runs it (any C)."""
+    pytest.importorskip("torch")
+    proc = subprocess.run(PSMPI_TRAIN + args + ["--iters", "2", "--quiet", "--workers", "2", "--out",
+                                                str(tmp_path / "o.h5")], capture_output=True, text=True, cwd=ROOT)
+    if message is None:
+        assert proc.returncode == 0, proc.stderr
+        return
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr

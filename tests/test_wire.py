@@ -16,13 +16,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from psmpi.compressors import COMPOSITION_EXAMPLES, Composed, Dense, Dithered, Empty, Sparse, make_compressor
+from psmpi.compressors import (COMPOSITION_EXAMPLES, Composed, Dense, Dithered, Empty, LowRank, Permuted, Sparse,
+                               example_compressor, make_compressor)
 from psmpi.wire import WireError, decode, encode
 
 DTYPES = (np.float32, np.float64)
 SPECS = ("identity", "topk:1", "topk:10%", "topk:100%", "randk:3", "randk:50%", "sign", "natural", "qsgd:1",
          "qsgd:4", "qsgd:255", "qsgd:256", "qsgd:65535", "natural-dithering:1", "natural-dithering:4",
-         "natural-dithering:60", "bernoulli:0.01", "bernoulli:0.5", "bernoulli:1", "terngrad") + COMPOSITION_EXAMPLES
+         "natural-dithering:60", "bernoulli:0.01", "bernoulli:0.5", "bernoulli:1", "terngrad", "permk", "powersgd:1",
+         "powersgd:3") + COMPOSITION_EXAMPLES
 DIMS = (1, 3, 8, 255, 256, 257, 70000)  # around every index-width boundary the codec may use
 
 
@@ -36,7 +38,7 @@ def payload(spec, d, dtype, seed=0, contractive=False):
     name, _, p = first.partition(":")
     if name in ("topk", "randk") and not p.endswith("%") and int(p) > d:
         spec = f"{name}:{d}{plus}{second}"
-    c = make_compressor(spec, d, dtype)
+    c = example_compressor(spec, d, dtype)  # permk: worker 0 of 4; powersgd: a sqrt(d) x sqrt(d) matrix and a bias
     if contractive:
         c = c.as_contractive()
     return c.compress(vector(d, seed), np.random.default_rng(seed))
@@ -69,7 +71,7 @@ def test_round_trip_reproduces_every_compressor_payload_exactly(spec, dtype):
 
 
 @pytest.mark.parametrize("spec", ["identity", "topk:2", "sign", "natural", "qsgd:4", "natural-dithering:3", "terngrad",
-                                  "bernoulli:0.5", "topk:4+natural"])
+                                  "bernoulli:0.5", "topk:4+natural", "permk", "powersgd:1"])
 def test_method_flag_bit_survives_the_round_trip(spec):
     p = dataclasses.replace(payload(spec, 20, np.float32), flag=True)
     q = decode(encode(p), 20)
@@ -113,7 +115,8 @@ def test_dense_message_costs_at_least_its_values():
 def valid_messages():
     out = []
     for spec in ("identity", "topk:1", "topk:3", "randk:2", "sign", "natural", "qsgd:4",  # topk:1: its own decoder path
-                 "natural-dithering:3", "terngrad", "bernoulli:0.5", "topk:5+natural", "topk:5+natural-dithering:2"):
+                 "natural-dithering:3", "terngrad", "bernoulli:0.5", "topk:5+natural", "topk:5+natural-dithering:2",
+                 "permk", "powersgd:1"):
         for dtype in DTYPES:
             out.append((spec, dtype, 20, encode(payload(spec, 20, dtype))))
     out.append(("empty", np.float32, 20, encode(Empty(20))))
@@ -275,3 +278,47 @@ def test_composed_payloads_that_break_the_rules_are_refused():
     _refused(Composed(10, np.array([1, 2]), Dense(np.ones(2, np.float32), True)), 10)  # inner flag
     nested = Composed(2, np.array([0, 1]), inner)
     _refused(Composed(10, np.array([1, 2]), nested), 10)  # composed inside composed
+
+
+def test_permk_payloads_that_break_the_rules_are_refused():
+    """n = 0, an index outside 0..n-1, d < n with n not a multiple of d, a key beyond 64 bits,
+    or a number of values that is not the block's."""
+    v4 = np.ones(4, np.float32)
+    for d, n, index, key, vals in ((8, 0, 0, 5, v4), (8, 2, 2, 5, v4), (3, 4, 0, 5, np.ones(1, np.float32)),
+                                   (8, 2, 0, 1 << 64, v4), (8, 2, 0, 5, np.ones(3, np.float32))):
+        _refused(Permuted(d, n, index, key, np.arange(vals.shape[0]), vals), d)
+    for bad in (np.nan, np.inf):
+        _refused(Permuted(8, 2, 1, 5, np.arange(4), np.array([1, 2, bad, 4], np.float32)), 8)
+
+
+def test_permk_message_whose_header_miscounts_the_block_is_rejected():
+    """d = 10 among n = 4 workers: blocks of 1 to 3 coordinates (padding to 12); the count
+    in the header must be the block's, so moving a value between messages cannot pass."""
+    msgs = [encode(example_compressor("permk", 10, np.float32, index=i).compress(vector(10), None))
+            for i in range(4)]
+    assert sum(decode(m, 10).values.shape[0] for m in msgs) == 10
+    for m in msgs:
+        k = m[5]  # count: one-byte varints d=10 at byte 4, then K
+        assert 1 <= k <= 3
+        for wrong in {1, 2, 3} - {k}:
+            bad = bytearray(m)
+            bad[5] = wrong
+            with pytest.raises(WireError):
+                decode(bytes(bad + b"\0" * 4 * (wrong - k)) if wrong > k else bytes(bad[:len(bad) - 4 * (k - wrong)]),
+                       10)  # the body holds as many values as the header says: only the block size can tell
+
+
+def test_lowrank_payloads_that_break_the_rules_are_refused():
+    """Segments that do not cover d, a rank above min(rows, cols), factors of the wrong shape,
+    no segment at all, non-finite values."""
+    f32 = np.float32
+    p = np.ones((3, 1), f32)
+    q = np.ones((4, 1), f32)
+    _refused(LowRank(13, ((3, 4, 1),), ((p, q),)), 13)  # covers 12 of 13
+    _refused(LowRank(12, ((3, 4, 4),), ((np.ones((3, 4), f32), np.ones((4, 4), f32)),)), 12)  # rank > 3
+    _refused(LowRank(12, ((3, 4, 1),), ((p, np.ones((5, 1), f32)),)), 12)  # Q of 5 rows
+    _refused(LowRank(12, ((3, 4, 1),), ((p,),)), 12)  # one factor for a low-rank segment
+    _refused(LowRank(12, (), ()), 12)
+    _refused(LowRank(12, ((3, 4, 1),), ((p, np.full((4, 1), np.nan, f32)),)), 12)
+    ok = LowRank(14, ((3, 4, 1), (2, 1, 0)), ((p, q), (np.ones(2, f32),)))
+    np.testing.assert_array_equal(decode(encode(ok), 14).to_dense(), np.ones(14))

@@ -9,12 +9,16 @@ x) and, for TopK, selected with ``numpy.argpartition(numpy.abs(x), d - K)``
 to the copy, the speed-up over argpartition and whether both return the same
 set.  With CuPy and a device the GPU path is measured too (TopK by radix
 select, scaled sign by the sign-packing kernel; copy = ``cupy.copy``).
+Compressors that need a run setting run with their example one
+(:func:`psmpi.compressors.example_compressor`): permk as worker 0 of 4 (it
+keeps d/4 coordinates; each of the n workers draws the round's permutation),
+powersgd:1 on the vector as one matrix of about sqrt(d) x sqrt(d).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..compressors import REGISTRY, example_specs, make_compressor
+from ..compressors import REGISTRY, example_compressor, example_specs
 from .common import (
     Column,
     available_memory,
@@ -63,7 +67,7 @@ def _cpu_rows(x, specs, fractions, repeat, warmup, budget_s, seed):
         name = spec.partition(":")[0] if "+" not in spec else spec
         for frac in fractions if _at_every_fraction(spec) else [None]:
             full = f"{name}:{percent(frac)}" if frac is not None else spec
-            comp = make_compressor(full, d)
+            comp = example_compressor(full, d)  # permk: worker 0 of 4; powersgd: one sqrt(d) x sqrt(d) matrix
             rng = np.random.default_rng(seed)
             fns = {"copy": lambda: np.copy(x), "compress": lambda: comp.compress(x, rng)}
             k = getattr(comp, "k", None)
@@ -122,7 +126,7 @@ def run_compress_bench(sizes=(10**5, 10**6, 10**7, 10**8), fractions=(0.001, 0.0
 
     specs = list(specs) if specs else default_specs()
     for s in specs:
-        make_compressor(f"{s.partition(':')[0]}:1" if _at_every_fraction(s) else s, 10)  # validate
+        example_compressor(f"{s.partition(':')[0]}:1" if _at_every_fraction(s) else s, 10)  # validate
     if device not in ("auto", "cpu", "gpu"):
         raise ValueError(f"unknown device {device!r} (auto, cpu, gpu)")
     if device == "gpu" and not has_gpu():

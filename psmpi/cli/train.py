@@ -65,7 +65,8 @@ def _method_help() -> str:
 def _compressor_help() -> str:
     from ..compressors import REGISTRY
 
-    return (f"NAME[:PARAM], NAME one of {', '.join(REGISTRY)} (e.g. topk:1, topk:1%, randk:5, qsgd:4), or A+B: "
+    names = ", ".join(f"{name} ({cls.constant})" if cls.constant else name for name, cls in REGISTRY.items())
+    return (f"NAME[:PARAM], NAME one of {names} (e.g. topk:1, topk:1%, randk:5, qsgd:4, powersgd:2), or A+B: "
             "a sparsifier, then an unbiased compressor on the kept values (e.g. topk:1%+natural)  "
             "[default: topk:1; identity for uncompressed methods; randk:1 for methods that need an unbiased C]")
 

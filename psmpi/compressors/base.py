@@ -1,7 +1,9 @@
 """Compressor base class and the registry that maps spec strings to classes."""
 from __future__ import annotations
 
+import copy
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,6 +42,23 @@ class CompressorError(PsmpiError, ValueError):
     """A compressor spec that cannot be built (unknown name, bad parameter)."""
 
 
+class NoConstant(CompressorError, NotImplementedError):
+    """A compressor whose class constant (alpha) is not known: PowerSGD, biased with no
+    contraction guarantee.  A method that needs the constant (its theory step, a
+    default) turns this into its own one-line error."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a run tells a compressor besides d: ``workers`` n (PermK splits the
+    coordinates among them) and ``blocks``, the ``(offset, shape)`` of each
+    parameter of a neural network in the flat vector (PowerSGD); None where the
+    run has none."""
+
+    workers: int | None = None
+    blocks: tuple | None = None
+
+
 def register(cls):
     REGISTRY[cls.name] = cls
     return cls
@@ -61,12 +80,18 @@ class Compressor:
     sparsifier = False  # compress() returns a Sparse payload: can be the first part of a composition 'A+B'
     examples: tuple[str, ...] = ()  # specs the test tables and `bench compress` use (default: the name)
     device_native = False  # compress() takes device arrays (else a worker on a GPU compresses a host copy)
+    per_worker = False  # each worker needs its own bound copy (for_worker): a correlated or stateful compressor
+    correlated = False  # the workers' copies are not independent (PermK): theory that assumes they are does not hold
+    constant = ""  # its alpha or omega in words, for --help
+    _binding = None  # (index, seed, clock) of a bound copy
 
-    def __init__(self, d: int, param: str | None = None, value_dtype=np.float32, scale: float = 1.0):
+    def __init__(self, d: int, param: str | None = None, value_dtype=np.float32, scale: float = 1.0,
+                 setting: Setting | None = None):
         self.d = int(d)
         self.value_dtype = np.dtype(value_dtype)
         self.param = param
         self.scale = float(scale)  # applied to the output; 1/(omega+1) makes an unbiased C contractive
+        self.setting = Setting() if setting is None else setting
         self.setup(param)
 
     def setup(self, param):
@@ -88,6 +113,36 @@ class Compressor:
     def compress(self, x: np.ndarray, rng: np.random.Generator) -> Payload:
         raise NotImplementedError
 
+    # one copy per worker -----------------------------------------------------
+    def for_worker(self, index: int, seed: int, clock=None) -> "Compressor":
+        """The compressor worker ``index`` runs with: this one (shared by every
+        worker) unless the class is ``per_worker``; then a copy bound by
+        :meth:`bind` to the worker, the run's ``seed`` (the same on every
+        worker) and ``clock``, a function giving the current round."""
+        if not self.per_worker:
+            return self
+        out = copy.copy(self)
+        out._binding = (index, seed, clock)
+        out.bind(index, seed, clock)
+        return out
+
+    def bind(self, index: int, seed: int, clock) -> None:
+        """Set up a per-worker copy (see :meth:`for_worker`)."""
+
+    def state_arrays(self) -> dict:
+        """The state a per-worker copy keeps from round to round, as named arrays
+        (a checkpoint stores them; PowerSGD's warm-started Q)."""
+        return {}
+
+    def restore_arrays(self, arrays: dict) -> None:
+        """Set the state :meth:`state_arrays` gave (a resumed run)."""
+
+    @classmethod
+    def example_setting(cls, d: int) -> Setting | None:
+        """The run setting the test tables and ``psmpi bench compress`` build this
+        compressor with at dimension d (None: it needs none)."""
+        return None
+
     def fused_ef_step(self, device, target, g, value_dtype):
         """The error-feedback step of the EF21 family, c = C(target - g) and
         g += c (in place), as one fused kernel on ``device``
@@ -106,9 +161,9 @@ class Compressor:
         """
         if not self.unbiased or self.scale != 1.0:
             return self
-        out = type(self)(self.d, self.param, self.value_dtype, scale=1.0 / (self.omega + 1.0))
+        out = type(self)(self.d, self.param, self.value_dtype, scale=1.0 / (self.omega + 1.0), setting=self.setting)
         out.unbiased = False
-        return out
+        return out if self._binding is None else out.for_worker(*self._binding)
 
     def wire_values(self, v: np.ndarray) -> np.ndarray:
         if self.scale != 1.0:
@@ -169,8 +224,8 @@ def compressor_class(spec: str) -> type[Compressor]:
     return cls
 
 
-def build(spec: str, d: int, value_dtype=np.float32, scale: float = 1.0) -> Compressor:
+def build(spec: str, d: int, value_dtype=np.float32, scale: float = 1.0, setting: Setting | None = None) -> Compressor:
     """One compressor ``NAME[:PARAM]`` (``topk:5``, ``topk:1%``, ``qsgd:4``) for dimension d
     (``psmpi.compressors.make_compressor`` also builds compositions ``A+B``)."""
     _, colon, param = str(spec).strip().partition(":")
-    return compressor_class(spec)(d, param if colon else None, value_dtype, scale)
+    return compressor_class(spec)(d, param if colon else None, value_dtype, scale, setting)

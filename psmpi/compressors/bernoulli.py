@@ -14,6 +14,7 @@ class Bernoulli(Compressor):
     values); information content log2 C(d, K) + 32 K bits (float32 values)."""
 
     name = "bernoulli"
+    constant = "unbiased, omega = 1/P - 1"
     unbiased = True
     deterministic = False
     takes_param = True

@@ -17,6 +17,10 @@ def split_spec(spec: str) -> tuple[str, str]:
     if len(parts) != 2 or not all(parts):
         raise CompressorError(f"a composition is two compressors 'A+B', e.g. 'topk:1%+natural' (got '{spec}')")
     a, b = (compressor_class(p) for p in parts)
+    for c in (a, b):
+        if c.per_worker:
+            raise CompressorError(f"'{c.name}' cannot be part of a composition (each worker runs its own copy); "
+                                  f"use it alone (got '{spec}')")
     if not a.sparsifier:
         sparsifiers = ", ".join(n for n, c in sorted(REGISTRY.items()) if c.sparsifier)
         raise CompressorError(f"the first compressor of '{spec}' must be a sparsifier ({sparsifiers})")

@@ -7,6 +7,7 @@ class Identity(Compressor):
     """No compression: C(x) = x (alpha = 1, omega = 0). Sent as a dense vector."""
 
     name = "identity"
+    constant = "alpha = 1, omega = 0"
     examples = ("identity",)
     unbiased = True
     device_native = True

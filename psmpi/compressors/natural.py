@@ -80,6 +80,7 @@ class NaturalCompression(Compressor):
     """
 
     name = "natural"
+    constant = "unbiased, omega = 1/8"
     unbiased = True
     deterministic = False
 

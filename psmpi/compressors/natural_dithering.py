@@ -48,6 +48,7 @@ class NaturalDithering(Compressor):
     """
 
     name = "natural-dithering"
+    constant = "unbiased, omega = 1/8 + min(sqrt(d)/2^(S-1), d/2^(2(S-1)))"
     unbiased = True
     deterministic = False
     takes_param = True

@@ -189,3 +189,51 @@ class Composed(Payload):
         if weight != 1.0:
             v = np.float64(weight) * v
         out[_like(out, self.indices)] += v
+
+
+# ------------------------------------------------------------------ PermK ---
+@dataclass(frozen=True)
+class Permuted(Payload):
+    """PermK's message: worker ``index`` of ``n`` keeps the block ``indices``
+    (increasing) of the coordinates that the permutation drawn from ``key``
+    gives it (:func:`psmpi.compressors.permk.permk_block`), carrying ``values``.
+    Only n, index, key and the values travel: the block follows from
+    (d, n, index, key)."""
+
+    d: int
+    n: int
+    index: int
+    key: int  # uint64: the round's permutation
+    indices: np.ndarray
+    values: np.ndarray
+    flag: bool = False  # method-defined bit (MARINA full sync, EF21+ replace)
+
+    def add_to(self, out, weight=1.0):
+        v = _like(out, self.values)
+        if weight != 1.0:
+            v = np.float64(weight) * v
+        out[_like(out, self.indices)] += v
+
+
+# --------------------------------------------------------------- PowerSGD ---
+@dataclass(frozen=True)
+class LowRank(Payload):
+    """Consecutive segments covering [0, d), ``shapes[j] = (rows, cols, rank)``:
+    a segment of rank 0 is sent as it is (``factors[j] = (values,)``, rows *
+    cols of them); one of rank R > 0 is the rows x cols block M (row-major)
+    approximated by P Q^T, ``factors[j] = (P, Q)`` of shapes (rows, R) and
+    (cols, R) (PowerSGD)."""
+
+    d: int
+    shapes: tuple
+    factors: tuple
+    flag: bool = False  # method-defined bit (MARINA full sync, EF21+ replace)
+
+    def dense_values(self):
+        parts = []
+        for (rows, cols, rank), f in zip(self.shapes, self.factors):
+            if rank == 0:
+                parts.append(np.asarray(f[0], np.float64))
+            else:
+                parts.append((np.asarray(f[0], np.float64) @ np.asarray(f[1], np.float64).T).ravel())
+        return np.concatenate(parts)

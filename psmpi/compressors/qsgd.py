@@ -71,6 +71,7 @@ class QSGD(Compressor):
     """
 
     name = "qsgd"
+    constant = "unbiased, omega = min(d/S^2, sqrt(d)/S)"
     examples = ("qsgd:4", "qsgd:1", "qsgd:300")
     unbiased = True
     deterministic = False

@@ -47,6 +47,7 @@ class RandK(Compressor):
     faster for a large K)."""
 
     name = "randk"
+    constant = "unbiased, omega = d/K - 1"
     examples = ("randk:1", "randk:10%", "randk:50%", "randk:100%")
     sparsifier = True
     unbiased = True

@@ -13,6 +13,7 @@ class ScaledSign(Compressor):
     """
 
     name = "sign"
+    constant = "contractive, alpha >= 1/d"
     device_native = True
 
     @property

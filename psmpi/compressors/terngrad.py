@@ -24,6 +24,7 @@ class TernGrad(Compressor):
     """
 
     name = "terngrad"
+    constant = "unbiased, omega = (sqrt(d) - 1)/2"
     unbiased = True
     deterministic = False
 

@@ -16,6 +16,7 @@ class TopK(Compressor):
     the whole EF21 step (:meth:`fused_ef_step`)."""
 
     name = "topk"
+    constant = "contractive, alpha = K/d"
     examples = ("topk:1", "topk:10%", "topk:50%", "topk:100%")
     sparsifier = True
     takes_param = True

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import Device, is_device_array
-from ..compressors import Compressor, Dense, Empty, Payload, Sparse, check_spec
+from ..compressors import Compressor, Dense, Empty, NoConstant, Payload, Sparse, check_spec
 from ..compressors.payload import to_host
 from ..errors import MethodError
 
@@ -415,6 +415,7 @@ class Method:
     stochastic_sibling: str | None = None  # the minibatch version of an exact-gradient method
     theory = ""  # one line: the step 'theory' uses, and its source
     resync = ""  # one line: how the aggregate is rebuilt after a worker failure ('': continue is refused)
+    independent_compressors = False  # the theory step assumes the workers' compressors independent (omega/n)
 
     # declarations -----------------------------------------------------------
     @classmethod
@@ -475,7 +476,11 @@ class Method:
             elif p.default is not None or comp is None:
                 out[p.name] = p.default
             else:
-                out[p.name] = self.default(p.name, comp)
+                try:
+                    out[p.name] = self.default(p.name, comp)
+                except NoConstant as e:
+                    raise MethodError(f"method '{self.name}': {p.flag} defaults to a constant of the compressor, "
+                                      f"but {e}: pass {p.flag}") from None
         return out
 
     def check(self, hp: "Hyper") -> None:
@@ -498,6 +503,14 @@ class Method:
         """A second compressor the method declares (kind 'compressor'): by default
         used as it is; a method that needs a class of compressor checks it here."""
         return comp
+
+    def theory_step(self, consts, comp: Compressor, hp: Hyper) -> float:
+        """:meth:`theory_gamma`, unless its theory assumes independent compressors and
+        ``comp`` is correlated across workers (PermK): then NoTheory."""
+        if self.independent_compressors and comp.correlated:
+            raise NoTheory(f"method '{self.name}': its theory step assumes independent compressors and "
+                           f"{comp.spec} is correlated across workers, so theory gives no step: pass --gamma")
+        return self.theory_gamma(consts, comp, hp)
 
     # the algorithm (each method file writes these) ---------------------------
     def theory_gamma(self, consts, comp: Compressor, hp: Hyper) -> float:

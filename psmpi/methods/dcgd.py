@@ -26,6 +26,7 @@ class DCGD(Method):
     compressors = "any"
     params = batch_params("full")
     theory = "unbiased C: 1/(L(1 + omega/n)); biased C: theory gives none, 1/L (GD's step) is used"
+    independent_compressors = True  # omega/n: the n compressors drawn independently
 
     def theory_gamma(self, c, comp, hp):
         if not comp.unbiased:

@@ -48,6 +48,7 @@ class DIANA(Method):
         return 1.0 / (comp.omega + 1.0) if name == "shift_step" else super().default(name, comp)
 
     theory = "1/(10 L sqrt(1 + omega/n)(omega + 2)), Horvath et al. 2019 Theorem 4 (m = 1)"
+    independent_compressors = True  # omega/n: the n compressors drawn independently
 
     def theory_gamma(self, c, comp, hp):
         return 1.0 / (10.0 * c.L * math.sqrt(1.0 + comp.omega / hp.n) * (comp.omega + 2.0))

@@ -88,6 +88,7 @@ class MARINA(Method):
     compressors = "unbiased"
     params = (P,)
     theory = "1/(L + L~ sqrt((1-p) omega/(p n))), MARINA Theorem 2.1 as refined by the 3PC paper"
+    independent_compressors = True  # omega/n: the n compressors drawn independently
 
     def default(self, name, comp):
         return 1.0 / (comp.omega + 1.0) if name == "p" else super().default(name, comp)

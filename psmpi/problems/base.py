@@ -31,6 +31,7 @@ class LocalProblem:
     dim: int  # length of x
     rows: int  # number of local samples
     reg_curvature: float = 0.0
+    param_blocks: tuple | None = None  # a neural network's (offset, shape) of each parameter in x (PowerSGD)
 
     def value_and_grad(self, x: np.ndarray) -> tuple[float, np.ndarray]:
         raise NotImplementedError

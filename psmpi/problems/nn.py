@@ -236,6 +236,7 @@ class FlatModel:
     ``x`` (numpy, float32, length ``dim``) is the parameter vector and ``g``
     the gradient vector; both share memory with the module.  ``x0`` is a
     copy of the initial parameters (float32), a function of ``seed`` only.
+    ``blocks`` holds each parameter's ``(offset, shape)`` in x, in order.
 
     The module may hold no buffers (BatchNorm's running statistics, ...): they
     would be state outside x, updated by every gradient in whichever process
@@ -258,14 +259,16 @@ class FlatModel:
         self.dim = sum(p.numel() for p in params)
         self.flat = torch.empty(self.dim, dtype=torch.float32)
         self.flat_grad = torch.zeros(self.dim, dtype=torch.float32)
-        off = 0
+        off, blocks = 0, []
         for p in params:
             n = p.numel()
+            blocks.append((off, tuple(p.shape)))
             view = self.flat[off:off + n].view_as(p)
             view.copy_(p.detach())
             p.data = view
             p.grad = self.flat_grad[off:off + n].view_as(p)
             off += n
+        self.blocks = tuple(blocks)
         self.x = self.flat.numpy()
         self.g = self.flat_grad.numpy()
         self.x0 = self.x.copy()
@@ -351,6 +354,7 @@ class NNProblem(LocalProblem):
         else:
             self.model = FlatModel(model, self.input_shape, n_classes, seed, threads)
         self.dim = self.model.dim
+        self.param_blocks = self.model.blocks
         self.weight_decay = float(weight_decay)
         self.reg_curvature = self.weight_decay
         self.grad_dtype = np.dtype(grad_dtype)

@@ -6,8 +6,9 @@ and the byte counters.  Resuming from it replays rounds t, t+1, ... exactly as
 the uninterrupted run would (bit for bit; only ``wall_time`` differs).
 
 Worker states travel (under MPI) and are stored as ``.npz`` blobs of plain
-arrays (no pickle): the state's dataclass name, its array fields, and the
-bit-generator states as JSON.
+arrays (no pickle): the state's dataclass name, its array fields, the state a
+per-worker compressor keeps (PowerSGD's Q) and the bit-generator states as
+JSON.
 """
 from __future__ import annotations
 
@@ -31,14 +32,17 @@ def _json_array(obj) -> np.ndarray:
     return np.frombuffer(json.dumps(obj).encode(), dtype=np.uint8)
 
 
-def pack_state(obj, **extra) -> bytes:
-    """A dataclass of arrays (and None) as npz bytes; ``extra`` are JSON-able values.
-    ``obj`` None (no state yet: a checkpoint before the first round) is kept as None."""
+def pack_state(obj, named=None, **extra) -> bytes:
+    """A dataclass of arrays (and None) as npz bytes; ``named``: more arrays by name
+    (a compressor's state); ``extra`` are JSON-able values.  ``obj`` None (no state
+    yet: a checkpoint before the first round) is kept as None."""
     arrays = {"__class__": _json_array("" if obj is None else f"{type(obj).__module__}:{type(obj).__qualname__}")}
     for f in dataclasses.fields(obj) if obj is not None else ():
         v = getattr(obj, f.name)
         if v is not None:
             arrays[f"f.{f.name}"] = np.asarray(v)
+    for k, v in (named or {}).items():
+        arrays[f"a.{k}"] = np.asarray(v)
     for k, v in extra.items():
         arrays[f"x.{k}"] = _json_array(v)
     buf = io.BytesIO()
@@ -47,10 +51,11 @@ def pack_state(obj, **extra) -> bytes:
 
 
 def unpack_state(blob: bytes):
-    """-> (state object, extra dict)"""
+    """-> (state object, extra dict); the named arrays are ``extra['named']``."""
     with np.load(io.BytesIO(bytes(blob)), allow_pickle=False) as z:
         name = json.loads(z["__class__"].tobytes())
         extra = {k[2:]: json.loads(z[k].tobytes()) for k in z.files if k.startswith("x.")}
+        extra["named"] = {k[2:]: z[k].copy() for k in z.files if k.startswith("a.")}
         if not name:
             return None, extra
         module, qual = name.split(":")
@@ -63,12 +68,13 @@ def unpack_state(blob: bytes):
 def pack_worker(ctx, state) -> bytes:
     if not ctx.device.on_host and state is not None:
         state = replace_arrays(state, ctx.device.to_host)
-    return pack_state(state, rng=ctx.rng.bit_generator.state, common=ctx.common.bit_generator.state,
-                      samples=ctx.samples)
+    return pack_state(state, ctx.compressor.state_arrays(), rng=ctx.rng.bit_generator.state,
+                      common=ctx.common.bit_generator.state, samples=ctx.samples)
 
 
 def restore_worker(ctx, blob: bytes):
     state, extra = unpack_state(blob)
+    ctx.compressor.restore_arrays(extra["named"])
     ctx.rng.bit_generator.state = extra["rng"]
     ctx.common.bit_generator.state = extra["common"]
     ctx.samples = extra["samples"]

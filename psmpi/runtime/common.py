@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..backend import get_device
-from ..compressors import make_compressor
+from ..compressors import NoConstant, Setting, compressor_class, make_compressor
 from ..config import TrainConfig, checkpoint_path
 from ..data import class_labels, load_shard, open_dataset
 from ..errors import ConfigError, MethodError, Stop
@@ -218,12 +218,14 @@ class Plan:
     gamma_theory: float
 
 
-def plan_run(cfg: TrainConfig, d: int, consts: Constants) -> Plan:
+def plan_run(cfg: TrainConfig, d: int, consts: Constants, blocks=None) -> Plan:
     """Method, compressor and hyper-parameters, including the step size used;
-    the method's resolved parameters are written back to ``cfg.params``."""
+    the method's resolved parameters are written back to ``cfg.params``.
+    ``blocks``: a neural network's parameter blocks (``(offset, shape)`` each), for powersgd."""
     method = get_method(cfg.method)
     try:
-        comp = method.prepare_compressor(make_compressor(cfg.compressor, d, cfg.value_dtype))
+        comp = method.prepare_compressor(make_compressor(cfg.compressor, d, cfg.value_dtype,
+                                                         Setting(cfg.workers, blocks)))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     cfg.params = method.resolve(cfg.params, comp)
@@ -231,16 +233,22 @@ def plan_run(cfg: TrainConfig, d: int, consts: Constants) -> Plan:
     method.check(hp)
     for p in method.params:  # second compressors, built for the dimension (the config keeps the spec)
         if p.kind == "compressor":
+            spec = cfg.params[p.name]
             try:
-                setattr(hp, p.name, method.prepare_second(p.name, make_compressor(cfg.params[p.name], d,
-                                                                                   cfg.value_dtype)))
+                if "+" not in spec and compressor_class(spec).per_worker:
+                    raise ConfigError(f"{spec.partition(':')[0]} can only be the main --compressor (each worker "
+                                      f"runs its own copy of it)")
+                setattr(hp, p.name, method.prepare_second(p.name, make_compressor(spec, d, cfg.value_dtype)))
             except ValueError as e:
                 raise ConfigError(f"{p.flag}: {e}") from None
     if cfg.gamma == "theory":
         if not consts.known:
             raise ConfigError(f"--problem {cfg.problem} has no smoothness constant, so theory gives no step: "
                               f"pass --gamma STEP")
-        theory = step = method.theory_gamma(consts, comp, hp)
+        try:
+            theory = step = method.theory_step(consts, comp, hp)
+        except NoConstant as e:
+            raise ConfigError(f"--gamma theory: {e}, so theory gives no step: pass --gamma STEP") from None
     else:
         theory, step = _try_theory(method, consts, comp, hp), float(cfg.gamma)
     hp.gamma = step * cfg.gamma_factor
@@ -250,8 +258,8 @@ def plan_run(cfg: TrainConfig, d: int, consts: Constants) -> Plan:
 def _try_theory(method, consts, comp, hp):
     """The theoretical step for the record when an explicit step is used (None if theory gives none)."""
     try:
-        return method.theory_gamma(consts, comp, hp) if consts.known else None
-    except MethodError:
+        return method.theory_step(consts, comp, hp) if consts.known else None
+    except (MethodError, NoConstant):
         return None
 
 
@@ -260,10 +268,13 @@ def make_context(cfg, plan: Plan, index: int, problem) -> WorkerContext:
     after the constants were computed on the host."""
     try:
         device = get_device(cfg.device)
-        return WorkerContext(index, problem, plan.compressor, worker_rng(cfg.seed, index), common_rng(cfg.seed),
-                             plan.hp, cfg.value_dtype, device)
+        ctx = WorkerContext(index, problem, plan.compressor, worker_rng(cfg.seed, index), common_rng(cfg.seed),
+                            plan.hp, cfg.value_dtype, device)
     except (NotImplementedError, RuntimeError) as e:
         raise ConfigError(f"--device {cfg.device}: {e}") from None
+    # its own copy of a per-worker compressor (PermK's block, PowerSGD's state); the round is the context's
+    ctx.compressor = plan.compressor.for_worker(index, cfg.seed, lambda: ctx.round)
+    return ctx
 
 
 def make_workers(cfg, plan: Plan, problems: dict):

@@ -207,7 +207,7 @@ def _setup(MPI, comm, cfg):
 def _plan(MPI, comm, cfg, info, consts):
     error = plan = None
     try:
-        plan = plan_run(cfg, info.dim, consts)
+        plan = plan_run(cfg, info.dim, consts, None if info.model is None else info.model.blocks)
     except ValueError as e:
         error = e
     _agree(MPI, comm, error)

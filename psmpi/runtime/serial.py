@@ -61,7 +61,7 @@ def _run(cfg, problems, ctl):
                           lambda: sum_in_order((p.hbound_dense() for p in problems), n),
                           lambda v: sum_in_order((p.hbound_matvec(v) for p in problems), n)),
         [p.local_smoothness() for p in problems])
-    plan = plan_run(cfg, d, consts)
+    plan = plan_run(cfg, d, consts, getattr(problems[0], "param_blocks", None))
     workers = make_workers(cfg, plan, dict(enumerate(problems)))
     classifier = all(type(p).correct is not LocalProblem.correct for p in problems)
     rec = make_recorder(cfg, n, info, sum(p.rows for p in problems) if classifier else None)

@@ -1,17 +1,18 @@
 """The message codec: every worker message becomes bytes here and back.
 
-Layout (little endian), wire version 3 (version 2 plus the kinds 6 and 7)::
+Layout (little endian), wire version 4 (version 3 plus the kinds 8 and 9;
+version 3 added 6 and 7 to version 2)::
 
     byte 0      magic 0xEF
-    byte 1      version (3)
+    byte 1      version (4)
     byte 2      kind: 0 empty, 1 dense, 2 sparse, 3 signs, 4 natural, 5 quantized,
-                6 dithered, 7 composed
+                6 dithered, 7 composed, 8 permk, 9 lowrank
     byte 3      value dtype code (bits 0-3: 1 float32, 2 float64; 0 for composed)
                 | index encoding << 4 (bits 4-6, sparse only, else 0)
                 | method flag << 7
     varint      d, the dimension
     varint      count: nonzeros K (sparse, composed), levels s (quantized,
-                dithered), else 0
+                dithered), values K (permk), segments (lowrank), else 0
     body        kind specific, below
 
 Sparse body: the support (indices, strictly increasing, in [0, d)) in one of
@@ -60,6 +61,20 @@ message on the K kept values): the support as a subset section of [0, d)
 message's encodings take about half a bit more per index), then a complete
 message of dimension K (any kind but composed; method flag 0).
 
+PermK body: varint n (workers), varint the worker index, the 64-bit key of
+the round's permutation (uint64), then the K values of the worker's block in
+increasing order of coordinate; no indices: the decoder rebuilds the block
+from (d, n, index, key) as the compressor did
+(:func:`psmpi.compressors.permk.permk_block`) and checks that it has K
+coordinates.  Information content 32 K bits; the rest is about 20 bytes.
+
+Lowrank body (PowerSGD): for each of the count segments, in order, varints
+rows, cols and rank (the segments' rows x cols sum to d; rank 0: sent as it
+is; else 1 <= rank <= min(rows, cols)); then, segment by segment, the values:
+rows x cols of them for rank 0, else P (rows x rank) and Q (cols x rank),
+row-major.  Information content 32 (sum rank (rows + cols) + dense values)
+bits; the segment heads add a few bytes each.
+
 ``decode`` validates everything it reads: magic, version, kind, dtype,
 encoding, sizes against the buffer length, indices in [0, d) and strictly
 increasing, the number of set bits, zero padding, finite values.  A malformed
@@ -78,17 +93,21 @@ from ..compressors.payload import (
     Dense,
     Dithered,
     Empty,
+    LowRank,
     Natural,
     Payload,
+    Permuted,
     Quantized,
     Signs,
     Sparse,
 )
+from ..compressors.permk import MAX_WORKERS as MAX_PERMK_WORKERS
+from ..compressors.permk import permk_block
 from ..errors import PsmpiError
 
 MAGIC = 0xEF
-VERSION = 3
-EMPTY, DENSE, SPARSE, SIGNS, NATURAL, QUANTIZED, DITHERED, COMPOSED = range(8)
+VERSION = 4
+EMPTY, DENSE, SPARSE, SIGNS, NATURAL, QUANTIZED, DITHERED, COMPOSED, PERMK, LOWRANK = range(10)
 SUBSET_BITMAP, SUBSET_RICE, SUBSET_RICE_COMPLEMENT = range(3)
 _DTYPES = {1: np.dtype("<f4"), 2: np.dtype("<f8")}
 _DTYPE_CODES = {np.dtype(np.float32): 1, np.dtype(np.float64): 2}
@@ -467,6 +486,80 @@ def _encode_composed(p: Composed, flag: bool) -> bytes:
     return b"".join((_header(COMPOSED, 0, p.d, k, flag), encode_subset(idx, p.d), encode(p.inner)))
 
 
+def _valid_permk(d: int, n: int, index: int) -> bool:
+    return 1 <= n <= MAX_PERMK_WORKERS and 0 <= index < n and (d >= n or n % d == 0)
+
+
+def _encode_permk(p: Permuted, vc: int, flag: bool) -> bytes:
+    vals = np.asarray(p.values)
+    if not _valid_permk(p.d, p.n, p.index) or not 0 <= p.key < 1 << 64 or vals.shape != np.shape(p.indices) \
+            or vals.ndim != 1:
+        raise WireError("permk payload: 1 <= n, index < n, d >= n or n a multiple of d, a 64-bit key, one value per "
+                        "coordinate of the block")
+    return b"".join((_header(PERMK, vc, p.d, vals.shape[0], flag), _varint(p.n), _varint(p.index),
+                     int(p.key).to_bytes(8, "little"), vals.astype(_DTYPES[vc], copy=False).tobytes()))
+
+
+def _decode_permk(body, d: int, count: int, vdt, flag: bool) -> Permuted:
+    n, pos = _read_varint(body, 0)
+    index, pos = _read_varint(body, pos)
+    if not _valid_permk(d, n, index):
+        raise WireError(f"bad permk message: worker {index} of {n}, d={d}")
+    _need(body.shape[0] - pos, 8 + count * vdt.itemsize)
+    key = int.from_bytes(body[pos:pos + 8].tobytes(), "little")
+    idx = permk_block(d, n, index, key)[0]
+    if idx.shape[0] != count:
+        raise WireError(f"permk block of {idx.shape[0]} coordinates, header says {count} values")
+    vals = _finite(body[pos + 8:].view(vdt), "value").astype(vdt.newbyteorder("="))
+    return Permuted(d, n, index, key, idx, vals, flag)
+
+
+def _encode_lowrank(p: LowRank, vc: int, flag: bool) -> bytes:
+    heads, values, total = [], [], 0
+    for (rows, cols, rank), f in zip(p.shapes, p.factors):
+        shapes = [(rows * cols,)] if rank == 0 else [(rows, rank), (cols, rank)]
+        if rows < 1 or cols < 1 or not 0 <= rank <= min(rows, cols) or len(f) != len(shapes) \
+                or any(np.shape(a) != s for a, s in zip(f, shapes)):
+            raise WireError("lowrank payload: segments (rows, cols, rank) with rank <= min(rows, cols) and factors "
+                            "of their shapes")
+        heads.append(_varint(rows) + _varint(cols) + _varint(rank))
+        values += [np.asarray(a).astype(_DTYPES[vc], copy=False).tobytes() for a in f]
+        total += rows * cols
+    if total != p.d or len(p.shapes) != len(p.factors) or not p.shapes:
+        raise WireError(f"lowrank payload: segments cover {total} of d={p.d} coordinates")
+    return b"".join([_header(LOWRANK, vc, p.d, len(p.shapes), flag)] + heads + values)
+
+
+def _decode_lowrank(body, d: int, count: int, vdt, flag: bool) -> LowRank:
+    if not 1 <= count <= d:
+        raise WireError(f"lowrank message with {count} segments, d={d}")
+    shapes, pos, total, nvals = [], 0, 0, 0
+    for _ in range(count):
+        rows, pos = _read_varint(body, pos)
+        cols, pos = _read_varint(body, pos)
+        rank, pos = _read_varint(body, pos)
+        total += rows * cols
+        if rows < 1 or cols < 1 or rank > min(rows, cols) or total > d:
+            raise WireError(f"bad lowrank segment {rows} x {cols} of rank {rank}")
+        shapes.append((rows, cols, rank))
+        nvals += rows * cols if rank == 0 else rank * (rows + cols)
+    if total != d:
+        raise WireError(f"lowrank segments cover {total} of d={d} coordinates")
+    _need(body.shape[0] - pos, nvals * vdt.itemsize)
+    vals = _finite(body[pos:].view(vdt), "value").astype(vdt.newbyteorder("="))
+    factors, at = [], 0
+    for rows, cols, rank in shapes:
+        if rank == 0:
+            factors.append((vals[at:at + rows * cols],))
+            at += rows * cols
+        else:
+            p = vals[at:at + rows * rank].reshape(rows, rank)
+            at += rows * rank
+            factors.append((p, vals[at:at + cols * rank].reshape(cols, rank)))
+            at += cols * rank
+    return LowRank(d, tuple(shapes), tuple(factors), flag)
+
+
 def _index_encoding(index_encoding, d: int, k: int) -> int:
     if index_encoding is None:
         return best_encoding(d, k)
@@ -536,6 +629,10 @@ def encode(p: Payload, index_encoding: str | int | None = None) -> bytes:
         return _encode_dithered(p, _value_code(p.norm), flag)
     if isinstance(p, Composed):
         return _encode_composed(p, flag)
+    if isinstance(p, Permuted):
+        return _encode_permk(p, _value_code(p.values), flag)
+    if isinstance(p, LowRank):
+        return _encode_lowrank(p, _value_code(p.factors[0][0]) if p.factors else 1, flag)
     raise WireError(f"cannot encode {type(p).__name__}")
 
 
@@ -609,6 +706,10 @@ def decode(buf, d_expected: int | None = None) -> Payload:
 
     if kind == DITHERED:
         return _decode_dithered(body, d, count, vdt, flag)
+    if kind == PERMK:
+        return _decode_permk(body, d, count, vdt, flag)
+    if kind == LOWRANK:
+        return _decode_lowrank(body, d, count, vdt, flag)
     if kind != QUANTIZED and kind != SPARSE and count:
         raise WireError(f"nonzero count {count} on a message of kind {kind}")
     if kind == DENSE:
