@@ -85,6 +85,7 @@ class Checkpoint:
     bytes_down: int
     elapsed: float
     bytes_by_worker: np.ndarray
+    bytes_down_opening: int = 0  # what the round's opening broadcast (a downlink method does not send it again)
 
 
 def write_checkpoint(path, cfg, t, x, mstate, worker_blobs, rec):
@@ -96,6 +97,7 @@ def write_checkpoint(path, cfg, t, x, mstate, worker_blobs, rec):
             f.attrs["round"] = t
             f.attrs["config"] = json.dumps(cfg.to_dict(), sort_keys=True)
             f.attrs["bytes_down"] = rec.bytes_down
+            f.attrs["bytes_down_opening"] = rec.opening_down
             f.attrs["elapsed"] = rec.elapsed()
             f.create_dataset("x", data=x)
             f.create_dataset("bytes_by_worker", data=rec.bytes_by_worker)
@@ -137,4 +139,5 @@ def read_checkpoint(path, cfg) -> Checkpoint:
         blobs = [f["workers"][str(i)][()].tobytes() for i in range(len(f["workers"]))]
         metrics = {k: f["metrics"][k][()] for k in f["metrics"]}
         return Checkpoint(int(f.attrs["round"]), f["x"][()], master, blobs, metrics, int(f.attrs["bytes_down"]),
-                          float(f.attrs["elapsed"]), f["bytes_by_worker"][()])
+                          float(f.attrs["elapsed"]), f["bytes_by_worker"][()],
+                          int(f.attrs.get("bytes_down_opening", 0)))

@@ -12,7 +12,11 @@ the master and the workers:
 Round t (x = x^t):
 
 1. decide: checkpoint now? stop on a signal? evaluate?  ``transport.open_round``
-   tells the workers;
+   tells the workers and gives them x^t, or, for a method with a compressed
+   downlink (``method.downlink``, EF21-BC), the master's encoded message of the
+   previous round, which each worker decodes and applies to its own copy of the
+   model (x^t itself goes down only at round 0 and, uncounted like the
+   evaluation traffic, on evaluation rounds);
 2. checkpoint: every worker's state blob, written with the master state;
 3. evaluate: exact f(x^t) and ||grad f(x^t)||^2 from the workers' (f_i, grad f_i),
    summed in worker order; stop at the last round, at --tol, on divergence or
@@ -20,7 +24,13 @@ Round t (x = x^t):
 4. the workers' messages (``Worker.round``: the method's step, encoded), the
    bytes counted;
 5. the master decodes each message (validated) and aggregates in worker order:
-   mstate.x is x^{t+1}.
+   mstate.x is x^{t+1}; a downlink method's master also returns its message,
+   encoded here and broadcast when round t+1 opens.
+
+``bytes_down`` counts what each round's opening broadcast for the n workers:
+x^t (d float64 values), or the downlink message's encoded size (x^0 at round 0);
+a checkpoint keeps that count of its round, so a resumed run counts as the
+uninterrupted one.
 
 Both transports call the same :class:`Worker` and :func:`master_round`, so for
 the same seed the iterates are the same bit for bit.
@@ -56,10 +66,13 @@ class Worker:
         self.state = None
 
     def round(self, x, t: int) -> bytes:
-        """The worker's part of round t: the method's step at x^t, encoded."""
+        """The worker's part of round t: the method's step at x^t (a downlink method's
+        own copy of it after round 0), encoded."""
         ctx = self.ctx
         ctx.round = t
         t0 = time.perf_counter()
+        if self.method.downlink and t > 0:
+            x = self.method.worker_model(self.state)  # the broadcast x is not there (or only for evaluation)
         x = ctx.at(x, t)  # on the worker's device
         if t == 0:
             self.state, payload = self.method.worker_init(ctx, x)
@@ -72,6 +85,13 @@ class Worker:
         msg = encode(payload if ctx.device.on_host else to_host(payload, ctx.device.to_host))
         ctx.timings["encode"] += time.perf_counter() - t1
         return msg
+
+    def receive(self, payload, t: int) -> None:
+        """A downlink method: the master's message opening round t, applied to this worker's state."""
+        self.ctx.round = t
+        t0 = time.perf_counter()
+        self.state = self.method.worker_receive(self.ctx, self.state, payload)
+        self.ctx.timings["step"] += time.perf_counter() - t0
 
     def evaluate(self, x, t: int):
         """(f_i(x^t), grad f_i(x^t) on the host, exact; the samples the steps used so far;
@@ -89,7 +109,8 @@ class Worker:
 
 def master_round(method, hp, mstate, x: np.ndarray, messages, t: int, d: int):
     """Decode the n messages (validated) and aggregate in worker order; a worker
-    that sent nothing (it sat the round out) gives None."""
+    that sent nothing (it sat the round out) gives None.  -> the master state (a
+    downlink method: the state and the message to broadcast)."""
     payloads = []
     for i, m in enumerate(messages):
         if not len(m):
@@ -131,8 +152,11 @@ class Transport:
 
     n: int
 
-    def open_round(self, t: int, x, evaluate: bool, action: int) -> None:
-        """Tell the workers what round t holds (and give them x^t)."""
+    def open_round(self, t: int, x, evaluate: bool, action: int, down: bytes | None = None,
+                   send_x: bool = True) -> None:
+        """Tell the workers what round t holds and give them x^t (when ``send_x``) and
+        the master's encoded downlink message (``down``, a downlink method's; None:
+        nothing to apply)."""
 
     def states(self) -> list:
         """Every worker's state blob, in worker order."""
@@ -160,10 +184,17 @@ class Transport:
 def drive(plan, transport: Transport, rec, ctl, x, mstate, start: int, iters: int):
     """The rounds start..iters on the master; -> (x, mstate) at the end."""
     hp, method, d = plan.hp, plan.method, x.shape[0]
+    down = None  # a downlink method's encoded message for the next round's opening
     for t in range(start, iters + 1):
         action = ctl.action(t, start)
         evaluate = rec.should_eval(t) or action == STOP
-        transport.open_round(t, x, evaluate, action)
+        send_x = not method.downlink or t == 0 or evaluate  # a downlink method's x: round 0, evaluations
+        transport.open_round(t, x, evaluate, action, down, send_x)
+        if not method.downlink or t == 0:
+            rec.opening_down = transport.n * x.nbytes
+        elif down is not None:  # (None: the first round after a resume; the checkpoint kept its count)
+            rec.opening_down = transport.n * len(down)
+        down = None
         if action != CONTINUE:
             ctl.checkpoint(t, x, mstate, transport.states(), rec)
             if action == CHECKPOINT:
@@ -185,10 +216,15 @@ def drive(plan, transport: Transport, rec, ctl, x, mstate, start: int, iters: in
             ctl.maybe_flush(x)
         rec.start()
         messages, total = transport.messages(t, x)
-        rec.add_round(t, [len(m) for m in messages], transport.n * x.nbytes)
+        rec.add_round(t, [len(m) for m in messages], rec.opening_down)
         t0 = time.perf_counter()
         try:
             mstate = master_round(method, hp, mstate, x, messages, t, d)
+            if method.downlink:
+                mstate, msg = mstate
+                if not np.all(np.isfinite(mstate.x)):  # a non-finite message would fail on every worker
+                    raise Diverged(f"diverged at round {t}: the master's iterate is not finite")
+                down = encode(msg)
         except Diverged as e:
             rec.set_stop(Stop.DIVERGED, str(e))
             transport.abandon()

@@ -21,6 +21,12 @@ even when a rank hosts several), ``bytes_down`` the bytes of x for the n
 workers; control words, evaluation and set-up traffic are not counted, as in
 the serial runtime.
 
+A method with a compressed downlink (EF21-BC) opens its rounds differently
+(:class:`MPIDownlinkTransport`, :func:`_open_downlink`): a longer control word
+carrying the size of the master's encoded message, then the message's bytes
+(``bytes_down`` counts them for the n workers), then x only at round 0 (counted)
+and on evaluation rounds (not counted).
+
 Failure: set-up errors are agreed on collectively (one line from the lowest
 failing rank, exit code 2); an exception on any rank during the run prints one
 line from that rank and aborts the whole world (``MPI_Abort``), so no rank is
@@ -37,6 +43,7 @@ import numpy as np
 from ..config import TrainConfig
 from ..errors import ConfigError
 from ..problems.base import DENSE_EIG_MAX
+from ..wire import decode
 from .checkpoint import read_checkpoint
 from .common import (UNKNOWN, WORKER_PHASES, Control, constants_from, describe_data, global_smoothness, hosted,
                      initial_point, local_problem, make_recorder, make_result, make_workers, peak_rss_mb, plan_run,
@@ -46,6 +53,7 @@ from .driver import CONTINUE, Transport, drive
 TAG_EVAL, TAG_CURV = 11, 12
 T, EVAL, ACTION, NCTRL = 0, 1, 2, 3  # control word fields: round, evaluate?, action (exact in float64)
 END = 3  # ACTION: stop now, the round is abandoned (the run diverged)
+SIZE, SEND_X, NCTRL_DOWN = 3, 4, 5  # a downlink method's control word adds: message bytes, x follows?
 
 
 class SetupFailed(SystemExit):
@@ -262,7 +270,7 @@ class MPITransport(Transport):
         self.evalbufs = {r: np.empty((int(c), d + 3)) for r, c in enumerate(self.blocks.counts) if c}
         self.timing = {"bcast": 0.0, "eval": 0.0, "gather": 0.0}
 
-    def open_round(self, t, x, evaluate, action):
+    def open_round(self, t, x, evaluate, action, down=None, send_x=True):
         t0 = time.perf_counter()
         self.ctrl[T], self.ctrl[EVAL], self.ctrl[ACTION] = t, evaluate, action
         self.comm.Bcast(self.buf, root=0)
@@ -300,10 +308,53 @@ class MPITransport(Transport):
         return self.x
 
 
+class MPIDownlinkTransport(MPITransport):
+    """Rank 0's side for a method with a compressed downlink: each round opens with a
+    Bcast of [control word, message size, x follows?], then one of the message's
+    bytes (when there is one), then one of x (round 0 and evaluation rounds)."""
+
+    def __init__(self, MPI, comm, n, d, buf):
+        super().__init__(MPI, comm, n, d, buf)
+        self.dctrl = np.zeros(NCTRL_DOWN)
+
+    def open_round(self, t, x, evaluate, action, down=None, send_x=True):
+        t0 = time.perf_counter()
+        c = self.dctrl
+        c[T], c[EVAL], c[ACTION], c[SIZE], c[SEND_X] = t, evaluate, action, 0 if down is None else len(down), send_x
+        self.comm.Bcast(c, root=0)
+        if down is not None:
+            self.comm.Bcast(np.frombuffer(bytearray(down), dtype=np.uint8), root=0)  # (a writable copy)
+        if send_x:
+            self.comm.Bcast(self.x, root=0)
+        self.timing["bcast"] += time.perf_counter() - t0
+
+    def abandon(self):
+        self.dctrl[ACTION], self.dctrl[SIZE], self.dctrl[SEND_X] = END, 0, 0
+        self.comm.Bcast(self.dctrl, root=0)
+
+
+def _open_downlink(comm, dctrl, ctrl, x, workers, d):
+    """A worker rank's side of :meth:`MPIDownlinkTransport.open_round`: the control
+    word into ``ctrl``; the master's message, decoded once, applied by each hosted
+    worker; x received into ``x`` when it is sent."""
+    comm.Bcast(dctrl, root=0)
+    ctrl[:] = dctrl[:NCTRL]
+    if int(dctrl[ACTION]) == END:
+        return
+    if dctrl[SIZE]:
+        raw = np.empty(int(dctrl[SIZE]), dtype=np.uint8)
+        comm.Bcast(raw, root=0)
+        payload = decode(raw, d)
+        for w in workers:
+            w.receive(payload, int(dctrl[T]))
+    if dctrl[SEND_X]:
+        comm.Bcast(x, root=0)
+
+
 def _master(MPI, comm, cfg, ctl, info, _problems, consts, plan):
     n, d = cfg.workers, info.dim
     buf = np.empty(NCTRL + d)  # control word + x, one Bcast a round
-    transport = MPITransport(MPI, comm, n, d, buf)
+    transport = (MPIDownlinkTransport if plan.method.downlink else MPITransport)(MPI, comm, n, d, buf)
     x = transport.x
     x[:] = initial_point(cfg, d, info)
     rec = make_recorder(cfg, n, info, info.dataset.n_rows if info.classifier else None)
@@ -351,14 +402,18 @@ def _worker(MPI, comm, cfg, info, problems, consts, plan):
     buf = np.empty(NCTRL + d)
     ctrl, x = buf[:NCTRL], buf[NCTRL:]
     dev_buf = None
-    if cfg.cuda_aware:  # MPI writes [control + x] straight into device memory
+    downlink = plan.method.downlink
+    dctrl = np.zeros(NCTRL_DOWN) if downlink else None
+    if cfg.cuda_aware and not downlink:  # MPI writes [control + x] straight into device memory
         dev = workers[0].ctx.device
         dev_buf = dev.asarray(buf)
         x = dev_buf[NCTRL:]
     go = np.zeros(1, dtype=np.int64)
     evalbuf = np.empty((len(workers), d + 3))  # per worker: f_i, samples used, rows right (-1: none), grad f_i
     while True:
-        if dev_buf is None:
+        if downlink:
+            _open_downlink(comm, dctrl, ctrl, x, workers, d)
+        elif dev_buf is None:
             comm.Bcast(buf, root=0)
         else:
             dev.synchronize()  # no kernel may still be reading x
