@@ -43,10 +43,11 @@ class EF21BC(Method):
     "EF21 with bells & whistles", Algorithm EF21-BC):
 
     init:    g~_i^0 = grad f_i(x^0), sent dense;  g^0 = g~^0 = (1/n) sum_i g~_i^0, broadcast dense
-    master:  g~^{t+1} = g~^t + (1/n) sum_i c_i^t;  b^{t+1} = C_M(g~^{t+1} - g^t);  g^{t+1} = g^t + b^{t+1};
-             x^{t+1} = x^t - gamma g^t (as every worker does);  broadcast b^{t+1}
-    worker:  on receiving b: g^{t+1} = g^t + b;  w^{t+1} = w^t - gamma g^{t+1}  (w is x, bit for bit)
-             c_i^t = C_w(grad f_i(w^t) - g~_i^t);  g~_i^{t+1} = g~_i^t + c_i^t;  send c_i^t
+    master:  x^{t+1} = x^t - gamma g^t;  g~^{t+1} = g~^t + (1/n) sum_i c_i^t;
+             b^{t+1} = C_M(g~^{t+1} - g^t);  g^{t+1} = g^t + b^{t+1};  broadcast b^{t+1}
+    worker:  w^{t+1} = w^t - gamma g^t, its own copy of x^{t+1} (equal bit for bit);
+             c_i^t = C_w(grad f_i(w^{t+1}) - g~_i^t);  g~_i^{t+1} = g~_i^t + c_i^t;  send c_i^t;
+             on receiving b^{t+1}: g^{t+1} = g^t + b^{t+1}  (and then the next w step)
 
     C_w is --compressor, C_M --downlink-compressor, both contractive (an unbiased one
     scaled by 1/(omega+1)); a random C_M draws from the master's own stream of the round,

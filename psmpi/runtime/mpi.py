@@ -324,9 +324,12 @@ class MPIDownlinkTransport(MPITransport):
         self.comm.Bcast(c, root=0)
         if down is not None:
             self.comm.Bcast(np.frombuffer(bytearray(down), dtype=np.uint8), root=0)  # (a writable copy)
+        t1 = time.perf_counter()
+        self.timing["bcast"] += t1 - t0
         if send_x:
             self.comm.Bcast(self.x, root=0)
-        self.timing["bcast"] += time.perf_counter() - t0
+            # x^0 is round 0's downlink; later x goes down for the evaluation only (its time is the evaluation's)
+            self.timing["bcast" if t == 0 else "eval"] += time.perf_counter() - t1
 
     def abandon(self):
         self.dctrl[ACTION], self.dctrl[SIZE], self.dctrl[SEND_X] = END, 0, 0
