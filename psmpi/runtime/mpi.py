@@ -25,7 +25,8 @@ A method with a compressed downlink (EF21-BC) opens its rounds differently
 (:class:`MPIDownlinkTransport`, :func:`_open_downlink`): a longer control word
 carrying the size of the master's encoded message, then the message's bytes
 (``bytes_down`` counts them for the n workers), then x only at round 0 (counted)
-and on evaluation rounds (not counted).
+and on evaluation rounds (not counted); both arrive in host buffers (--cuda-aware
+does not change that path).
 
 Failure: set-up errors are agreed on collectively (one line from the lowest
 failing rank, exit code 2); an exception on any rank during the run prints one
