@@ -34,7 +34,7 @@ def needs(points) -> list:
 def test_there_is_a_config_per_published_experiment():
     names = {c.stem for c in CONFIGS}
     assert {"ef21_vs_ef14", "beznosikov", "ef21_sgd_divergence", "ef21_sgdm_batch", "ef21_sgdm_workers",
-            "clag_vs_lag_vs_ef21"} <= names
+            "clag_vs_lag_vs_ef21", "bw_ef21_pp", "bw_ef21_bc", "3pc"} <= names
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.stem)

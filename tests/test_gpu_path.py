@@ -122,7 +122,8 @@ def test_softmax_on_the_gpu_is_refused_in_one_line(tmp_path, emulated):
 CASES = [("ef21", "topk:2"), ("ef21", "randk:3"), ("ef21-sgdm", "topk:2"), ("ef21-sgd2m", "sign"),
          ("ef21-sgd", "topk:3"), ("ef14", "topk:2"), ("clag", "topk:2"), ("lag", "identity"),
          ("marina", "randk:2"), ("diana", "natural"), ("diana", "qsgd:4"), ("ef21-plus", "topk:2"),
-         ("ef21-sgd-ideal", "topk:2"), ("ef21-sgdm-ideal", "randk:2"), ("gd", "identity"), ("dcgd", "randk:3")]
+         ("ef21-sgd-ideal", "topk:2"), ("ef21-sgdm-ideal", "randk:2"), ("gd", "identity"), ("dcgd", "randk:3"),
+         ("ef21-bc", "topk:2"), ("pp-marina", "randk:2")]
 
 
 @pytest.mark.parametrize("method,compressor", CASES)

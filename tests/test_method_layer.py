@@ -51,7 +51,8 @@ def test_every_declared_parameter_is_a_train_option_and_refused_by_methods_witho
             make_config({"method": m, name: 1})
     for m in users:
         p = REGISTRY[m].param(name)
-        cfg = make_config({"method": m, name: p.default or (1 if p.kind == "batch" else 0.5)})
+        given = p.default or {"batch": 1, "compressor": "topk:1", "participation": 1}.get(p.kind, 0.5)
+        cfg = make_config({"method": m, name: given})
         assert name in cfg.to_dict()
 
 

@@ -52,7 +52,7 @@ MCA = ["--mca", "pml", "ob1", "--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_i
 SHAPE = ('burst=$1; shift; ip link set lo up && tc qdisc add dev lo root tbf rate "$0" burst "$burst" latency 5ms '
          '&& exec "$@"')  # sh -c SHAPE RATE BURST CMD...
 UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12}
-COMPRESSED = ("ef21", "ef21-sgdm", "ef21-bc")  # ef21-bc: skipped with a note until it is registered
+COMPRESSED = ("ef21", "ef21-sgdm", "ef21-bc")  # a method of these missing from the registry is skipped with a note
 
 
 def parse_rates(text: str) -> list[tuple[str, float]]:

@@ -22,6 +22,12 @@ A method is one file that holds all of it (see ``ef21.py``):
   with ``worker_resync``/``master_resync`` doing it (see :meth:`Method.master_resync`);
   empty: the method refuses ``continue``.  A method whose master is gradient
   tracking (``tracking_step``) gets :data:`RETRACK` without declaring it.
+* a method whose master broadcasts a compressed message instead of x
+  (``downlink = True``, EF21-BC) also writes ``worker_receive(ctx, state,
+  payload) -> state`` (apply the master's message to the worker's own copy of
+  the model) and ``worker_model(state)`` (that copy, where its step runs); its
+  ``master_init``/``master_step`` return ``(mstate, payload)``: the state and the
+  message to broadcast.
 
 Both runtimes call these functions through one round driver
 (:mod:`psmpi.runtime.driver`), in the same order with the same arguments, so
@@ -160,13 +166,14 @@ def batch_params(default) -> tuple[Param, Param]:
 
 class Hyper:
     """The resolved hyper-parameters of a run, shared by master and workers:
-    ``n`` (workers), ``gamma`` (the step used), ``batch_size`` and
+    ``n`` (workers), ``gamma`` (the step used), ``seed``, ``batch_size`` and
     ``init_batch_size`` (None: exact gradients) and each declared parameter
     of the method by name."""
 
-    def __init__(self, n: int, gamma: float, **params):
+    def __init__(self, n: int, gamma: float, seed: int = 0, **params):
         self.n = n
         self.gamma = gamma
+        self.seed = seed  # the run's seed: the master's own streams derive from it (master_rng)
         self.batch_size = None
         self.init_batch_size = None
         for k, v in params.items():
@@ -274,6 +281,15 @@ class WorkerContext:
         self.samples += batch
         return g
 
+    def grad_at(self, x):
+        """Exact grad f_i at a point other than the round's iterate (MARINA's difference
+        with partial participation needs the previous iterate's): not cached, counted."""
+        t0 = time.perf_counter()
+        g = self.problem.grad_aux(x)[0]
+        self.timings["gradient"] += time.perf_counter() - t0
+        self.samples += self.problem.rows
+        return g
+
     def init_grad(self, x):
         """The gradient estimate for initial states (batch B_init).
 
@@ -344,15 +360,23 @@ def wire_copy(msg: Dense) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ master ---
-def mean_of(payloads, d) -> np.ndarray:
+def mean_of(payloads, d, count: int | None = None) -> np.ndarray:
     """(1/n) sum_i c_i, accumulated in worker order (the master's aggregation);
-    a worker that sent nothing (None: it sat the round out) adds nothing."""
+    a worker that sent nothing (None: it sat the round out) adds nothing.  The sum
+    is divided by ``count`` when given (PP-MARINA: the r sampled workers), else by n."""
     acc = np.zeros(d)
     for p in payloads:
         if p is not None:
             p.add_to(acc)
-    acc /= len(payloads)
+    acc /= len(payloads) if count is None else count
     return acc
+
+
+def master_rng(seed: int, t: int) -> np.random.Generator:
+    """The master's own stream for round t (a random downlink compressor), derived from
+    (seed, t) alone: nothing to checkpoint.  (Workers' streams: spawn keys (1, i), the
+    common one (0,), x^0's (2,); this one (3, t).)"""
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(3, t))))
 
 
 @dataclass
@@ -416,6 +440,7 @@ class Method:
     theory = ""  # one line: the step 'theory' uses, and its source
     resync = ""  # one line: how the aggregate is rebuilt after a worker failure ('': continue is refused)
     independent_compressors = False  # the theory step assumes the workers' compressors independent (omega/n)
+    downlink = False  # the master broadcasts a compressed message, not x (see the module docstring)
 
     # declarations -----------------------------------------------------------
     @classmethod
@@ -546,6 +571,14 @@ class Method:
         if not self.resync:
             raise MethodError(f"method '{self.name}' cannot re-synchronise after a worker failure; "
                               f"use --on-worker-failure abort")
+    # a downlink method (downlink = True) also writes these ---------------------
+    def worker_receive(self, ctx: WorkerContext, state, payload):
+        """Apply the master's broadcast message (decoded) to the worker's state."""
+        raise NotImplementedError
+
+    def worker_model(self, state):
+        """The worker's own copy of the model, where its step of the round runs."""
+        raise NotImplementedError
 
 
 # ----------------------------------------------------------- step helpers ---

@@ -7,7 +7,8 @@ from .ef21 import GState
 
 PARTICIPATION = Param("participation", "participation", 0.5,
                       "who works each round: each worker independently with probability p (0.5), or K workers "
-                      "drawn uniformly (5); the draw comes from a stream every participant holds a copy of",
+                      "drawn uniformly (5: K distinct ones for ef21-pp; pp-marina takes only K, as K independent "
+                      "draws, its theorem's r); the draw comes from a stream every participant holds a copy of",
                       in_theory=True, symbol="p")
 
 

@@ -93,6 +93,7 @@ class Checkpoint:
     bytes_by_worker: np.ndarray
     alive: list  # the workers in the aggregate (fewer than the run's after a failure)
     events: list
+    bytes_down_opening: int = 0  # what the round's opening broadcast (a downlink method does not send it again)
 
 
 def write_checkpoint(path, cfg, t, x, mstate, worker_blobs, rec, alive):
@@ -104,6 +105,7 @@ def write_checkpoint(path, cfg, t, x, mstate, worker_blobs, rec, alive):
             f.attrs["round"] = t
             f.attrs["config"] = json.dumps(cfg.to_dict(), sort_keys=True)
             f.attrs["bytes_down"] = rec.bytes_down
+            f.attrs["bytes_down_opening"] = rec.opening_down
             f.attrs["elapsed"] = rec.elapsed()
             f.attrs["alive"] = json.dumps([int(i) for i in alive])  # the blobs' workers, in order
             f.attrs["events"] = json.dumps(rec.events)
@@ -148,7 +150,7 @@ def read_checkpoint(path, cfg) -> Checkpoint:
         metrics = {k: f["metrics"][k][()] for k in f["metrics"]}
         return Checkpoint(int(f.attrs["round"]), f["x"][()], master, blobs, metrics, int(f.attrs["bytes_down"]),
                           float(f.attrs["elapsed"]), f["bytes_by_worker"][()], checkpoint_alive(f, saved["workers"]),
-                          json.loads(f.attrs.get("events", "[]")))
+                          json.loads(f.attrs.get("events", "[]")), int(f.attrs.get("bytes_down_opening", 0)))
 
 
 def checkpoint_alive(f, n: int) -> list:

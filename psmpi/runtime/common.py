@@ -229,7 +229,7 @@ def plan_run(cfg: TrainConfig, d: int, consts: Constants, blocks=None) -> Plan:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     cfg.params = method.resolve(cfg.params, comp)
-    hp = Hyper(cfg.workers, 0.0, **cfg.params)
+    hp = Hyper(cfg.workers, 0.0, seed=cfg.seed, **cfg.params)
     method.check(hp)
     for p in method.params:  # second compressors, built for the dimension (the config keeps the spec)
         if p.kind == "compressor":
@@ -328,6 +328,7 @@ class Recorder:
             (("test_loss", "test_accuracy") if tester else ())
         self.rows = {k: [] for k in names}
         self.bytes_down = 0
+        self.opening_down = 0  # bytes the current round's opening broadcast to the n workers (counted with it)
         self.bytes_by_worker = np.zeros(n, dtype=np.int64)  # cumulative message bytes of each worker
         self.bytes_up_round0 = 0  # the initial round's messages (often dense), for per-round rates
         self.offset = 0.0  # wall time already spent before a resume
@@ -389,6 +390,7 @@ class Recorder:
         for k in self.rows:
             self.rows[k] = list(ck.metrics[k]) if k in ck.metrics else [self.n] * len(ck.metrics["iteration"])
         self.bytes_down, self.offset = ck.bytes_down, ck.elapsed
+        self.opening_down = ck.bytes_down_opening
         self.bytes_by_worker[:] = ck.bytes_by_worker
 
     def should_eval(self, t: int) -> bool:

@@ -12,7 +12,11 @@ the master and the workers:
 Round t (x = x^t):
 
 1. decide: checkpoint now? stop on a signal? evaluate?  ``transport.open_round``
-   tells the workers;
+   tells the workers and gives them x^t, or, for a method with a compressed
+   downlink (``method.downlink``, EF21-BC), the master's encoded message of the
+   previous round, which each worker decodes and applies to its own copy of the
+   model (x^t itself goes down only at round 0 and, uncounted like the
+   evaluation traffic, on evaluation rounds);
 2. checkpoint: every worker's state blob, written with the master state;
 3. evaluate: exact f(x^t) and ||grad f(x^t)||^2 from the workers' (f_i, grad f_i),
    summed in worker order; stop at the last round, at --tol, on divergence or
@@ -20,7 +24,13 @@ Round t (x = x^t):
 4. the workers' messages (``Worker.round``: the method's step, encoded), the
    bytes counted;
 5. the master decodes each message (validated) and aggregates in worker order:
-   mstate.x is x^{t+1}.
+   mstate.x is x^{t+1}; a downlink method's master also returns its message,
+   encoded here and broadcast when round t+1 opens.
+
+``bytes_down`` counts what each round's opening broadcast for the n workers:
+x^t (d float64 values), or the downlink message's encoded size (x^0 at round 0);
+a checkpoint keeps that count of its round, so a resumed run counts as the
+uninterrupted one.
 
 Both transports call the same :class:`Worker` and :func:`master_round`, so for
 the same seed the iterates are the same bit for bit.
@@ -76,10 +86,13 @@ class Worker:
         self.last = b""  # that round's encoded message (a survivor may send it again)
 
     def round(self, x, t: int) -> bytes:
-        """The worker's part of round t: the method's step at x^t, encoded."""
+        """The worker's part of round t: the method's step at x^t (a downlink method's
+        own copy of it after round 0), encoded."""
         ctx = self.ctx
         ctx.round = t
         t0 = time.perf_counter()
+        if self.method.downlink and t > 0:
+            x = self.method.worker_model(self.state)  # the broadcast x is not there (or only for evaluation)
         x = ctx.at(x, t)  # on the worker's device
         if t == 0:
             self.state, payload = self.method.worker_init(ctx, x)
@@ -106,6 +119,13 @@ class Worker:
         """The re-synchronisation message after a failure (``Method.worker_resync``)."""
         payload = self.method.worker_resync(self.ctx, self.state)
         return self.last if payload is None else self._encode(payload)
+
+    def receive(self, payload, t: int) -> None:
+        """A downlink method: the master's message opening round t, applied to this worker's state."""
+        self.ctx.round = t
+        t0 = time.perf_counter()
+        self.state = self.method.worker_receive(self.ctx, self.state, payload)
+        self.ctx.timings["step"] += time.perf_counter() - t0
 
     def evaluate(self, x, t: int):
         """(f_i(x^t), grad f_i(x^t) on the host, exact; the samples the steps used so far;
@@ -139,7 +159,8 @@ def decode_all(messages, ids, t: int, d: int) -> list:
 
 
 def master_round(method, hp, mstate, x: np.ndarray, messages, ids, t: int, d: int):
-    """Decode the messages of workers ``ids`` and aggregate them in worker order."""
+    """Decode the messages of workers ``ids`` and aggregate them in worker order;
+    -> the master state (a downlink method: the state and the message to broadcast)."""
     payloads = decode_all(messages, ids, t, d)
     if t == 0:
         return method.master_init(hp, x, payloads)
@@ -180,8 +201,11 @@ class Transport:
     def n(self) -> int:
         return len(self.alive)
 
-    def open_round(self, t: int, x, evaluate: bool, action: int) -> None:
-        """Tell the workers what round t holds (and give them x^t)."""
+    def open_round(self, t: int, x, evaluate: bool, action: int, down: bytes | None = None,
+                   send_x: bool = True) -> None:
+        """Tell the workers what round t holds and give them x^t (when ``send_x``) and
+        the master's encoded downlink message (``down``, a downlink method's; None:
+        nothing to apply)."""
 
     def states(self) -> list:
         """Every live worker's state blob, in worker order."""
@@ -225,6 +249,13 @@ class Transport:
         raise NotImplementedError
 
 
+class Carry:
+    """What one round leaves for the next: a downlink method's encoded message."""
+
+    def __init__(self):
+        self.down = None
+
+
 class RoundState:
     """How far round t got on the master (what a recovery must still do)."""
 
@@ -236,11 +267,12 @@ class RoundState:
 
 def drive(plan, transport: Transport, rec, ctl, x, mstate, start: int, iters: int):
     """The rounds start..iters on the master; -> (x, mstate) at the end."""
+    carry = Carry()
     for t in range(start, iters + 1):
         action = ctl.action(t, start)
         rs = RoundState(rec.should_eval(t) or action == STOP)
         try:
-            stop, mstate = _round(plan, transport, rec, ctl, x, mstate, t, action, rs)
+            stop, mstate = _round(plan, transport, rec, ctl, x, mstate, t, action, rs, carry)
         except WorkerFailure:
             detected = time.time()
             stop, mstate = recover(plan, transport, rec, ctl, x, mstate, t, action, rs)
@@ -251,9 +283,16 @@ def drive(plan, transport: Transport, rec, ctl, x, mstate, start: int, iters: in
     return x, mstate
 
 
-def _round(plan, transport, rec, ctl, x, mstate, t, action, rs):
+def _round(plan, transport, rec, ctl, x, mstate, t, action, rs, carry):
     """Round t; -> (the run stops here, the master state after the round)."""
-    transport.open_round(t, x, rs.evaluate, action)
+    downlink = plan.method.downlink
+    send_x = not downlink or t == 0 or rs.evaluate  # a downlink method's x: round 0, evaluations
+    transport.open_round(t, x, rs.evaluate, action, carry.down, send_x)
+    if not downlink or t == 0:
+        rec.opening_down = transport.n * x.nbytes
+    elif carry.down is not None:  # (None: the first round after a resume; the checkpoint kept its count)
+        rec.opening_down = transport.n * len(carry.down)
+    carry.down = None
     if action != CONTINUE:
         ctl.checkpoint(t, x, mstate, transport.states(), rec, transport.alive)
         if action == CHECKPOINT:
@@ -262,7 +301,7 @@ def _round(plan, transport, rec, ctl, x, mstate, t, action, rs):
         return True, mstate
     rec.start()
     messages, _ = transport.messages(t, x)
-    return _aggregate(plan, transport, rec, mstate, x, messages, t)
+    return _aggregate(plan, transport, rec, mstate, x, messages, t, carry=carry)
 
 
 def _evaluate(transport, rec, ctl, x, t, action, rs) -> bool:
@@ -284,10 +323,11 @@ def _evaluate(transport, rec, ctl, x, t, action, rs) -> bool:
     return rs.stop
 
 
-def _aggregate(plan, transport, rec, mstate, x, messages, t, resync=False):
+def _aggregate(plan, transport, rec, mstate, x, messages, t, resync=False, carry=None):
     """Count round t's bytes and aggregate its messages (``resync``: rebuild the
-    aggregate from re-synchronisation messages instead); -> (stop, mstate)."""
-    rec.add_round(t, transport.alive, [len(m) for m in messages], transport.n * x.nbytes)
+    aggregate from re-synchronisation messages instead; ``carry``: where a downlink
+    method's next message goes); -> (stop, mstate)."""
+    rec.add_round(t, transport.alive, [len(m) for m in messages], rec.opening_down)
     t0 = time.perf_counter()
     try:
         if resync:
@@ -295,6 +335,11 @@ def _aggregate(plan, transport, rec, mstate, x, messages, t, resync=False):
             mstate = plan.method.master_resync(plan.hp, mstate, x, payloads, t)
         else:
             mstate = master_round(plan.method, plan.hp, mstate, x, messages, transport.alive, t, x.shape[0])
+            if plan.method.downlink:
+                mstate, msg = mstate
+                if not np.all(np.isfinite(mstate.x)):  # a non-finite message would fail on every worker
+                    raise Diverged(f"diverged at round {t}: the master's iterate is not finite")
+                carry.down = encode(msg)
     except Diverged as e:
         rec.set_stop(Stop.DIVERGED, str(e))
         transport.abandon()
@@ -327,4 +372,5 @@ def recover(plan, transport, rec, ctl, x, mstate, t, action, rs):
             continue
     rec.start()
     rec.round_workers(t, transport.n)
+    rec.opening_down = transport.n * x.nbytes  # the survivors were sent x^t again
     return _aggregate(plan, transport, rec, mstate, x, messages, t, resync=True)

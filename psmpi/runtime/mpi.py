@@ -21,6 +21,13 @@ even when a rank hosts several), ``bytes_down`` the bytes of x for the n
 workers; control words, evaluation and set-up traffic are not counted, as in
 the serial runtime.
 
+A method with a compressed downlink (EF21-BC) opens its rounds differently
+(:class:`MPIDownlinkTransport`, :func:`_open_downlink`): a longer control word
+carrying the size of the master's encoded message, then the message's bytes
+(``bytes_down`` counts them for the n workers), then x only at round 0 (counted)
+and on evaluation rounds (not counted); both arrive in host buffers (--cuda-aware
+does not change that path).
+
 Failure: set-up errors are agreed on collectively (one line from the lowest
 failing rank, exit code 2); an exception on any rank during the run prints one
 line from that rank and aborts the whole world (``MPI_Abort``), so no rank is
@@ -39,6 +46,7 @@ import numpy as np
 from ..config import TrainConfig, checkpoint_path
 from ..errors import ConfigError, Stop
 from ..problems.base import DENSE_EIG_MAX
+from ..wire import decode
 from .checkpoint import alive_at_resume, read_checkpoint
 from .common import (UNKNOWN, WORKER_PHASES, Control, constants_from, describe_data, global_smoothness, hosted,
                      initial_point, local_problem, make_recorder, make_result, make_workers, peak_rss_mb, plan_run,
@@ -49,6 +57,7 @@ TAG_EVAL, TAG_CURV = 11, 12
 T, EVAL, ACTION, NCTRL = 0, 1, 2, 3  # control word fields: round, evaluate?, action (exact in float64)
 END = 3  # ACTION: stop now, the round is abandoned (the run diverged)
 RECOVER = 4  # ACTION: round T again after a worker failure (driver.recover)
+SIZE, SEND_X, NCTRL_DOWN = 3, 4, 5  # a downlink method's control word adds: message bytes, x follows?
 
 
 class SetupFailed(SystemExit):
@@ -345,7 +354,7 @@ class MPITransport(Transport):
         self.evalbufs = {q: np.empty((len(self.hosts[r]), self.d + 3)) for q, r in enumerate(self.ranks) if q}
 
     @_failures
-    def open_round(self, t, x, evaluate, action):
+    def open_round(self, t, x, evaluate, action, down=None, send_x=True):
         t0 = time.perf_counter()
         self.ctrl[T], self.ctrl[EVAL], self.ctrl[ACTION] = t, evaluate, action
         self.comm.Bcast(self.buf, root=0)
@@ -428,6 +437,53 @@ class MPITransport(Transport):
             raise RuntimeError(f"the survivors disagree on the round being completed ({t})")
 
 
+class MPIDownlinkTransport(MPITransport):
+    """Rank 0's side for a method with a compressed downlink: each round opens with a
+    Bcast of [control word, message size, x follows?], then one of the message's
+    bytes (when there is one), then one of x (round 0 and evaluation rounds)."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.dctrl = np.zeros(NCTRL_DOWN)
+
+    @_failures
+    def open_round(self, t, x, evaluate, action, down=None, send_x=True):
+        t0 = time.perf_counter()
+        c = self.dctrl
+        c[T], c[EVAL], c[ACTION], c[SIZE], c[SEND_X] = t, evaluate, action, 0 if down is None else len(down), send_x
+        self.comm.Bcast(c, root=0)
+        if down is not None:
+            self.comm.Bcast(np.frombuffer(bytearray(down), dtype=np.uint8), root=0)  # (a writable copy)
+        t1 = time.perf_counter()
+        self.timing["bcast"] += t1 - t0
+        if send_x:
+            self.comm.Bcast(self.x, root=0)
+            # x^0 is round 0's downlink; later x goes down for the evaluation only (its time is the evaluation's)
+            self.timing["bcast" if t == 0 else "eval"] += time.perf_counter() - t1
+
+    def abandon(self):
+        self.dctrl[ACTION], self.dctrl[SIZE], self.dctrl[SEND_X] = END, 0, 0
+        self.comm.Bcast(self.dctrl, root=0)
+
+
+def _open_downlink(comm, dctrl, ctrl, x, workers, d):
+    """A worker rank's side of :meth:`MPIDownlinkTransport.open_round`: the control
+    word into ``ctrl``; the master's message, decoded once, applied by each hosted
+    worker; x received into ``x`` when it is sent."""
+    comm.Bcast(dctrl, root=0)
+    ctrl[:] = dctrl[:NCTRL]
+    if int(dctrl[ACTION]) == END:
+        return
+    if dctrl[SIZE]:
+        raw = np.empty(int(dctrl[SIZE]), dtype=np.uint8)
+        comm.Bcast(raw, root=0)
+        payload = decode(raw, d)
+        for w in workers:
+            w.receive(payload, int(dctrl[T]))
+    if dctrl[SEND_X]:
+        comm.Bcast(x, root=0)
+
+
 def _master(MPI, comm, cfg, ctl, info, _problems, consts, plan):
     n, d = cfg.workers, info.dim
     buf = np.empty(NCTRL + d)  # control word + x, one Bcast a round
@@ -441,7 +497,8 @@ def _master(MPI, comm, cfg, ctl, info, _problems, consts, plan):
             error = e
     _agree(MPI, comm, error)
     alive = range(n) if ck is None else ck.alive
-    transport = MPITransport(MPI, comm, n, d, buf, alive, cfg.on_worker_failure == "continue",
+    kind = MPIDownlinkTransport if plan.method.downlink else MPITransport
+    transport = kind(MPI, comm, n, d, buf, alive, cfg.on_worker_failure == "continue",
                              lambda i: make_workers(cfg, plan, {i: local_problem(cfg, info, i)})[0])
     x = transport.x
     if ck is not None:
@@ -502,6 +559,8 @@ class WorkerLoop:
         self.go = np.zeros(1, dtype=np.int64)
         self.evalbuf = np.empty((len(self.workers), d + 3))  # per worker: f_i, samples, rows right (-1: none), grad
         self.live = self.workers  # those whose messages this rank sends
+        self.downlink = plan.method.downlink
+        self.dctrl = np.zeros(NCTRL_DOWN)  # (a downlink method's control word)
         self.faults = _injected_faults(w.ctx.index for w in self.workers)
 
     def run(self):
@@ -512,7 +571,7 @@ class WorkerLoop:
             self.live = [w for w in self.workers if w.ctx.index in set(alive)]
             for w, blob in zip(self.live, Blocks(MPI, comm, _live_counts(cfg.workers, comm.size, alive)).scatter()):
                 w.restore(blob)
-        if cfg.cuda_aware:  # MPI writes [control + x] straight into device memory
+        if cfg.cuda_aware and not self.downlink:  # MPI writes [control + x] straight into device memory
             self.dev = self.workers[0].ctx.device
             self.dev_buf = self.dev.asarray(self.buf)
             self.x = self.dev_buf[NCTRL:]
@@ -529,8 +588,11 @@ class WorkerLoop:
         _last_words(MPI, self.comm, self.ft, np.array(timings + [peak_rss_mb()]), None)
 
     def _receive(self):
-        """The control word and x^t; -> (action, round)."""
-        if self.dev_buf is None:
+        """The control word and x^t (a downlink method: the master's message, applied,
+        and x^t when it is sent); -> (action, round)."""
+        if self.downlink:
+            _open_downlink(self.comm, self.dctrl, self.ctrl, self.x, self.live, self.x.shape[0])
+        elif self.dev_buf is None:
             self.comm.Bcast(self.buf, root=0)
         else:
             self.dev.synchronize()  # no kernel may still be reading x

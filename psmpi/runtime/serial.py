@@ -9,6 +9,7 @@ from __future__ import annotations
 from ..config import DEFAULT_WORKERS, TrainConfig
 from .checkpoint import read_checkpoint
 from ..problems import LocalProblem
+from ..wire import decode
 from .common import (UNKNOWN, WORKER_PHASES, Control, constants_from, describe_data, global_smoothness,
                      initial_point, local_problem, make_recorder, make_result, make_workers, peak_rss_mb, plan_run,
                      sum_in_order)
@@ -25,6 +26,14 @@ class InProcess(Transport):
         self.workers = len(workers)
         self.alive = list(range(self.workers)) if alive is None else list(alive)
         self.live = [workers[i] for i in self.alive]
+
+    def open_round(self, t, x, evaluate, action, down=None, send_x=True):
+        """A downlink method's message: decoded once, applied by every worker (x needs no
+        copy: the workers are called with it)."""
+        if down is not None:
+            payload = decode(down, x.shape[0])
+            for w in self.live:
+                w.receive(payload, t)
 
     def states(self):
         return [w.pack() for w in self.live]
