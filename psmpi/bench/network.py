@@ -162,7 +162,16 @@ def run_network_bench(rates, sizes, fractions, workers: int = 8, iters: int = 30
             configs += [(m, f"topk:{percent(f)}", f) for m in methods if m != "gd" for f in fractions]
             target_abs = None
             for method, comp, frac in configs:
-                r = measure(launch, base + ["--method", method, "--compressor", comp], target_abs, target)
+                step = []
+                if method in REGISTRY and not REGISTRY[method].has_theory and problem != "mlp":
+                    # EF21-BC: no theoretical step here; EF21's for the same compressor, as B&W's experiments
+                    ef = next((g for g in rows if (g["rate"], g["d"], g["method"], g["compressor"]) ==
+                               (rate, d, "ef21", comp)), None)
+                    if ef is None:
+                        notes.append(f"{method} {comp}: skipped, its step is EF21's (add ef21 to --methods)")
+                        continue
+                    step = ["--gamma", repr(ef["gamma"] / gamma_factor)]
+                r = measure(launch, base + ["--method", method, "--compressor", comp, *step], target_abs, target)
                 target_abs = r["target_abs"]  # the first run (GD when asked for) sets the target
                 k = None if frac is None else k_of(frac, r["dim"])
                 rows.append({"rate": rate, "d": d, "method": method, "compressor": comp, "k": k, **r})

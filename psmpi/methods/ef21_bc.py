@@ -1,10 +1,9 @@
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..compressors import Dense
-from .base import Method, Param, ef21_theta_beta, master_rng, mean_of, register, wire_copy
+from .base import Method, Param, master_rng, mean_of, register, wire_copy
 
 DOWNLINK = Param("downlink_compressor", "compressor", None,
                  "the master's compressor C_M of EF21-BC's broadcast b = C_M(mean g_i - g) (contractive; an "
@@ -28,15 +27,6 @@ class BCMaster:
     t: int  # rounds aggregated (the master's stream of round t: master_rng(seed, t))
 
 
-def bc_constant(alpha_w: float, alpha_m: float) -> float:
-    """K of the step 1/(L + L_tilde sqrt(2K)) derived in EF21BC's docstring:
-    K = 3 beta_M (1 + beta_w)/theta_M + (beta_w/theta_w)(1 + 3 beta_M (2 - theta_w)/theta_M),
-    theta and beta of each compressor as EF21's (ef21_theta_beta)."""
-    tw, bw = ef21_theta_beta(alpha_w)
-    tm, bm = ef21_theta_beta(alpha_m)
-    return 3.0 * bm * (1.0 + bw) / tm + (bw / tw) * (1.0 + 3.0 * bm * (2.0 - tw) / tm)
-
-
 @register
 class EF21BC(Method):
     """EF21-BC, bidirectional compression (Fatkhullin, Sokolov, Gorbunov, Li, Richtarik 2021,
@@ -57,18 +47,11 @@ class EF21BC(Method):
     encoded as every message is (Top-K: indices and values); bytes_down counts these for
     the n workers.  On evaluation rounds x^t also goes down, uncounted (the evaluation's
     traffic); f and ||grad f||^2 are measured at the master's x^t, which equals every w^t.
-    theory:  the paper's EF21-BC theorem (Theorem 9 of arXiv 2110.03294 v2, step
-             condition in alpha_w, alpha_M, L and L~) could not be read where this was
-             written, so its constants are not implemented.  'theory' uses a step derived
-             here by EF21's Theorem 1 argument with the master's error P^t = ||g^t - g~^t||^2
-             in the Lyapunov function f(x^t) - f^inf + (gamma/theta_M) P^t + B G^t:
-             gamma = 1/(L + L_tilde sqrt(2K)),
-             K = 3 beta_M (1 + beta_w)/theta_M + (beta_w/theta_w)(1 + 3 beta_M (2 - theta_w)/theta_M),
-             theta = 1 - sqrt(1 - alpha), beta = (1 - alpha)/theta for C_w and C_M.  It has the
-             paper's O(1/(alpha_w alpha_M)) dependence (B&W Corollary 1) but is a sufficient
-             step, not the paper's; with C_M the identity it is EF21's with 2 beta_w in place
-             of beta_w, and 1/L (GD) with both the identity.  The paper's experiments use
-             EF21's step times a tuned factor.
+    theory:  B&W prove an O(1/(alpha_w alpha_M)) rate for EF21-BC (Corollary 1, the step in
+             their appendix theorem); that theorem's step condition could not be read and
+             checked where this was written, so no theoretical step is implemented: pass
+             --gamma.  The paper's experiments use EF21's theoretical step (Theorem 1 of
+             the EF21 paper, with alpha_w) times a tuned factor, and so do the configs here.
     """
 
     name = "ef21-bc"
@@ -77,8 +60,8 @@ class EF21BC(Method):
     paper = "Fatkhullin, Sokolov, Gorbunov, Li, Richtarik (2021), EF21 with bells & whistles"
     params = (DOWNLINK,)
     downlink = True
-    theory = ("derived here, not the paper's theorem (unread): 1/(L + L~ sqrt(2K)), K of alpha_w, alpha_M "
-              "(docstring); O(1/(alpha_w alpha_M)) as B&W Cor. 1")
+    theory = ("none implemented (the B&W theorem's step was not checked): pass --gamma, e.g. EF21's step "
+              "times a factor as the paper's experiments do")
 
     def default(self, name, comp):
         if name != "downlink_compressor":
@@ -88,9 +71,6 @@ class EF21BC(Method):
 
     def prepare_second(self, name, comp):
         return comp.as_contractive()
-
-    def theory_gamma(self, c, comp, hp):
-        return 1.0 / (c.L + c.L_tilde * math.sqrt(2.0 * bc_constant(comp.alpha, hp.downlink_compressor.alpha)))
 
     # workers -----------------------------------------------------------------
     def worker_init(self, ctx, x):
