@@ -14,8 +14,9 @@ Round t (x = x^t):
 1. decide: checkpoint now? stop on a signal? evaluate?  ``transport.open_round``
    tells the workers;
 2. checkpoint: every worker's state blob, written with the master state;
-3. evaluate: exact f(x^t) and ||grad f(x^t)||^2 from the workers' (f_i, grad f_i),
-   summed in worker order; stop at the last round, at --tol, on divergence or
+3. evaluate: exact f(x^t) and ||grad f(x^t)||^2 from the workers' (f_i, grad f_i)
+   on their evaluation rows (all local rows, or the --eval-rows subset), summed in
+   worker order; stop at the last round, at --tol, on divergence or
    after a signal (the stop round is always evaluated);
 4. the workers' messages (``Worker.round``: the method's step, encoded), the
    bytes counted;
@@ -74,11 +75,11 @@ class Worker:
         return msg
 
     def evaluate(self, x, t: int):
-        """(f_i(x^t), grad f_i(x^t) on the host, exact; the samples the steps used so far;
-        the local rows x^t classifies correctly, or None)."""
+        """(f_i(x^t), grad f_i(x^t) on the host, exact on the evaluation rows; the samples the
+        steps used so far; the evaluation rows x^t classifies correctly, or None; those rows)."""
         self.ctx.round = t
-        loss, grad = self.ctx.value_and_grad(x)
-        return loss, grad, self.ctx.samples, self.ctx.correct(x)
+        loss, grad, right, rows = self.ctx.evaluate(x)
+        return loss, grad, self.ctx.samples, right, rows
 
     def pack(self) -> bytes:
         return pack_worker(self.ctx, self.state)
@@ -139,7 +140,8 @@ class Transport:
         raise NotImplementedError
 
     def evaluations(self, t: int, x):
-        """(f_i(x^t), grad f_i(x^t), samples used so far, rows right or None) for each worker, in order."""
+        """(f_i(x^t), grad f_i(x^t), samples used so far, rows right or None, rows evaluated)
+        for each worker, in order."""
         raise NotImplementedError
 
     def decide(self, go: bool) -> None:
@@ -169,12 +171,15 @@ def drive(plan, transport: Transport, rec, ctl, x, mstate, start: int, iters: in
             if action == CHECKPOINT:
                 ctl.maybe_flush(x, force=True)
         if evaluate:
-            ev, samples, right = EvalSum(transport.n), [], []
-            for loss, grad, used, ok in transport.evaluations(t, x):
+            t0 = time.perf_counter()
+            ev, samples, right, rows = EvalSum(transport.n), [], [], []
+            for loss, grad, used, ok, m in transport.evaluations(t, x):
                 ev.add(loss, grad)
                 samples.append(used)
                 right.append(ok)
-            stop = rec.eval_row(t, *ev.result(), samples, right, x)
+                rows.append(m)
+            stop = rec.eval_row(t, *ev.result(), samples, right, rows, x)
+            rec.eval_time += time.perf_counter() - t0
             if action == STOP:
                 stop = True
                 if rec.stop in (None, Stop.ITERS):

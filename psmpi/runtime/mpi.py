@@ -46,6 +46,7 @@ from .driver import CONTINUE, Transport, drive
 TAG_EVAL, TAG_CURV = 11, 12
 T, EVAL, ACTION, NCTRL = 0, 1, 2, 3  # control word fields: round, evaluate?, action (exact in float64)
 END = 3  # ACTION: stop now, the round is abandoned (the run diverged)
+NEVAL = 4  # an evaluation row: f_i, samples used, rows right (-1: none), rows evaluated, then grad f_i
 
 
 class SetupFailed(SystemExit):
@@ -259,7 +260,7 @@ class MPITransport(Transport):
         self.buf, self.ctrl, self.x = buf, buf[:NCTRL], buf[NCTRL:]
         self.blocks = Blocks(MPI, comm, n)
         self.go = np.zeros(1, dtype=np.int64)
-        self.evalbufs = {r: np.empty((int(c), d + 3)) for r, c in enumerate(self.blocks.counts) if c}
+        self.evalbufs = {r: np.empty((int(c), d + NEVAL)) for r, c in enumerate(self.blocks.counts) if c}
         self.timing = {"bcast": 0.0, "eval": 0.0, "gather": 0.0}
 
     def open_round(self, t, x, evaluate, action):
@@ -276,7 +277,7 @@ class MPITransport(Transport):
         for r, buf in self.evalbufs.items():
             self.comm.Recv(buf, source=r, tag=TAG_EVAL)
             for row in buf:
-                yield float(row[0]), row[3:], int(row[1]), (None if row[2] < 0 else int(row[2]))
+                yield float(row[0]), row[NEVAL:], int(row[1]), (None if row[2] < 0 else int(row[2])), int(row[3])
         self.timing["eval"] += time.perf_counter() - t0
 
     def decide(self, go):
@@ -306,7 +307,7 @@ def _master(MPI, comm, cfg, ctl, info, _problems, consts, plan):
     transport = MPITransport(MPI, comm, n, d, buf)
     x = transport.x
     x[:] = initial_point(cfg, d, info)
-    rec = make_recorder(cfg, n, info, info.dataset.n_rows if info.classifier else None)
+    rec = make_recorder(cfg, n, info, info.classifier)
     mstate, start, error, ck = None, 0, None, None
     if cfg.resume:
         try:
@@ -325,7 +326,7 @@ def _master(MPI, comm, cfg, ctl, info, _problems, consts, plan):
 
     def result(x, extra=None):
         return make_result(cfg, plan, consts, rec, x, "mpi", library, d, info.problem, {
-            "master": dict(transport.timing, decode_aggregate=rec.master_time),
+            "master": dict(transport.timing, decode_aggregate=rec.master_time, evaluate=rec.eval_time),
             "bytes_up_round0": rec.bytes_up_round0, "rounds": rec.last_round(), **(extra or {})})
 
     ctl.make_result = result
@@ -356,7 +357,8 @@ def _worker(MPI, comm, cfg, info, problems, consts, plan):
         dev_buf = dev.asarray(buf)
         x = dev_buf[NCTRL:]
     go = np.zeros(1, dtype=np.int64)
-    evalbuf = np.empty((len(workers), d + 3))  # per worker: f_i, samples used, rows right (-1: none), grad f_i
+    # per worker: f_i, samples used, rows right (-1: none), rows evaluated, grad f_i
+    evalbuf = np.empty((len(workers), d + NEVAL))
     while True:
         if dev_buf is None:
             comm.Bcast(buf, root=0)
@@ -371,9 +373,9 @@ def _worker(MPI, comm, cfg, info, problems, consts, plan):
             blocks.gather([w.pack() for w in workers])
         if ctrl[EVAL]:
             for j, w in enumerate(workers):
-                loss, grad, used, ok = w.evaluate(x, t)
-                evalbuf[j, :3] = loss, used, -1 if ok is None else ok  # counts: exact in float64 below 2^53
-                evalbuf[j, 3:] = grad
+                loss, grad, used, ok, rows = w.evaluate(x, t)
+                evalbuf[j, :NEVAL] = loss, used, -1 if ok is None else ok, rows  # counts: exact in float64 below 2^53
+                evalbuf[j, NEVAL:] = grad
             comm.Send(evalbuf, dest=0, tag=TAG_EVAL)
             comm.Bcast(go, root=0)
             if not go[0]:

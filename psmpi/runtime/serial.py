@@ -60,7 +60,7 @@ def _run(cfg, problems, ctl):
     plan = plan_run(cfg, d, consts)
     workers = make_workers(cfg, plan, dict(enumerate(problems)))
     classifier = all(type(p).correct is not LocalProblem.correct for p in problems)
-    rec = make_recorder(cfg, n, info, sum(p.rows for p in problems) if classifier else None)
+    rec = make_recorder(cfg, n, info, classifier)
     mstate, start = None, 0
     x = initial_point(cfg, d, info)
     if cfg.resume:
@@ -73,7 +73,8 @@ def _run(cfg, problems, ctl):
 
     def result(x):
         return make_result(cfg, plan, consts, rec, x, "serial", "", d, kind, {
-            "master": {"decode_aggregate": rec.master_time}, "bytes_up_round0": rec.bytes_up_round0,
+            "master": {"decode_aggregate": rec.master_time, "evaluate": rec.eval_time},
+            "bytes_up_round0": rec.bytes_up_round0,
             "rounds": rec.last_round(),
             "workers_mean": {k: sum(w.ctx.timings[k] for w in workers) / n for k in WORKER_PHASES},
             "peak_rss_mb": {"process": peak_rss_mb()}})
