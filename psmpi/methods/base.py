@@ -207,6 +207,13 @@ class WorkerContext:
         # evaluate: the evaluations' own work, not a gradient the round's step shares)
         self.timings = {"gradient": 0.0, "compress": 0.0, "step": 0.0, "encode": 0.0, "evaluate": 0.0}
 
+    def phase_seconds(self) -> dict:
+        """``timings`` and ``forward_backward``: the part of the gradients spent in a neural
+        network's forward and backward passes (the problem's own timer), for any other
+        problem the whole gradient time."""
+        fb = getattr(self.problem, "forward_backward_seconds", None)
+        return dict(self.timings, forward_backward=self.timings["gradient"] if fb is None else fb)
+
     def at(self, x, t: int):
         """The iterate of round ``t`` on this worker's device (copied there once per round)."""
         if self.device.on_host or is_device_array(x):  # --cuda-aware: MPI wrote x into device memory

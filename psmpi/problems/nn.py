@@ -58,6 +58,7 @@ from __future__ import annotations
 import copy
 import importlib
 import os
+import time
 
 import numpy as np
 
@@ -394,6 +395,7 @@ class NNProblem(LocalProblem):
         self.chunk_rows = int(chunk_rows)
         self.name = model if isinstance(model, str) else type(self.model.module).__name__
         self._X, self._y = self.X, self.y  # the rows the gradients read: host arrays, or the device's tensors
+        self.forward_backward_seconds = 0.0  # in the model's forward and backward passes (psmpi bench round)
 
     def to_device(self, dev):
         """A copy on ``dev`` (``--device gpu``): the model's copy on the device (one per process,
@@ -417,7 +419,9 @@ class NNProblem(LocalProblem):
     def _loss_grad(self, x, X, y):
         """(f, rows right, gradient) on the rows X."""
         self.model.load(x)
+        t0 = time.perf_counter()
         loss, right = self.model.loss_grad(X, y, self.chunk_rows)
+        self.forward_backward_seconds += time.perf_counter() - t0
         if self.weight_decay:
             self.model.flat_grad.add_(self.model.flat, alpha=self.weight_decay)
             w = self.model.x.astype(np.float64)

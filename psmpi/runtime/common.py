@@ -320,7 +320,7 @@ def hosted(n: int, ranks: int, r: int) -> range:
     return range(lo, lo + q + (1 if r < rem else 0))
 
 
-WORKER_PHASES = ("gradient", "compress", "step", "encode", "evaluate")
+WORKER_PHASES = ("gradient", "forward_backward", "compress", "step", "encode", "evaluate")  # phase_seconds()
 
 
 def peak_rss_mb() -> float:

@@ -381,7 +381,7 @@ def _worker(MPI, comm, cfg, info, problems, consts, plan):
             if not go[0]:
                 break
         blocks.gather([w.round(x, t) for w in workers])
-    timings = [sum(w.ctx.timings[k] for w in workers) / len(workers) for k in WORKER_PHASES]
+    timings = [sum(w.ctx.phase_seconds()[k] for w in workers) / len(workers) for k in WORKER_PHASES]
     comm.Gather(np.array(timings + [peak_rss_mb()]), None, root=0)
 
 

@@ -76,7 +76,7 @@ def _run(cfg, problems, ctl):
             "master": {"decode_aggregate": rec.master_time, "evaluate": rec.eval_time},
             "bytes_up_round0": rec.bytes_up_round0,
             "rounds": rec.last_round(),
-            "workers_mean": {k: sum(w.ctx.timings[k] for w in workers) / n for k in WORKER_PHASES},
+            "workers_mean": {k: sum(w.ctx.phase_seconds()[k] for w in workers) / n for k in WORKER_PHASES},
             "peak_rss_mb": {"process": peak_rss_mb()}})
 
     ctl.make_result = result
