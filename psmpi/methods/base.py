@@ -241,6 +241,10 @@ class WorkerContext:
             self._cache_round = self.round
         return self._cache[0]
 
+    def end_round(self) -> None:
+        """Drop the round's exact gradient (an O(d) array per worker the state need not keep)."""
+        self._cache = self._cache_round = None
+
     def evaluate(self, x):
         """(f_i(x), grad f_i(x) on the host, local rows x classifies correctly or None, rows
         evaluated) at the round's (host) iterate, exactly on the evaluation rows: all local

@@ -168,14 +168,16 @@ def eval_problem(cfg: TrainConfig, problem, index: int):
     at least its rows), else the problem on a seeded subset of its share of --eval-rows."""
     if cfg.eval_rows == "full":
         return problem
-    m = eval_share(cfg.eval_rows, cfg.workers, index)
-    if m >= problem.rows:
+    m, rows = eval_share(cfg.eval_rows, cfg.workers, index), getattr(problem, "rows", None)
+    if rows is not None and m >= rows:
         return problem
     if m == 0:
         raise ConfigError(f"--eval-rows {cfg.eval_rows} leaves worker {index} no rows to evaluate on: give at "
                           f"least one row per worker ({cfg.workers})")
     try:
-        return problem.subset(eval_subset(problem.rows, m, cfg.seed, index))
+        if rows is None:
+            raise NotImplementedError
+        return problem.subset(eval_subset(rows, m, cfg.seed, index))
     except NotImplementedError:
         raise ConfigError(f"--eval-rows: the problem {type(problem).__name__} has no rows to take a subset of; "
                           f"drop --eval-rows") from None

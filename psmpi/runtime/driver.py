@@ -66,6 +66,7 @@ class Worker:
             self.state, payload = self.method.worker_init(ctx, x)
         else:
             self.state, payload = self.method.worker_step(ctx, self.state, x)
+        ctx.end_round()
         t1 = time.perf_counter()
         ctx.timings["step"] += t1 - t0
         if payload is None:  # the worker sits the round out (partial participation): nothing is sent

@@ -338,6 +338,7 @@ def _master(MPI, comm, cfg, ctl, info, _problems, consts, plan):
     comm.Gather(np.zeros(len(WORKER_PHASES) + 1), worker_times, root=0)
     per_worker = worker_times[1:][transport.blocks.counts[1:] > 0]
     return result(x, {"workers_mean": dict(zip(WORKER_PHASES, per_worker[:, :-1].mean(axis=0))),
+                      "ranks_max": dict(zip(WORKER_PHASES, per_worker[:, :-1].max(axis=0))),
                       "peak_rss_mb": {"master": peak_rss_mb(), "worker_max": float(per_worker[:, -1].max())}})
 
 
