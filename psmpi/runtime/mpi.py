@@ -260,7 +260,9 @@ class MPITransport(Transport):
         self.buf, self.ctrl, self.x = buf, buf[:NCTRL], buf[NCTRL:]
         self.blocks = Blocks(MPI, comm, n)
         self.go = np.zeros(1, dtype=np.int64)
-        self.evalbufs = {r: np.empty((int(c), d + NEVAL)) for r, c in enumerate(self.blocks.counts) if c}
+        # one rank's evaluation rows at a time (received in rank order and summed before the next):
+        # O(d) per hosted worker of the largest rank, not O(n d)
+        self.evalbuf = np.empty((int(self.blocks.counts.max()), d + NEVAL))
         self.timing = {"bcast": 0.0, "eval": 0.0, "gather": 0.0}
 
     def open_round(self, t, x, evaluate, action):
@@ -274,7 +276,10 @@ class MPITransport(Transport):
 
     def evaluations(self, t, x):
         t0 = time.perf_counter()
-        for r, buf in self.evalbufs.items():
+        for r, c in enumerate(self.blocks.counts):
+            if not c:
+                continue
+            buf = self.evalbuf[:c]
             self.comm.Recv(buf, source=r, tag=TAG_EVAL)
             for row in buf:
                 yield float(row[0]), row[NEVAL:], int(row[1]), (None if row[2] < 0 else int(row[2])), int(row[3])
