@@ -289,3 +289,14 @@ def test_a_model_with_buffers_is_refused_in_one_line():
     with pytest.raises(ConfigError, match="buffers .*running_mean.* are state outside the parameter vector"):
         FlatModel(with_running_stats, (1, 8, 8), 10)
     FlatModel("resnet18:width=4,norm=batch", (3, 32, 32), 10)  # batch statistics only: no buffers
+
+
+def test_a_batch_the_model_refuses_is_one_line():
+    """BatchNorm on one value per channel: a ResNet-18 on 8x8 images has 1x1 maps in its last
+    stage, so a minibatch of one row cannot be normalised (a batch of two can)."""
+    pytest.importorskip("torch")
+    p = problem("resnet18:width=2,norm=batch")
+    x = p.initial_x()
+    assert np.all(np.isfinite(p.stoch_grad(x, np.random.default_rng(0), 2)))
+    with pytest.raises(ConfigError, match=r"cannot run on a batch of shape \(1, 1, 8, 8\): Expected more than 1 value"):
+        p.stoch_grad(x, np.random.default_rng(0), 1)

@@ -322,6 +322,15 @@ class FlatModel:
                 xb, yb = self.tensor(xb, np.float32), self.tensor(yb, np.int64)
             yield xb.view(-1, *self.input_shape), yb
 
+    def _forward(self, xb):
+        """The module on a batch; what the module refuses (e.g. BatchNorm on one value per
+        channel: a batch of 1 whose feature maps shrank to 1 x 1) is one line for the user."""
+        try:
+            return self.module(xb)
+        except (ValueError, RuntimeError) as e:
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"the model cannot run on a batch of shape {tuple(xb.shape)}: {why}") from None
+
     def loss_grad(self, X, y, chunk: int = CHUNK_ROWS) -> tuple[float, int]:
         """(mean cross-entropy over the rows of X (labels y), rows classified right);
         the gradient lands in ``g``."""
@@ -333,7 +342,7 @@ class FlatModel:
         total, right = 0.0, 0
         t0 = time.perf_counter()
         for xb, yb in self._batches(X, y, chunk):
-            out = self.module(xb)
+            out = self._forward(xb)
             loss = F.cross_entropy(out, yb, reduction="sum")
             loss.backward()
             total += float(loss.detach())
@@ -352,7 +361,7 @@ class FlatModel:
         total, right = 0.0, 0
         with torch.no_grad():
             for xb, yb in self._batches(X, y, chunk):
-                out = self.module(xb)
+                out = self._forward(xb)
                 total += float(F.cross_entropy(out, yb, reduction="sum"))
                 right += int((out.argmax(dim=1) == yb).sum())
         return total / m, right / m
