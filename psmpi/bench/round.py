@@ -114,7 +114,7 @@ def measure(dataset, method, compressor, workers, rounds, backend, value_dtype="
     for key in ("forward_backward", "gradient_other", "compression", "encode"):
         phases[key] *= hosted
     # the rounds' time: the wall time less the last evaluation (the first is not in it)
-    wall = float(m["wall_time"][-1]) - ms["evaluate"] / len(m["iteration"])
+    wall = float(m["wall_time"][-1]) - ms["evaluate_last"]
     sec = wall / r
     # forward/backward on the round's critical path: every worker in turn (serial), or the
     # slowest worker rank's (MPI: the ranks run at once, the round waits for the last one)

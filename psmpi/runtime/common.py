@@ -355,6 +355,7 @@ class Recorder:
         self.offset = 0.0  # wall time already spent before a resume
         self.master_time = 0.0  # seconds in decoding and aggregation
         self.eval_time = 0.0  # seconds in evaluations (the workers' and the test set's), as the master waits
+        self.last_eval_time = 0.0  # of the latest evaluation alone
         self.t0 = None
         self.bar = None
         self.on_eval = cfg.extra.get("on_eval")  # the Python API's callback: row dict -> None

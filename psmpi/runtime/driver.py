@@ -180,7 +180,8 @@ def drive(plan, transport: Transport, rec, ctl, x, mstate, start: int, iters: in
                 right.append(ok)
                 rows.append(m)
             stop = rec.eval_row(t, *ev.result(), samples, right, rows, x)
-            rec.eval_time += time.perf_counter() - t0
+            rec.last_eval_time = time.perf_counter() - t0
+            rec.eval_time += rec.last_eval_time
             if action == STOP:
                 stop = True
                 if rec.stop in (None, Stop.ITERS):

@@ -331,7 +331,8 @@ def _master(MPI, comm, cfg, ctl, info, _problems, consts, plan):
 
     def result(x, extra=None):
         return make_result(cfg, plan, consts, rec, x, "mpi", library, d, info.problem, {
-            "master": dict(transport.timing, decode_aggregate=rec.master_time, evaluate=rec.eval_time),
+            "master": dict(transport.timing, decode_aggregate=rec.master_time, evaluate=rec.eval_time,
+                           evaluate_last=rec.last_eval_time),
             "bytes_up_round0": rec.bytes_up_round0, "rounds": rec.last_round(), **(extra or {})})
 
     ctl.make_result = result

@@ -73,7 +73,8 @@ def _run(cfg, problems, ctl):
 
     def result(x):
         return make_result(cfg, plan, consts, rec, x, "serial", "", d, kind, {
-            "master": {"decode_aggregate": rec.master_time, "evaluate": rec.eval_time},
+            "master": {"decode_aggregate": rec.master_time, "evaluate": rec.eval_time,
+                       "evaluate_last": rec.last_eval_time},
             "bytes_up_round0": rec.bytes_up_round0,
             "rounds": rec.last_round(),
             "workers_mean": {k: sum(w.ctx.phase_seconds()[k] for w in workers) / n for k in WORKER_PHASES},
