@@ -100,10 +100,17 @@ class Device:
 
     name = "cpu"
     on_host = True
+    torch_device = "cpu"  # where a neural network's torch tensors live for this device
 
     def asarray(self, a, dtype=None):
         """``a`` (host or device) as an array of this device."""
         return np.asarray(a, dtype=dtype)
+
+    def from_torch(self, t):
+        """An array of this device sharing the memory of the torch tensor ``t`` (on
+        ``torch_device``): no copy.  A neural network's flat parameters and gradients are
+        read and written through these views (:class:`psmpi.problems.nn.FlatModel`)."""
+        return t.numpy()
 
     def to_host(self, a) -> np.ndarray:
         return to_numpy(a)
@@ -141,9 +148,13 @@ class CupyDevice(Device):
 
         self.index = local_rank() % n  # ranks of one node spread over its GPUs
         self.cp.cuda.Device(self.index).use()
+        self.torch_device = f"cuda:{self.index}"
 
     def asarray(self, a, dtype=None):
         return self.cp.asarray(a, dtype=dtype)
+
+    def from_torch(self, t):
+        return self.cp.from_dlpack(t)  # a CuPy view of the CUDA tensor (DLPack)
 
     def csr(self, A):
         import cupyx.scipy.sparse as csp
@@ -241,10 +252,13 @@ class EmulatedDevice(Device):
     arrays), sparse matrices :class:`EmulatedCSR`, and the kernels run the
     device algorithms with numpy: the radix select of
     :func:`psmpi.kernels.top_k_radix_host` and the fused EF21 update written
-    as the CUDA kernel computes it.  Everything else is the code a GPU runs."""
+    as the CUDA kernel computes it.  A neural network's torch tensors stay on
+    the CPU; its flat parameters and gradients are emulated views of them, as
+    CuPy views of CUDA tensors are on a GPU.  Everything else is the code a GPU runs."""
 
     name = "gpu"
     on_host = False
+    torch_device = "cpu"  # torch has no emulated device: the model stays on the CPU, seen through emulated views
 
     def asarray(self, a, dtype=None):
         if isinstance(a, EmulatedArray):
@@ -253,6 +267,9 @@ class EmulatedDevice(Device):
 
     def csr(self, A):
         return EmulatedCSR(A)
+
+    def from_torch(self, t):
+        return t.numpy().view(EmulatedArray)  # a view, as DLPack gives CuPy one
 
     def top_k(self, x, k):
         from .kernels import top_k_radix_host

@@ -37,7 +37,8 @@ class TrainConfig:
     tol: float = 0.0
     x0: str | None = None  # None: zeros, or a neural network's seeded initialisation
     seed: int = 0
-    eval_every: int | None = None  # None: about 200 rows per run
+    eval_every: int | None = None  # None: about 200 rows per run (20 for a neural network)
+    eval_rows: int | str | None = None  # rows of each evaluation, or 'full'; None: see resolve_eval_rows
     test_dataset: str | None = None  # a held-out test set (name or file): adds test_loss, test_accuracy
     test_fraction: float | None = None  # or a seeded fraction of the data held out as the test set
     out: str | None = None  # None: results/<method>_<dataset>_<compressor>.h5, numbered if taken
@@ -162,9 +163,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     cfg.iters = _positive_int("iters", cfg.iters)
     if cfg.workers is not None:
         cfg.workers = _positive_int("workers", cfg.workers)
+    nn = is_nn_problem(cfg.problem)
     if cfg.eval_every is None:
-        cfg.eval_every = max(1, cfg.iters // 200)
+        cfg.eval_every = max(1, cfg.iters // (NN_EVALS if nn else EVALS))
     cfg.eval_every = _positive_int("eval_every", cfg.eval_every)
+    cfg.eval_rows = resolve_eval_rows(cfg.eval_rows, nn)
     if cfg.test_fraction is not None:
         cfg.test_fraction = _number("test_fraction", cfg.test_fraction)
         if not 0.0 < cfg.test_fraction < 1.0:
@@ -227,6 +230,25 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
     threads()  # a bad PSMPI_THREADS fails here, before any work
     return cfg
+
+
+# Evaluation defaults: --eval-every is iters/EVALS (iters/NN_EVALS for a neural network, whose
+# evaluation costs a forward and backward pass over NN_EVAL_ROWS rows); BENCHMARKS.md measures
+# the share of the run time evaluations take with these.
+EVALS, NN_EVALS, NN_EVAL_ROWS = 200, 20, 1024
+
+
+def resolve_eval_rows(value, nn: bool):
+    """--eval-rows: a positive number of rows or 'full'; unset, NN_EVAL_ROWS for a neural
+    network (its exact full-data gradient is costly) and 'full' for the other problems."""
+    if value is None:
+        return NN_EVAL_ROWS if nn else "full"
+    if str(value).strip().lower() == "full":
+        return "full"
+    try:
+        return _positive_int("eval_rows", value)
+    except ConfigError:
+        raise ConfigError(f"--eval-rows must be a positive number of rows or full (got {value!r})") from None
 
 
 # Options that change neither the iterates nor the metrics recorded (backend: the serial and MPI

@@ -125,7 +125,7 @@ def test_bench_round_tiny_runs_both_runtimes_and_the_plain_loop(tmp_path):
     assert set(runs) == {(b, c) for b in ("serial", "mpi -n 4", "mpi -n 3") for c in ("topk:1", "identity")}
     for x in runs.values():
         assert x["rounds"] == 6 and x["sec_per_round"] > 0
-        assert x["phases_ms_per_round"]["gradient"] > 0
+        assert x["phases_ms_per_round"]["forward_backward"] > 0
     assert "broadcast" in runs["mpi -n 4", "topk:1"]["phases_ms_per_round"]
     # Top-1 at d = 30: one 6-byte header, a one-byte index and a float32 value per worker (also with
     # two workers on one of the two worker ranks of mpirun -n 3)
@@ -143,6 +143,36 @@ def test_bench_round_tiny_runs_both_runtimes_and_the_plain_loop(tmp_path):
         assert floor["gradient_cpu_us_in_job"] > 0 and floor["gradient_us_alone"] > 0
         assert floor["round_over_floor"] > 0 and f"= {floor['round_over_floor']:.2f}x this floor" in r.output
     assert "mpi floor, mpirun -n 4" in r.output
+
+
+def test_bench_round_on_a_neural_network_splits_forward_backward_from_the_rest(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "nn.json"
+    r = invoke("bench", "round", "--problem", "mlp:8", "--method", "ef21-sgdm", "--batch-size", "16",
+               "--compressor", "topk:5%", "--workers", "2", "--rounds", "4", "--no-mpi", "--json", str(out))
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["dataset"] == "digits" and res["dim"] == 64 * 8 + 8 + 8 * 10 + 10
+    assert res["naive_numpy_loop"] is None and res["mpi_floor"] == []
+    runs = {x["compressor"]: x for x in res["runs"]}
+    assert set(runs) == {"topk:5%", "identity"}
+    for x in runs.values():
+        p = x["phases_ms_per_round"]
+        assert p["forward_backward"] > 0 and p["gradient_other"] >= 0 and p["compression"] > 0
+        spent = sum(p.values()) / 1e3  # the phases lie inside the round
+        assert spent <= x["sec_per_round"] * 1.05
+        assert 0 < x["not_forward_backward"] < 1
+        assert x["not_forward_backward"] == pytest.approx(1 - p["forward_backward"] / 1e3 / x["sec_per_round"])
+        assert x["peak_rss_mb"]["process"] > 0
+    assert runs["topk:5%"]["bytes_up_per_round"] < runs["identity"]["bytes_up_per_round"]
+    assert "mlp:8 (d = 610)" in r.output and "fwd/bwd" in r.output and "memory: the model's flat" in r.output
+
+
+@pytest.mark.parametrize("args,message", [(["--problem", "logreg"], "--problem takes a neural network"),
+                                          (["--batch-size", "4"], "--batch-size goes with --problem")])
+def test_bench_round_refuses_a_convex_problem_or_a_batch_size_alone(args, message):
+    r = invoke("bench", "round", "--dataset", "breast-cancer", "--no-mpi", "--rounds", "2", *args)
+    assert r.exit_code == 2 and message in r.output
 
 
 def test_bench_round_on_the_emulated_gpu(tmp_path, monkeypatch):

@@ -224,3 +224,96 @@ def test_cupy_serial_and_mpi_runs_are_identical(tmp_path):
     assert proc.returncode == 0, proc.stderr
     ref = run(tmp_path, "gpu", "ref", workers=2, iters=40, eval_every=None)
     assert np.array_equal(read_result(str(out)).x, ref.x)
+
+
+# --------------------------------------------- neural networks on the device ---
+NN = dict(problem="mlp:16", dataset="digits", workers=4, iters=12, eval_every=4, gamma=0.1, test_fraction=0.2)
+NN_CASES = [("ef21", "topk:1%"), ("ef21-sgdm", "topk:1%"), ("ef14", "topk:1%"), ("diana", "natural"),
+            ("marina", "randk:40"), ("spars-ams", "topk:1%"), ("ef21-page", "topk:1%")]
+
+
+@pytest.mark.parametrize("method,compressor", NN_CASES)
+def test_neural_network_on_the_emulated_gpu_equals_the_cpu_run_bit_for_bit(tmp_path, emulated, method, compressor):
+    pytest.importorskip("torch")
+    kw = dict(NN, method=method, compressor=compressor, eval_rows=200)
+    cpu, gpu = run(tmp_path, "cpu", method, **kw), run(tmp_path, "gpu", method, **kw)
+    assert gpu.config["device"] == "gpu" and same_run(cpu, gpu)
+    for k in ("train_accuracy", "test_loss", "test_accuracy", "samples"):
+        assert np.array_equal(cpu.metrics[k], gpu.metrics[k]), k
+
+
+def test_neural_network_model_rows_and_state_live_on_the_device(tmp_path, emulated, monkeypatch):
+    """The workers' model is one copy on the device whose flat parameters and gradients are
+    device views of its torch buffers (no copy), the rows are torch tensors there, the state
+    vectors are device arrays, the fused EF21 kernel runs, and only messages and the
+    evaluations' gradients cross to the host."""
+    torch = pytest.importorskip("torch")
+    from psmpi.runtime import driver
+
+    seen = {"ef_step": 0, "to_host": [], "workers": []}
+    real_step, real_host, real_round = EmulatedDevice.ef_step, EmulatedDevice.to_host, driver.Worker.round
+
+    def ef_step(self, v, g, k, vdt):
+        seen["ef_step"] += 1
+        assert isinstance(v, EmulatedArray) and isinstance(g, EmulatedArray)
+        return real_step(self, v, g, k, vdt)
+
+    def to_host(self, a):
+        seen["to_host"].append(np.shape(a))
+        return real_host(self, a)
+
+    def worker_round(self, x, t):
+        out = real_round(self, x, t)
+        seen["workers"].append(self)
+        return out
+
+    monkeypatch.setattr(EmulatedDevice, "ef_step", ef_step)
+    monkeypatch.setattr(EmulatedDevice, "to_host", to_host)
+    monkeypatch.setattr(driver.Worker, "round", worker_round)
+    iters, n = 10, 4
+    res = run(tmp_path, "gpu", "nnspy", **dict(NN, method="ef21", compressor="topk:5", iters=iters, eval_every=iters,
+                                               test_fraction=None))
+    d = res.x.shape[0]
+    models = {id(w.ctx.problem.model) for w in seen["workers"]}
+    assert len(models) == 1  # the four workers of this process share the device copy
+    ctx = seen["workers"][-1].ctx
+    fm = ctx.problem.model
+    assert fm.device is not None and fm.device.name == "gpu"
+    assert isinstance(fm.x, EmulatedArray) and isinstance(fm.g, EmulatedArray)
+    assert fm.x.ctypes.data == fm.flat.data_ptr() and fm.g.ctypes.data == fm.flat_grad.data_ptr()
+    storage = fm.flat.untyped_storage().data_ptr()
+    assert all(p.untyped_storage().data_ptr() == storage for p in fm.module.parameters())  # views of the flat buffer
+    assert isinstance(ctx.problem._X, torch.Tensor) and isinstance(ctx.problem._y, torch.Tensor)
+    assert isinstance(ctx.eval_problem._X, torch.Tensor)  # the --eval-rows subset (1024 of 4 x 359 rows)
+    assert ctx.eval_problem.model is fm and ctx.eval_problem.rows == 256
+    assert all(isinstance(w.state.g, EmulatedArray) for w in seen["workers"])
+    assert seen["ef_step"] == n * (iters - 1)
+    dense = [s for s in seen["to_host"] if s == (d,)]
+    assert len(dense) == n + 2 * n  # round 0's dense messages and the two evaluations' gradients
+    assert sorted(s for s in seen["to_host"] if s != (d,)) == [(5,)] * (2 * n * (iters - 1))
+
+
+def test_neural_network_on_the_emulated_gpu_under_mpi_equals_the_cpu_serial_run(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "m.h5"
+    args = ["train", "--problem", "mlp:16", "--dataset", "digits", "--method", "ef21-sgdm", "--compressor", "topk:1%",
+            "--gamma", "0.1", "--iters", "12", "--eval-every", "4", "--quiet", "--workers", "4", "--batch-size", "8"]
+    env = dict(os.environ, PSMPI_EMULATE_GPU="1")
+    proc = subprocess.run(mpirun() + ["-n", "3", sys.executable, "-m", "psmpi"] + args +
+                          ["--device", "gpu", "--cuda-aware", "--out", str(out)], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    ref = run(tmp_path, "cpu", "ref", problem="mlp:16", dataset="digits", method="ef21-sgdm", compressor="topk:1%",
+              gamma=0.1, iters=12, eval_every=4, batch_size=8)
+    assert same_run(read_result(str(out)), ref)
+
+
+@needs_gpu
+def test_cupy_neural_network_run_matches_the_cpu_run(tmp_path):
+    """On a GPU, cuDNN/cuBLAS sum in another order than the CPU: agreement to float32 rounding
+    over a few rounds, not bits."""
+    pytest.importorskip("torch")
+    kw = dict(NN, method="ef21-sgdm", compressor="topk:1%", iters=6, eval_every=3)
+    cpu, gpu = run(tmp_path, "cpu", "nn", **kw), run(tmp_path, "gpu", "nn", **kw)
+    np.testing.assert_allclose(gpu.x, cpu.x, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(gpu.metrics["loss"], cpu.metrics["loss"], rtol=1e-4)

@@ -280,3 +280,42 @@ def test_resume_with_several_workers_per_rank_equals_the_uninterrupted_run(tmp_p
     assert np.array_equal(a.x, b.x)
     for name in ("iteration", "grad_norm_sq", "bytes_up", "bits_up_by_worker", "samples"):
         assert np.array_equal(a.metrics[name], b.metrics[name]), name
+
+
+def test_every_method_on_an_mlp_mpi_run_equals_serial_run_bit_for_bit(tmp_path):
+    """Every registered method on a tiny MLP (mlp:4 on digits, d = 310) with a test set and the
+    default evaluation subset: one sweep in this process against the same sweep under
+    mpirun -n 3 (3 workers on 2 worker ranks), so torch is imported once per rank."""
+    pytest.importorskip("torch")
+    import yaml
+    from click.testing import CliRunner
+
+    from psmpi import sweep as sw
+    from psmpi.cli import main
+
+    groups = {}
+    for name, cls in REGISTRY.items():
+        groups.setdefault(_compressor_for(cls), []).append(name)
+    config = tmp_path / "mlp_table.yaml"
+    config.write_text(yaml.safe_dump({
+        "problem": "mlp:4", "dataset": "digits", "workers": 3, "iters": 6, "eval_every": 3, "gamma": 0.05,
+        "test_fraction": 0.2, "seed": 7, "quiet": True,
+        "sweep": {"union": [{"method": names, "compressor": comp} for comp, names in groups.items()]}}))
+    serial, mpi = tmp_path / "serial", tmp_path / "mpi"
+    res = CliRunner().invoke(main, ["sweep", "--config", str(config), "--out-dir", str(serial), "-q",
+                                    "--set", "backend=serial"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    proc = subprocess.run(mpirun() + ["-n", "3", sys.executable, "-m", "psmpi", "sweep", "--config", str(config),
+                                      "--out-dir", str(mpi), "-q"], capture_output=True, text=True, timeout=600)
+    _check(proc)
+    points = sw.build(str(config), out_dir=str(serial)).points
+    assert sorted(p.config["method"] for p in points) == sorted(REGISTRY)
+    for p in points:
+        a = read_result(p.out)
+        b = read_result(str(mpi / os.path.basename(p.out)))
+        assert (a.attrs["backend"], b.attrs["backend"]) == ("serial", "mpi")
+        assert a.config["eval_rows"] == 1024 and a.x.size == 310
+        assert np.array_equal(a.x, b.x), p.config["method"]
+        for name in ("grad_norm_sq", "loss", "train_accuracy", "test_loss", "test_accuracy", "bytes_up", "samples"):
+            assert np.array_equal(a.metrics[name], b.metrics[name]), (p.config["method"], name)
+        assert a.metrics["bytes_up"][-1] > 0 and a.metrics["loss"][-1] != a.metrics["loss"][0]  # it trained

@@ -367,3 +367,12 @@ def test_powersgd_where_it_cannot_run_is_one_line_with_exit_2(tmp_path, args, me
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
+def test_a_batch_the_model_refuses_is_one_line():
+    """BatchNorm on one value per channel: a ResNet-18 on 8x8 images has 1x1 maps in its last
+    stage, so a minibatch of one row cannot be normalised (a batch of two can)."""
+    pytest.importorskip("torch")
+    p = problem("resnet18:width=2,norm=batch")
+    x = p.initial_x()
+    assert np.all(np.isfinite(p.stoch_grad(x, np.random.default_rng(0), 2)))
+    with pytest.raises(ConfigError, match=r"cannot run on a batch of shape \(1, 1, 8, 8\): Expected more than 1 value"):
+        p.stoch_grad(x, np.random.default_rng(0), 1)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -56,10 +57,25 @@ def naive_ef21(A_blocks, b_blocks, lam, gamma, k, rounds, x0=None):
     return x, (time.perf_counter() - t0) / rounds
 
 
-def _train_args(dataset, method, compressor, workers, rounds, value_dtype, device="cpu"):
-    return ["--dataset", dataset, "--method", method, "--compressor", compressor, "--iters", str(rounds),
+def _train_args(dataset, method, compressor, workers, rounds, value_dtype, device="cpu", model=None):
+    args = ["--dataset", dataset, "--method", method, "--compressor", compressor, "--iters", str(rounds),
             "--eval-every", str(rounds), "--value-dtype", value_dtype, "--quiet", "--workers", str(workers),
             "--device", device]
+    if model is not None:  # a neural network: its options, and one evaluation row per worker
+        args += ["--problem", model.problem, "--gamma", str(model.gamma), "--eval-rows", str(workers)]
+        if model.batch_size is not None:
+            args += ["--batch-size", str(model.batch_size)]
+    return args
+
+
+@dataclass
+class Model:
+    """A neural-network problem for the bench: --problem, the step and the batch size
+    (None: the method's default)."""
+
+    problem: str
+    gamma: float = 0.01
+    batch_size: int | str | None = None
 
 
 def mpi_floor(dataset, workers, rounds, mpirun, ranks=None) -> dict:
@@ -71,11 +87,12 @@ def mpi_floor(dataset, workers, rounds, mpirun, ranks=None) -> dict:
 
 
 def measure(dataset, method, compressor, workers, rounds, backend, value_dtype="float32", mpirun=None, device="cpu",
-            ranks=None):
+            ranks=None, model=None):
     """Seconds per round and its phase split for one runtime; bytes per round.
-    ``ranks``: under MPI, the world size (default one rank per worker plus the master)."""
+    ``ranks``: under MPI, the world size (default one rank per worker plus the master);
+    ``model``: a neural network (:class:`Model`) instead of the dataset's default problem."""
     ranks = ranks or workers + 1
-    args = _train_args(dataset, method, compressor, workers, rounds, value_dtype, device)
+    args = _train_args(dataset, method, compressor, workers, rounds, value_dtype, device, model)
     if backend == "mpi":
         res, tim = run_training(mpirun + ["-n", str(ranks)], args)
     else:
@@ -84,19 +101,29 @@ def measure(dataset, method, compressor, workers, rounds, backend, value_dtype="
     r = int(m["iteration"][-1])
     up, down = bytes_per_round(m, tim)
     w, ms = tim["workers_mean"], tim["master"]
+    # "forward_backward": the model's passes (for other problems the whole local gradient);
+    # "gradient_other": the rest of the local gradient (x into the model, the gradient out);
     # "compression": the method's step without its gradients, i.e. compression plus state updates
-    phases = {"gradient": w["gradient"], "compression": w["step"] - w["gradient"], "encode": w["encode"],
+    phases = {"forward_backward": w["forward_backward"], "gradient_other": w["gradient"] - w["forward_backward"],
+              "compression": w["step"] - w["gradient"], "encode": w["encode"],
               "decode_aggregate": ms.get("decode_aggregate", 0.0)}
     if backend == "mpi":
         phases["broadcast"] = ms["bcast"]
         phases["communication"] = max(0.0, ms["gather"] - w["step"] - w["encode"])
     hosted = workers if backend == "serial" else workers / (ranks - 1)  # workers one process runs in turn
-    for key in ("gradient", "compression", "encode"):
+    for key in ("forward_backward", "gradient_other", "compression", "encode"):
         phases[key] *= hosted
+    # the rounds' time: the wall time less the last evaluation (the first is not in it)
+    wall = float(m["wall_time"][-1]) - ms["evaluate_last"]
+    sec = wall / r
+    # forward/backward on the round's critical path: every worker in turn (serial), or the
+    # slowest worker rank's (MPI: the ranks run at once, the round waits for the last one)
+    fb = w["forward_backward"] * workers if backend == "serial" else tim["ranks_max"]["forward_backward"] * hosted
     return {"backend": backend if backend == "serial" else f"mpi -n {ranks}",
             "ranks": ranks if backend == "mpi" else None, "method": method, "compressor": compressor, "rounds": r,
-            "sec_per_round": float(m["wall_time"][-1]) / r,
+            "dim": int(res.x.shape[0]), "sec_per_round": sec,
             "phases_ms_per_round": {k: 1e3 * v / r for k, v in phases.items()},
+            "not_forward_backward": 1.0 - fb / (r * sec),
             "bytes_up_per_round": up, "bytes_down_per_round": down,
             "peak_rss_mb": tim.get("peak_rss_mb", {}), "x": res.x, "gamma": res.gamma}
 
@@ -114,25 +141,30 @@ def naive_on(dataset, workers, rounds, lam, gamma, k, split="contiguous", seed=0
 
 
 def run_round_bench(dataset, method, compressor, workers, rounds, mpi=True, sizes=(), mpirun=None, device="cpu",
-                    ranks=None):
+                    ranks=None, model=None):
     """``ranks``: the MPI world sizes to run (default: one rank per worker plus the
-    master, and 3, i.e. the workers hosted by two ranks)."""
+    master, and 3, i.e. the workers hosted by two ranks); ``model``: a neural network
+    (:class:`Model`; then no plain numpy loop, MPI floor or synthetic sizes)."""
     if mpi and mpirun is None:
         mpirun = default_mpirun("or use --no-mpi")
     bad = [r for r in ranks or () if not 2 <= r <= workers + 1]
     if bad:
         raise ValueError(f"--ranks: {bad[0]} ranks cannot host {workers} workers (2 to {workers + 1})")
+    if model is not None and sizes:
+        raise ValueError("--sizes draws synthetic logistic regression problems: not with --problem")
     ranks = sorted({r for r in (ranks or (workers + 1, 3)) if r <= workers + 1}, reverse=True)
     rows = []  # every method accepts the identity compressor: that run is the dense baseline
     for backend, r in [("serial", None)] + ([("mpi", r) for r in ranks] if mpi else []):
         for meth, comp in ((method, compressor), (method, "identity")):
-            rows.append(measure(dataset, meth, comp, workers, rounds, backend, mpirun=mpirun, device=device, ranks=r))
+            rows.append(measure(dataset, meth, comp, workers, rounds, backend, mpirun=mpirun, device=device, ranks=r,
+                                model=model))
     naive = None
-    if method == "ef21" and compressor.startswith("topk:") and not compressor.endswith("%"):
+    if model is None and method == "ef21" and compressor.startswith("topk:") and not compressor.endswith("%"):
         ref = measure(dataset, method, compressor, workers, rounds, "serial", "float64", mpirun, device)
         x, spr = naive_on(dataset, workers, rounds, 0.1, ref["gamma"], int(compressor.split(":")[1]))
         naive = {"sec_per_round": spr, "max_abs_diff_vs_serial_float64": float(np.max(np.abs(x - ref["x"])))}
-    floors = [mpi_floor(dataset, workers, rounds, mpirun, r) for r in ranks] if mpi and device == "cpu" else []
+    floors = [mpi_floor(dataset, workers, rounds, mpirun, r) for r in ranks] \
+        if mpi and device == "cpu" and model is None else []
     for f in floors:  # the round against its floor, side by side in this run
         run = next(x for x in rows if x.get("ranks") == f["ranks"] and x["compressor"] == compressor)
         f["round_ms"] = 1e3 * run["sec_per_round"]
@@ -148,6 +180,7 @@ def run_round_bench(dataset, method, compressor, workers, rounds, mpi=True, size
     for r in rows:
         r.pop("x")
     return {"dataset": dataset, "workers": workers, "rounds": rounds, "device": device, "runs": rows,
+            "problem": None if model is None else vars(model), "dim": rows[0]["dim"],
             "naive_numpy_loop": naive, "mpi_floor": floors, "dense_vs_sparse_by_d": scaling}
 
 
@@ -159,16 +192,28 @@ def _peak(r) -> str:
 
 
 def format_table(res) -> str:
-    lines = [f"time per round: {res['dataset']}, {res['workers']} workers, {res['rounds']} rounds, "
+    nn = res.get("problem")
+    what = f"{nn['problem']} (d = {res['dim']:,}), " if nn else ""
+    lines = [f"time per round: {what}{res['dataset']}, {res['workers']} workers, {res['rounds']} rounds, "
              f"workers on the {res.get('device', 'cpu')}",
-             f"{'backend':8s} {'method':8s} {'compressor':10s} {'ms/round':>9s} {'B up/round':>11s} "
-             f"{'grad':>7s} {'compr':>7s} {'encode':>7s} {'comm':>7s} {'bcast':>7s} {'dec+agg':>7s} {'peak MB':>16s}"]
+             "phases in ms per round: fwd/bwd = the model's forward and backward passes (for other problems the "
+             "local gradient), x/g = the rest of the gradient (x into the model, g out), compr = compression and "
+             "state updates, comm = the gather's wait beyond the workers' steps; other = the round's share outside "
+             "fwd/bwd",
+             f"{'backend':8s} {'method':9s} {'compressor':10s} {'ms/round':>9s} {'B up/round':>11s} "
+             f"{'fwd/bwd':>8s} {'x/g':>7s} {'compr':>7s} {'encode':>7s} {'comm':>7s} {'bcast':>7s} {'dec+agg':>7s} "
+             f"{'other':>6s} {'peak MB':>16s}"]
     for r in res["runs"]:
         p = r["phases_ms_per_round"]
-        lines.append(f"{r['backend']:8s} {r['method']:8s} {r['compressor']:10s} {1e3 * r['sec_per_round']:9.3f} "
-                     f"{r['bytes_up_per_round']:11.0f} {p['gradient']:7.3f} {p['compression']:7.3f} "
-                     f"{p['encode']:7.3f} {p.get('communication', float('nan')):7.3f} "
-                     f"{p.get('broadcast', float('nan')):7.3f} {p['decode_aggregate']:7.3f} {_peak(r):>16s}")
+        lines.append(f"{r['backend']:8s} {r['method']:9s} {r['compressor']:10s} {1e3 * r['sec_per_round']:9.3f} "
+                     f"{r['bytes_up_per_round']:11.0f} {p['forward_backward']:8.3f} {p['gradient_other']:7.3f} "
+                     f"{p['compression']:7.3f} {p['encode']:7.3f} {p.get('communication', float('nan')):7.3f} "
+                     f"{p.get('broadcast', float('nan')):7.3f} {p['decode_aggregate']:7.3f} "
+                     f"{100 * r['not_forward_backward']:5.1f}% {_peak(r):>16s}")
+    if nn:
+        d = res["dim"]
+        lines.append(f"memory: the model's flat float32 parameters and gradients {8 * d / 2**20:.1f} MB, "
+                     f"each float64 vector of length d (x, g_i, v_i, ...) {8 * d / 2**20:.1f} MB")
     nv = res["naive_numpy_loop"]
     if nv:
         lines.append(f"plain numpy loop (dense local gradients): {1e3 * nv['sec_per_round']:.3f} ms/round "

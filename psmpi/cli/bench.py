@@ -109,8 +109,14 @@ def wire(sizes, fractions, encodings, repeat, warmup, budget, seed, json_path):
 
 
 @bench.command("round")
-@click.option("--dataset", default="a9a", show_default=True,
-              help="any --dataset of psmpi train (a9a is looked up in $PSMPI_DATA)")
+@click.option("--dataset", default=None,
+              help="any --dataset of psmpi train  [default: a9a (looked up in $PSMPI_DATA); digits with --problem]")
+@click.option("--problem", default=None,
+              help="a neural network instead of the dataset's convex problem: mlp, mlp:1024x1024, cnn, resnet18, ... "
+                   "(psmpi[torch]; each worker evaluates one row at the first and last round)")
+@click.option("--gamma", type=float, default=0.01, show_default=True, help="the step with --problem")
+@click.option("--batch-size", default=None, help="the minibatch with --problem (a method that takes one)  "
+              "[default: the method's]")
 @click.option("--method", default="ef21", show_default=True)
 @click.option("--compressor", default="topk:1", show_default=True)
 @click.option("--workers", type=click.IntRange(1), default=20, show_default=True)
@@ -123,24 +129,42 @@ def wire(sizes, fractions, encodings, repeat, warmup, budget, seed, json_path):
               help="where the runtimes keep worker state and compute (the plain numpy loop stays on the CPU)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 @bench_errors
-def round_(dataset, method, compressor, workers, rounds, mpi, ranks, sizes, device, json_path):
+def round_(dataset, problem, gamma, batch_size, method, compressor, workers, rounds, mpi, ranks, sizes, device,
+           json_path):
     """Time per round of the serial and MPI runtimes, split into phases, next to
     the dense baseline (the same --method with the identity compressor, so EF21 +
     identity by default: an uncompressed Gather of d floats) and a plain numpy
     loop over the workers' dense local gradients.
     With --mpi (on the CPU) also the MPI floor of each world size: the same
     mpirun and collectives with no work, then with the local gradients only,
-    and the round's ratio to it."""
+    and the round's ratio to it.  With --problem (a neural network) the phases
+    split the gradient into the model's forward/backward passes and the rest, and
+    the table gives the round's share outside forward/backward and peak memory.
+
+    \b
+    Example (the MLP target of BENCHMARKS.md):
+      psmpi bench round --problem mlp:1024x1024 --compressor topk:1% --workers 4 --rounds 30 --ranks 5
+    """
     from ..bench.common import parse_sizes
-    from ..bench.round import format_table, run_round_bench
+    from ..bench.round import Model, format_table, run_round_bench
 
     dims = parse_sizes(sizes) if sizes else ()
     try:
         sizes_r = tuple(int(r) for r in ranks.split(",") if r.strip()) or None
     except ValueError:
         raise ValueError(f"--ranks expects integers like 21,3 (got {ranks!r})") from None
-    report(run_round_bench(dataset, method, compressor, workers, rounds, mpi=mpi, sizes=dims, device=device,
-                           ranks=sizes_r),
+    model = None
+    if problem is not None:
+        from ..problems import is_nn_problem
+
+        if not is_nn_problem(problem):
+            raise ValueError(f"--problem takes a neural network (mlp, cnn, resnet18, ...), not {problem!r}: "
+                             f"the convex problem follows from --dataset")
+        model = Model(problem, gamma, batch_size)
+    elif batch_size is not None:
+        raise ValueError("--batch-size goes with --problem")
+    report(run_round_bench(dataset or ("digits" if model else "a9a"), method, compressor, workers, rounds, mpi=mpi,
+                           sizes=dims, device=device, ranks=sizes_r, model=model),
            format_table, json_path)
 
 

@@ -10,6 +10,7 @@ import json
 
 import click
 
+from ..config import EVALS, NN_EVAL_ROWS, NN_EVALS
 from .errors import EXIT_DIVERGED, EXIT_NO_WORKERS, fail, friendly
 
 FIELD_OPTIONS = [
@@ -36,7 +37,11 @@ FIELD_OPTIONS = [
     ("--x0", str, "zeros, ones, normal (seeded), init (a neural network's seeded initialisation) or FILE.npy  "
                   "[default: zeros; init for neural networks]"),
     ("--seed", int, "seed; worker i's stream derives from (seed, i)  [default: 0]"),
-    ("--eval-every", int, "rounds between exact evaluations of f and ||grad f||^2  [default: iters/200]"),
+    ("--eval-every", int, f"rounds between exact evaluations of f and ||grad f||^2  [default: iters/{EVALS}; "
+                          f"iters/{NN_EVALS} for neural networks]"),
+    ("--eval-rows", str, "evaluate f, ||grad f||^2 and the accuracies on a fixed seeded subset of this many rows "
+                         "(split evenly over the workers, each drawing from its own rows; and at most this many "
+                         f"test rows), or full  [default: {NN_EVAL_ROWS} for neural networks, full otherwise]"),
     ("--out", str, "output HDF5 file  [default: results/METHOD_DATASET_COMPRESSOR.h5, numbered _2, _3, ... "
                    "when taken]"),
     ("--backend", click.Choice(["auto", "serial", "mpi"]), "auto: mpi when launched with several ranks"),

@@ -44,10 +44,27 @@ def check_split(split: str) -> None:
 
 
 HOLD_OUT_KEY = 6  # the stream of --test-fraction's draw (3: shuffle, 4: dirichlet, 5: label-sorted)
+EVAL_ROWS_KEY = 7  # the streams of --eval-rows' subsets: (7, i) for worker i, (8,) for the test set
 
 
 def _rng(seed: int, key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(key,)))
+
+
+def eval_share(total: int, n_workers: int, index: int) -> int:
+    """Worker ``index``'s part of ``total`` evaluation rows: total // n, one more for the
+    first total % n workers."""
+    q, r = divmod(int(total), int(n_workers))
+    return q + (1 if index < r else 0)
+
+
+def eval_subset(n_rows: int, m: int, seed: int, index: int | None = None) -> np.ndarray:
+    """``m`` of ``n_rows`` rows (sorted, drawn without replacement) for evaluations, from
+    the stream (seed, 7, index) of worker ``index`` alone, or (seed, 8) for the test set
+    (``index`` None): the subset does not depend on which process holds the rows."""
+    key = (EVAL_ROWS_KEY + 1,) if index is None else (EVAL_ROWS_KEY, int(index))
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+    return np.sort(rng.choice(int(n_rows), size=int(m), replace=False))
 
 
 def chunk_sizes(n_rows: int, n_workers: int) -> np.ndarray:

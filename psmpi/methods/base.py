@@ -194,10 +194,14 @@ class WorkerContext:
     """
 
     def __init__(self, index, problem, compressor: Compressor, rng, common_rng, hp: Hyper, value_dtype,
-                 device: Device | None = None):
+                 device: Device | None = None, eval_problem=None):
         self.index = index
         self.device = Device() if device is None else device
         self.problem = problem if self.device.on_host else problem.to_device(self.device)
+        if eval_problem is None or eval_problem is problem:
+            self.eval_problem = self.problem  # evaluations share the round's exact gradient
+        else:  # --eval-rows: a fixed subset of the local rows
+            self.eval_problem = eval_problem if self.device.on_host else eval_problem.to_device(self.device)
         self.compressor = compressor
         self.rng = rng  # this worker's own stream (minibatches, random compressors)
         self.common = common_rng  # a stream every participant holds a copy of
@@ -211,8 +215,16 @@ class WorkerContext:
         self.batch = None  # (oracle, index): the serial runtime's stacked gradients of all workers
         self.samples = 0  # sample gradients the method's steps used (the oracle calls of /metrics/samples)
         self._counted_round = None
-        # seconds spent, for `psmpi bench round` (step and encode are added by the driver's worker round)
-        self.timings = {"gradient": 0.0, "compress": 0.0, "step": 0.0, "encode": 0.0}
+        # seconds spent, for `psmpi bench round` (step and encode are added by the driver's worker round;
+        # evaluate: the evaluations' own work, not a gradient the round's step shares)
+        self.timings = {"gradient": 0.0, "compress": 0.0, "step": 0.0, "encode": 0.0, "evaluate": 0.0}
+
+    def phase_seconds(self) -> dict:
+        """``timings`` and ``forward_backward``: the part of the gradients spent in a neural
+        network's forward and backward passes (the problem's own timer), for any other
+        problem the whole gradient time."""
+        fb = getattr(self.problem, "forward_backward_seconds", None)
+        return dict(self.timings, forward_backward=self.timings["gradient"] if fb is None else fb)
 
     def at(self, x, t: int):
         """The iterate of round ``t`` on this worker's device (copied there once per round)."""
@@ -241,18 +253,26 @@ class WorkerContext:
             self._cache_round = self.round
         return self._cache[0]
 
-    def value_and_grad(self, x):
-        """Exact f_i(x) and grad f_i(x) at the round's (host) iterate, on the host:
-        what evaluation sends to the master."""
-        x = self.at(x, self.round)
-        g = self._exact(x)  # not counted: evaluation is the experimenter's, not the method's
-        return float(self.problem.value_from(x, self._cache[1])), self.device.to_host(g)
+    def end_round(self) -> None:
+        """Drop the round's exact gradient (an O(d) array per worker the state need not keep)."""
+        self._cache = self._cache_round = None
 
-    def correct(self, x) -> int | None:
-        """Local rows the round's iterate classifies correctly (None: no classifier),
-        reusing what the round's exact gradient computed (logistic regression's margins)."""
-        aux = self._cache[1] if self._cache_round == self.round else None
-        return self.problem.correct(self.at(x, self.round), aux)
+    def evaluate(self, x):
+        """(f_i(x), grad f_i(x) on the host, local rows x classifies correctly or None, rows
+        evaluated) at the round's (host) iterate, exactly on the evaluation rows: all local
+        rows (sharing the round's exact gradient), or the --eval-rows subset."""
+        t0, shared = time.perf_counter(), self.timings["gradient"]
+        x = self.at(x, self.round)
+        p = self.eval_problem
+        if p is self.problem:
+            g = self._exact(x)  # not counted in samples: evaluation is the experimenter's, not the method's
+            aux = self._cache[1]
+        else:
+            g, aux = p.grad_aux(x)
+        right = p.correct(x, aux)
+        out = float(p.value_from(x, aux)), self.device.to_host(g), right, 0 if right is None else p.rows
+        self.timings["evaluate"] += time.perf_counter() - t0 - (self.timings["gradient"] - shared)
+        return out
 
     def sgrad(self, x, batch=None):
         """A minibatch gradient with ``batch`` (default: the run's batch size); exact when None."""

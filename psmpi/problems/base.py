@@ -40,6 +40,11 @@ class LocalProblem:
         """A copy of this problem whose data lives on ``dev`` (``--device gpu``)."""
         raise NotImplementedError(f"{type(self).__name__} has no GPU version")
 
+    def subset(self, rows) -> "LocalProblem":
+        """The same problem on some of its rows (local indices), e.g. the fixed evaluation
+        subset of ``--eval-rows``."""
+        raise NotImplementedError(f"{type(self).__name__} has no rows to take a subset of")
+
     def grad_aux(self, x: np.ndarray):
         """grad f_i(x) and what ``value_from`` needs to give f_i(x) cheaply later."""
         v, g = self.value_and_grad(x)

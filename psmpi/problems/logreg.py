@@ -48,6 +48,9 @@ class LogReg(LocalProblem):
         out._index = dev.asarray
         return out
 
+    def subset(self, rows):
+        return LogReg(self.A[rows], self.b[rows], self.lam)
+
     def _vg(self, A, b, x):
         z = b * (A @ x)
         loss = float(np.mean(np.logaddexp(0.0, -z)))

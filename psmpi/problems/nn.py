@@ -58,6 +58,7 @@ from __future__ import annotations
 import copy
 import importlib
 import os
+import time
 
 import numpy as np
 
@@ -233,9 +234,11 @@ def make_module(model, input_shape, n_classes: int):
 class FlatModel:
     """A torch module whose trainable parameters are views of one flat float32 tensor.
 
-    ``x`` (numpy, float32, length ``dim``) is the parameter vector and ``g``
-    the gradient vector; both share memory with the module.  ``x0`` is a
-    copy of the initial parameters (float32), a function of ``seed`` only.
+    ``x`` (float32, length ``dim``) is the parameter vector and ``g`` the
+    gradient vector, arrays of the model's device that share memory with the
+    module: numpy arrays on the host, CuPy views of the torch CUDA tensors
+    through DLPack on a GPU (:meth:`on`).  ``x0`` is a copy of the initial
+    parameters (float32, on the host), a function of ``seed`` only.
     ``blocks`` holds each parameter's ``(offset, shape)`` in x, in order.
 
     The module may hold no buffers (BatchNorm's running statistics, ...): they
@@ -250,15 +253,22 @@ class FlatModel:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(seed))
             module = make_module(model, self.input_shape, self.n_classes)
-        self.module = module.float()
-        if next(self.module.buffers(), None) is not None:
-            names = ", ".join(n for n, _ in self.module.named_buffers())
+        if next(module.buffers(), None) is not None:
+            names = ", ".join(n for n, _ in module.named_buffers())
             raise ConfigError(f"model {model}: its buffers ({names}) are state outside the parameter vector; "
                               f"use layers without them (e.g. BatchNorm with track_running_stats=False)")
-        params = [p for p in self.module.parameters() if p.requires_grad]
+        self._bind(module.float(), None)
+        self.x0 = self.x.copy()
+
+    def _bind(self, module, device) -> None:
+        """Make ``module``'s trainable parameters and gradients views of two flat tensors on
+        ``device`` (None: the host), exposed as ``x`` and ``g`` (numpy, or ``device``'s arrays)."""
+        self.module, self.device = module, device
+        where = "cpu" if device is None else device.torch_device
+        params = [p for p in module.parameters() if p.requires_grad]
         self.dim = sum(p.numel() for p in params)
-        self.flat = torch.empty(self.dim, dtype=torch.float32)
-        self.flat_grad = torch.zeros(self.dim, dtype=torch.float32)
+        self.flat = torch.empty(self.dim, dtype=torch.float32, device=where)
+        self.flat_grad = torch.zeros(self.dim, dtype=torch.float32, device=where)
         off, blocks = 0, []
         for p in params:
             n = p.numel()
@@ -269,9 +279,32 @@ class FlatModel:
             p.grad = self.flat_grad[off:off + n].view_as(p)
             off += n
         self.blocks = tuple(blocks)
-        self.x = self.flat.numpy()
-        self.g = self.flat_grad.numpy()
-        self.x0 = self.x.copy()
+        view = (lambda t: t.numpy()) if device is None else device.from_torch
+        self.x, self.g = view(self.flat), view(self.flat_grad)
+        self._copies = {}
+        self.last_forward_backward = 0.0  # seconds of the last loss_grad's forward and backward passes
+
+    def on(self, device) -> "FlatModel":
+        """This model on ``device`` (a :class:`psmpi.backend.Device`): itself on the host;
+        else one copy per device, shared by every problem of this process that asks (the
+        workers one process hosts hold the model once), its parameters as they are now."""
+        if device is None or device.on_host:
+            return self
+        if device.name not in self._copies:
+            where = device.torch_device
+            if where.startswith("cuda") and not torch.cuda.is_available():
+                raise RuntimeError("a neural network on the GPU needs a CUDA build of torch "
+                                   "(torch.cuda.is_available() is False)")
+            twin = copy.copy(self)
+            twin._bind(copy.deepcopy(self.module).to(where), device)
+            self._copies[device.name] = twin
+        return self._copies[device.name]
+
+    def tensor(self, a, dtype=None):
+        """A host array (data rows, labels, row indices) as a torch tensor on this model's
+        device; on the host it shares the array's memory."""
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=dtype))
+        return t if self.device is None else t.to(self.device.torch_device)
 
     def load(self, x) -> None:
         """Set the parameters to ``x`` (rounded to float32); nothing to do when x is ``self.x``."""
@@ -279,12 +312,27 @@ class FlatModel:
             return
         if np.shape(x) != (self.dim,):
             raise ValueError(f"parameter vector of shape {np.shape(x)}; this model has {self.dim} parameters")
-        np.copyto(self.x, x, casting="same_kind")
+        if self.device is None:
+            np.copyto(self.x, x, casting="same_kind")
+        else:
+            self.x[...] = x  # on the device: a cast into the flat buffer through its view
 
     def _batches(self, X, y, chunk: int):
+        """Chunks of (rows as images, labels); X and y are host arrays or this model's tensors."""
         for a in range(0, len(X), chunk):
-            xb = torch.from_numpy(np.ascontiguousarray(X[a:a + chunk], dtype=np.float32))
-            yield xb.view(-1, *self.input_shape), torch.from_numpy(np.asarray(y[a:a + chunk], dtype=np.int64))
+            xb, yb = X[a:a + chunk], y[a:a + chunk]
+            if not isinstance(xb, torch.Tensor):
+                xb, yb = self.tensor(xb, np.float32), self.tensor(yb, np.int64)
+            yield xb.view(-1, *self.input_shape), yb
+
+    def _forward(self, xb):
+        """The module on a batch; what the module refuses (e.g. BatchNorm on one value per
+        channel: a batch of 1 whose feature maps shrank to 1 x 1) is one line for the user."""
+        try:
+            return self.module(xb)
+        except (ValueError, RuntimeError) as e:
+            why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"the model cannot run on a batch of shape {tuple(xb.shape)}: {why}") from None
 
     def loss_grad(self, X, y, chunk: int = CHUNK_ROWS) -> tuple[float, int]:
         """(mean cross-entropy over the rows of X (labels y), rows classified right);
@@ -295,12 +343,14 @@ class FlatModel:
         self.module.train()
         self.flat_grad.zero_()
         total, right = 0.0, 0
+        t0 = time.perf_counter()
         for xb, yb in self._batches(X, y, chunk):
-            out = self.module(xb)
+            out = self._forward(xb)
             loss = F.cross_entropy(out, yb, reduction="sum")
             loss.backward()
             total += float(loss.detach())
             right += int((out.detach().argmax(dim=1) == yb).sum())
+        self.last_forward_backward = time.perf_counter() - t0  # the passes alone, for the bench's phase split
         self.flat_grad.mul_(1.0 / m)
         return total / m, right
 
@@ -314,7 +364,7 @@ class FlatModel:
         total, right = 0.0, 0
         with torch.no_grad():
             for xb, yb in self._batches(X, y, chunk):
-                out = self.module(xb)
+                out = self._forward(xb)
                 total += float(F.cross_entropy(out, yb, reduction="sum"))
                 right += int((out.argmax(dim=1) == yb).sum())
         return total / m, right / m
@@ -360,6 +410,23 @@ class NNProblem(LocalProblem):
         self.grad_dtype = np.dtype(grad_dtype)
         self.chunk_rows = int(chunk_rows)
         self.name = model if isinstance(model, str) else type(self.model.module).__name__
+        self._X, self._y = self.X, self.y  # the rows the gradients read: host arrays, or the device's tensors
+        self.forward_backward_seconds = 0.0  # in the model's forward and backward passes alone (psmpi bench round)
+
+    def to_device(self, dev):
+        """A copy on ``dev`` (``--device gpu``): the model's copy on the device (one per process,
+        :meth:`FlatModel.on`) and the rows as torch tensors there; the gradients are then arrays
+        of ``dev`` read from the flat gradient through its view, and x is written into the flat
+        parameters through theirs."""
+        out = copy.copy(self)
+        out.model = self.model.on(dev)
+        out._X, out._y = out.model.tensor(self.X), out.model.tensor(self.y)
+        return out
+
+    def subset(self, rows):
+        """This problem on some of its rows (local indices), sharing the model."""
+        return NNProblem(self.X[rows], self.y[rows], self.input_shape, self.model.n_classes, self.model,
+                         weight_decay=self.weight_decay, grad_dtype=self.grad_dtype, chunk_rows=self.chunk_rows)
 
     def initial_x(self) -> np.ndarray:
         """The seeded initial parameters (float64), the same on every rank."""
@@ -369,6 +436,7 @@ class NNProblem(LocalProblem):
         """(f, rows right, gradient) on the rows X."""
         self.model.load(x)
         loss, right = self.model.loss_grad(X, y, self.chunk_rows)
+        self.forward_backward_seconds += self.model.last_forward_backward
         if self.weight_decay:
             self.model.flat_grad.add_(self.model.flat, alpha=self.weight_decay)
             w = self.model.x.astype(np.float64)
@@ -376,20 +444,23 @@ class NNProblem(LocalProblem):
         return loss, right, self.model.g.astype(self.grad_dtype)
 
     def value_and_grad(self, x):
-        loss, _, g = self._loss_grad(x, self.X, self.y)
+        loss, _, g = self._loss_grad(x, self._X, self._y)
         return loss, g
 
     def grad_aux(self, x):
         """The gradient, and (f, rows right) from the same forward pass."""
-        loss, right, g = self._loss_grad(x, self.X, self.y)
+        loss, right, g = self._loss_grad(x, self._X, self._y)
         return g, (loss, right)
 
     def value_from(self, x, aux):
         return aux[0]
 
     def batch_grad(self, x, idx):
-        """The gradient on the rows ``idx`` (LocalProblem.minibatch draws them with replacement)."""
-        return self._loss_grad(x, self.X[idx], self.y[idx])[2]
+        """The gradient on the rows ``idx`` (host indices; LocalProblem.minibatch draws them with
+        replacement)."""
+        if self._X is not self.X:  # rows on the device: gather them there
+            idx = self.model.tensor(idx, np.int64)
+        return self._loss_grad(x, self._X[idx], self._y[idx])[2]
 
     def loss(self, x, X, y) -> float:
         """Mean cross-entropy (no weight decay) of x on other rows, e.g. a test set."""

@@ -23,6 +23,9 @@ class Softmax(LocalProblem):
         self.dim = self.features * self.C
         self.reg_curvature = 2.0 * self.lam
 
+    def subset(self, rows):
+        return Softmax(self.A[rows], self.y[rows], self.C, self.lam)
+
     def _vg(self, A, y, x):
         from scipy.special import logsumexp, softmax  # here: scipy.special costs every rank ~40 ms to import
 

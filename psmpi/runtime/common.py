@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backend import get_device
+from ..backend import emulating, get_device
 from ..compressors import NoConstant, Setting, compressor_class, make_compressor
 from ..config import TrainConfig, checkpoint_path
-from ..data import class_labels, load_shard, open_dataset
+from ..data import RowSubset, class_labels, load_shard, open_dataset
+from ..data.splits import eval_share, eval_subset
 from ..errors import ConfigError, MethodError, Stop
 from ..methods import Hyper, WorkerContext, get_method
 from ..problems import LogReg, Softmax, is_nn_problem, lambda_max
@@ -84,6 +85,8 @@ def describe_data(cfg: TrainConfig) -> DataInfo:
             raise ConfigError(f"--dataset {cfg.dataset} is a quadratic problem, not {cfg.problem}")
         if cfg.test_dataset or cfg.test_fraction:
             raise ConfigError(f"--dataset {cfg.dataset} has no data rows to test on: drop --test-dataset/--test-fraction")
+        if cfg.eval_rows != "full":
+            raise ConfigError(f"--dataset {cfg.dataset} has no data rows to evaluate a subset of: drop --eval-rows")
         probs = quadratic_problems(cfg.dataset, cfg.workers)
         return DataInfo(probs, "quadratic", np.zeros(0), probs[0].dim, probs[0].dim, 0.0)
     if is_nn_problem(cfg.problem):
@@ -126,8 +129,12 @@ def _describe_nn(cfg: TrainConfig) -> DataInfo:
     from ..data.images import open_images
     from ..problems.nn import FlatModel
 
-    if cfg.device == "gpu":
-        raise ConfigError("--device gpu does not run neural-network problems yet; use --device cpu")
+    if cfg.device == "gpu" and not emulating():
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device gpu runs --problem {cfg.problem} with torch on CUDA, and this torch "
+                              f"{torch.__version__} sees no CUDA device: install a CUDA build of torch")
     ds = open_images(cfg.dataset)
     try:
         model = FlatModel(cfg.problem, ds.image_shape, len(ds.classes), cfg.seed)
@@ -144,11 +151,36 @@ def local_problem(cfg: TrainConfig, info: DataInfo, index: int):
     return _problem_on(cfg, info, info.dataset, cfg.workers, index)
 
 
-def make_recorder(cfg: TrainConfig, n: int, info: DataInfo | None, train_rows: int | None) -> "Recorder":
-    """The master's recorder; ``train_rows`` for a classifier's train accuracy; the test
-    set's score when the run has one (f on all its rows, read here, on the master)."""
-    tester = None if info is None or info.test is None else _problem_on(cfg, info, info.test, 1, 0)
-    return Recorder(cfg, n, train_rows, None if tester is None else tester.score)
+def make_recorder(cfg: TrainConfig, n: int, info: DataInfo | None, classifier: bool) -> "Recorder":
+    """The master's recorder; ``classifier`` adds train_accuracy; the test set's score when
+    the run has one (f on its rows, or on an --eval-rows subset of them, read here, on the master)."""
+    tester = None
+    if info is not None and info.test is not None:
+        test = info.test
+        if cfg.eval_rows != "full" and cfg.eval_rows < test.n_rows:
+            test = RowSubset(test, eval_subset(test.n_rows, cfg.eval_rows, cfg.seed), f"{test.name}-eval")
+        tester = _problem_on(cfg, info, test, 1, 0)
+    return Recorder(cfg, n, classifier, None if tester is None else tester.score)
+
+
+def eval_problem(cfg: TrainConfig, problem, index: int):
+    """Worker ``index``'s evaluation problem: ``problem`` itself (--eval-rows full, or a share
+    at least its rows), else the problem on a seeded subset of its share of --eval-rows."""
+    if cfg.eval_rows == "full":
+        return problem
+    m, rows = eval_share(cfg.eval_rows, cfg.workers, index), getattr(problem, "rows", None)
+    if rows is not None and m >= rows:
+        return problem
+    if m == 0:
+        raise ConfigError(f"--eval-rows {cfg.eval_rows} leaves worker {index} no rows to evaluate on: give at "
+                          f"least one row per worker ({cfg.workers})")
+    try:
+        if rows is None:
+            raise NotImplementedError
+        return problem.subset(eval_subset(rows, m, cfg.seed, index))
+    except NotImplementedError:
+        raise ConfigError(f"--eval-rows: the problem {type(problem).__name__} has no rows to take a subset of; "
+                          f"drop --eval-rows") from None
 
 
 def _problem_on(cfg, info: DataInfo, ds, n: int, index: int):
@@ -266,10 +298,11 @@ def _try_theory(method, consts, comp, hp):
 def make_context(cfg, plan: Plan, index: int, problem) -> WorkerContext:
     """Worker ``index``'s context; with --device gpu its problem moves to the device here,
     after the constants were computed on the host."""
+    evaluation = eval_problem(cfg, problem, index)
     try:
         device = get_device(cfg.device)
         ctx = WorkerContext(index, problem, plan.compressor, worker_rng(cfg.seed, index), common_rng(cfg.seed),
-                            plan.hp, cfg.value_dtype, device)
+                            plan.hp, cfg.value_dtype, device, evaluation)
     except (NotImplementedError, RuntimeError) as e:
         raise ConfigError(f"--device {cfg.device}: {e}") from None
     # its own copy of a per-worker compressor (PermK's block, PowerSGD's state); the round is the context's
@@ -300,7 +333,7 @@ def hosted(n: int, ranks: int, r: int) -> range:
     return range(lo, lo + q + (1 if r < rem else 0))
 
 
-WORKER_PHASES = ("gradient", "compress", "step", "encode")
+WORKER_PHASES = ("gradient", "forward_backward", "compress", "step", "encode", "evaluate")  # phase_seconds()
 
 
 def peak_rss_mb() -> float:
@@ -318,13 +351,13 @@ class Recorder:
              "bytes_down", "wall_time", "bits_up_by_worker", "samples", "n_workers")
     INTS = ("iteration", "bytes_up", "bytes_down", "samples", "n_workers")
 
-    def __init__(self, cfg: TrainConfig, n: int, train_rows: int | None = None, tester=None):
-        """``train_rows`` (classifiers): rows of the training data, for train_accuracy;
+    def __init__(self, cfg: TrainConfig, n: int, classifier: bool = False, tester=None):
+        """``classifier``: record train_accuracy (on the evaluation rows);
         ``tester``: x -> (test loss, test accuracy or None) on the master's test set."""
         self.cfg = cfg
         self.n = n
-        self.train_rows, self.tester = train_rows, tester
-        names = self.NAMES + (("train_accuracy",) if train_rows else ()) + \
+        self.tester = tester
+        names = self.NAMES + (("train_accuracy",) if classifier else ()) + \
             (("test_loss", "test_accuracy") if tester else ())
         self.rows = {k: [] for k in names}
         self.bytes_down = 0
@@ -333,6 +366,8 @@ class Recorder:
         self.bytes_up_round0 = 0  # the initial round's messages (often dense), for per-round rates
         self.offset = 0.0  # wall time already spent before a resume
         self.master_time = 0.0  # seconds in decoding and aggregation
+        self.eval_time = 0.0  # seconds in evaluations (the workers' and the test set's), as the master waits
+        self.last_eval_time = 0.0  # of the latest evaluation alone
         self.t0 = None
         self.bar = None
         self.on_eval = cfg.extra.get("on_eval")  # the Python API's callback: row dict -> None
@@ -399,14 +434,14 @@ class Recorder:
     def last_round(self) -> int:
         return int(self.rows["iteration"][-1]) if self.rows["iteration"] else 0
 
-    def eval_row(self, t: int, loss: float, gns: float, samples, right, x, n_workers: int) -> bool:
-        """Record a row at x^t: f, ||grad f||^2, each worker's samples used so far and rows
-        classified correctly (None: no classifier), the workers in the round's aggregate;
-        True when the run should stop here (last round, tol, divergence)."""
+    def eval_row(self, t: int, loss: float, gns: float, samples, right, rows, x, n_workers: int) -> bool:
+        """Record a row at x^t: f, ||grad f||^2, each worker's samples used so far, evaluation
+        rows classified correctly (None: no classifier) and evaluation rows, the workers in the
+        round's aggregate; True when the run should stop here (last round, tol, divergence)."""
         r = self.rows
         r["n_workers"].append(n_workers)
         if "train_accuracy" in r:
-            r["train_accuracy"].append(sum(right) / self.train_rows if None not in right else np.nan)
+            r["train_accuracy"].append(sum(right) / sum(rows) if None not in right else np.nan)
         if "test_loss" in r:
             test_loss, test_acc = self.tester(x)
             r["test_loss"].append(test_loss)

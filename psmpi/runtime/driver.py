@@ -18,8 +18,9 @@ Round t (x = x^t):
    model (x^t itself goes down only at round 0 and, uncounted like the
    evaluation traffic, on evaluation rounds);
 2. checkpoint: every worker's state blob, written with the master state;
-3. evaluate: exact f(x^t) and ||grad f(x^t)||^2 from the workers' (f_i, grad f_i),
-   summed in worker order; stop at the last round, at --tol, on divergence or
+3. evaluate: exact f(x^t) and ||grad f(x^t)||^2 from the workers' (f_i, grad f_i)
+   on their evaluation rows (all local rows, or the --eval-rows subset), summed in
+   worker order; stop at the last round, at --tol, on divergence or
    after a signal (the stop round is always evaluated);
 4. the workers' messages (``Worker.round``: the method's step, encoded), the
    bytes counted;
@@ -99,6 +100,7 @@ class Worker:
         else:
             self.state, payload = self.method.worker_step(ctx, self.state, x)
         self.done = t
+        ctx.end_round()
         t1 = time.perf_counter()
         ctx.timings["step"] += t1 - t0
         self.last = self._encode(payload)
@@ -128,11 +130,11 @@ class Worker:
         self.ctx.timings["step"] += time.perf_counter() - t0
 
     def evaluate(self, x, t: int):
-        """(f_i(x^t), grad f_i(x^t) on the host, exact; the samples the steps used so far;
-        the local rows x^t classifies correctly, or None)."""
+        """(f_i(x^t), grad f_i(x^t) on the host, exact on the evaluation rows; the samples the
+        steps used so far; the evaluation rows x^t classifies correctly, or None; those rows)."""
         self.ctx.round = t
-        loss, grad = self.ctx.value_and_grad(x)
-        return loss, grad, self.ctx.samples, self.ctx.correct(x)
+        loss, grad, right, rows = self.ctx.evaluate(x)
+        return loss, grad, self.ctx.samples, right, rows
 
     def pack(self) -> bytes:
         return pack_worker(self.ctx, self.state)
@@ -212,8 +214,8 @@ class Transport:
         raise NotImplementedError
 
     def evaluations(self, t: int, x):
-        """(f_i(x^t), grad f_i(x^t), samples used so far, rows right or None) for each of the
-        ``workers`` workers, in order."""
+        """(f_i(x^t), grad f_i(x^t), samples used so far, rows right or None, rows evaluated)
+        for each of the ``workers`` workers, in order."""
         raise NotImplementedError
 
     def decide(self, go: bool) -> None:
@@ -306,13 +308,17 @@ def _round(plan, transport, rec, ctl, x, mstate, t, action, rs, carry):
 
 def _evaluate(transport, rec, ctl, x, t, action, rs) -> bool:
     """The evaluation of round t: its row, then the go/stop decision; True to stop."""
-    ev, samples, right = EvalSum(transport.workers), [], []
-    for loss, grad, used, ok in transport.evaluations(t, x):
+    t0 = time.perf_counter()
+    ev, samples, right, rows = EvalSum(transport.workers), [], [], []
+    for loss, grad, used, ok, m in transport.evaluations(t, x):
         ev.add(loss, grad)
         samples.append(used)
         right.append(ok)
-    rs.stop = rec.eval_row(t, *ev.result(), samples, right, x, transport.n)
+        rows.append(m)
+    rs.stop = rec.eval_row(t, *ev.result(), samples, right, rows, x, transport.n)
     rs.recorded = True
+    rec.last_eval_time = time.perf_counter() - t0
+    rec.eval_time += rec.last_eval_time
     if action == STOP:
         rs.stop = True
         if rec.stop in (None, Stop.ITERS):

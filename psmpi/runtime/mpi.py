@@ -58,6 +58,7 @@ T, EVAL, ACTION, NCTRL = 0, 1, 2, 3  # control word fields: round, evaluate?, ac
 END = 3  # ACTION: stop now, the round is abandoned (the run diverged)
 RECOVER = 4  # ACTION: round T again after a worker failure (driver.recover)
 SIZE, SEND_X, NCTRL_DOWN = 3, 4, 5  # a downlink method's control word adds: message bytes, x follows?
+NEVAL = 4  # an evaluation row: f_i, samples used, rows right (-1: none), rows evaluated, then grad f_i
 
 
 class SetupFailed(SystemExit):
@@ -351,7 +352,9 @@ class MPITransport(Transport):
         alive = set(self.alive)
         self.live = [[i for i in self.hosts.get(r, []) if i in alive] for r in self.ranks]
         self.blocks = Blocks(self.MPI, self.comm, [len(ids) for ids in self.live])
-        self.evalbufs = {q: np.empty((len(self.hosts[r]), self.d + 3)) for q, r in enumerate(self.ranks) if q}
+        # one rank's evaluation rows at a time: O(d) per worker of the largest rank, not O(n d)
+        most = max((len(self.hosts[r]) for r in self.ranks if r in self.hosts), default=0)
+        self.evalbuf = np.empty((most, self.d + NEVAL))
 
     @_failures
     def open_round(self, t, x, evaluate, action, down=None, send_x=True):
@@ -364,20 +367,31 @@ class MPITransport(Transport):
     def states(self):
         return self.blocks.gather()[0]
 
-    @_failures
     def evaluations(self, t, x):
-        t0 = time.perf_counter()
-        rows = {}
-        for q, buf in self.evalbufs.items():
-            self.comm.Recv(buf, source=q, tag=TAG_EVAL)
-            for i, row in zip(self.hosts[self.ranks[q]], buf):
-                rows[i] = (float(row[0]), row[3:], int(row[1]), (None if row[2] < 0 else int(row[2])))
-                self.last_samples[i] = int(row[1])
-        for i, w in self.adopted.items():
-            loss, grad, _, ok = w.evaluate(x, t)
-            rows[i] = (loss, grad, int(self.last_samples[i]), ok)
-        self.timing["eval"] += time.perf_counter() - t0
-        return [rows[i] for i in range(self.workers)]
+        """Each worker's evaluation, in worker order: the live ranks' rows (received one rank
+        at a time into one buffer, each row used before the next rank's arrive) and, where
+        a rank died, its workers evaluated here."""
+        try:
+            t0 = time.perf_counter()
+            sources = [(self.hosts[r][0], q) for q, r in enumerate(self.ranks) if q and self.hosts[r]]
+            sources += [(i, None) for i in self.adopted]
+            for first, q in sorted(sources):
+                if q is None:
+                    loss, grad, _, ok, rows = self.adopted[first].evaluate(x, t)
+                    yield loss, grad, int(self.last_samples[first]), ok, rows
+                    continue
+                ids = self.hosts[self.ranks[q]]
+                buf = self.evalbuf[:len(ids)]
+                self.comm.Recv(buf, source=q, tag=TAG_EVAL)
+                for i, row in zip(ids, buf):
+                    self.last_samples[i] = int(row[1])
+                    yield float(row[0]), row[NEVAL:], int(row[1]), (None if row[2] < 0 else int(row[2])), int(row[3])
+            self.timing["eval"] += time.perf_counter() - t0
+        except self.MPI.Exception as e:  # (a generator: _failures cannot wrap it)
+            if not self.ft:
+                raise
+            self.error = e
+            raise WorkerFailure(str(e)) from None
 
     @_failures
     def decide(self, go):
@@ -488,7 +502,7 @@ def _master(MPI, comm, cfg, ctl, info, _problems, consts, plan):
     n, d = cfg.workers, info.dim
     buf = np.empty(NCTRL + d)  # control word + x, one Bcast a round
     buf[NCTRL:] = initial_point(cfg, d, info)  # (fills cfg.x0's default, which the checkpoint check compares)
-    rec = make_recorder(cfg, n, info, info.dataset.n_rows if info.classifier else None)
+    rec = make_recorder(cfg, n, info, info.classifier)
     mstate, start, error, ck = None, 0, None, None
     if cfg.resume:
         try:
@@ -512,7 +526,8 @@ def _master(MPI, comm, cfg, ctl, info, _problems, consts, plan):
 
     def result(x, extra=None):
         return make_result(cfg, plan, consts, rec, x, "mpi", library, d, info.problem, {
-            "master": dict(transport.timing, decode_aggregate=rec.master_time),
+            "master": dict(transport.timing, decode_aggregate=rec.master_time, evaluate=rec.eval_time,
+                           evaluate_last=rec.last_eval_time),
             "bytes_up_round0": rec.bytes_up_round0, "rounds": rec.last_round(), **(extra or {})})
 
     ctl.make_result = result
@@ -528,6 +543,7 @@ def _master(MPI, comm, cfg, ctl, info, _problems, consts, plan):
     if not len(per_worker):
         per_worker = np.zeros((1, len(WORKER_PHASES) + 1))
     return result(x, {"workers_mean": dict(zip(WORKER_PHASES, per_worker[:, :-1].mean(axis=0))),
+                      "ranks_max": dict(zip(WORKER_PHASES, per_worker[:, :-1].max(axis=0))),
                       "peak_rss_mb": {"master": peak_rss_mb(), "worker_max": float(per_worker[:, -1].max())}})
 
 
@@ -557,7 +573,8 @@ class WorkerLoop:
         self.ctrl, self.x = self.buf[:NCTRL], self.buf[NCTRL:]
         self.dev_buf = None
         self.go = np.zeros(1, dtype=np.int64)
-        self.evalbuf = np.empty((len(self.workers), d + 3))  # per worker: f_i, samples, rows right (-1: none), grad
+        # per worker: f_i, samples used, rows right (-1: none), rows evaluated, grad f_i
+        self.evalbuf = np.empty((len(self.workers), d + NEVAL))
         self.live = self.workers  # those whose messages this rank sends
         self.downlink = plan.method.downlink
         self.dctrl = np.zeros(NCTRL_DOWN)  # (a downlink method's control word)
@@ -584,7 +601,7 @@ class WorkerLoop:
                     raise
                 if not self._recover():
                     break
-        timings = [sum(w.ctx.timings[k] for w in self.workers) / len(self.workers) for k in WORKER_PHASES]
+        timings = [sum(w.ctx.phase_seconds()[k] for w in self.workers) / len(self.workers) for k in WORKER_PHASES]
         _last_words(MPI, self.comm, self.ft, np.array(timings + [peak_rss_mb()]), None)
 
     def _receive(self):
@@ -603,9 +620,9 @@ class WorkerLoop:
     def _evaluate(self, t) -> bool:
         """Send every hosted worker's f_i, grad f_i at x^t; -> the master's go."""
         for j, w in enumerate(self.workers):
-            loss, grad, used, ok = w.evaluate(self.x, t)
-            self.evalbuf[j, :3] = loss, used, -1 if ok is None else ok  # counts: exact in float64 below 2^53
-            self.evalbuf[j, 3:] = grad
+            loss, grad, used, ok, rows = w.evaluate(self.x, t)
+            self.evalbuf[j, :NEVAL] = loss, used, -1 if ok is None else ok, rows  # counts: exact below 2^53
+            self.evalbuf[j, NEVAL:] = grad
         self.comm.Send(self.evalbuf, dest=0, tag=TAG_EVAL)
         self.comm.Bcast(self.go, root=0)
         return bool(self.go[0])

@@ -73,7 +73,7 @@ def _run(cfg, problems, ctl):
     plan = plan_run(cfg, d, consts, getattr(problems[0], "param_blocks", None))
     workers = make_workers(cfg, plan, dict(enumerate(problems)))
     classifier = all(type(p).correct is not LocalProblem.correct for p in problems)
-    rec = make_recorder(cfg, n, info, sum(p.rows for p in problems) if classifier else None)
+    rec = make_recorder(cfg, n, info, classifier)
     mstate, start, alive = None, 0, None
     x = initial_point(cfg, d, info)
     if cfg.resume:
@@ -86,9 +86,11 @@ def _run(cfg, problems, ctl):
 
     def result(x):
         return make_result(cfg, plan, consts, rec, x, "serial", "", d, kind, {
-            "master": {"decode_aggregate": rec.master_time}, "bytes_up_round0": rec.bytes_up_round0,
+            "master": {"decode_aggregate": rec.master_time, "evaluate": rec.eval_time,
+                       "evaluate_last": rec.last_eval_time},
+            "bytes_up_round0": rec.bytes_up_round0,
             "rounds": rec.last_round(),
-            "workers_mean": {k: sum(w.ctx.timings[k] for w in workers) / n for k in WORKER_PHASES},
+            "workers_mean": {k: sum(w.ctx.phase_seconds()[k] for w in workers) / n for k in WORKER_PHASES},
             "peak_rss_mb": {"process": peak_rss_mb()}})
 
     ctl.make_result = result
