@@ -141,17 +141,17 @@ def test_quadratic_problems_run_on_the_device(tmp_path, emulated):
     assert same_run(run(tmp_path, "cpu", "q", **kw), run(tmp_path, "gpu", "q", **kw))
 
 
-def test_state_data_and_fused_kernel_live_on_the_device(tmp_path, emulated, monkeypatch):
-    """Worker state and local data are device arrays, the fused EF21 kernel does the update,
-    and between evaluations nothing of size d crosses to the host: only the K indices and values."""
+def spy_device(monkeypatch) -> dict:
+    """Count the emulated device's fused EF21 steps (checking they get device arrays), record
+    the shape of everything copied to the host, and every worker after each of its rounds."""
     from psmpi.runtime import driver
 
-    seen = {"ef_step": 0, "to_host": [], "states": [], "problems": []}
-    real_step, real_host = EmulatedDevice.ef_step, EmulatedDevice.to_host
-    real_round = driver.Worker.round
+    seen = {"ef_step": 0, "to_host": [], "workers": []}
+    real_step, real_host, real_round = EmulatedDevice.ef_step, EmulatedDevice.to_host, driver.Worker.round
 
     def ef_step(self, v, g, k, vdt):
         seen["ef_step"] += 1
+        assert isinstance(v, EmulatedArray) and isinstance(g, EmulatedArray)
         return real_step(self, v, g, k, vdt)
 
     def to_host(self, a):
@@ -160,19 +160,26 @@ def test_state_data_and_fused_kernel_live_on_the_device(tmp_path, emulated, monk
 
     def worker_round(self, x, t):
         out = real_round(self, x, t)
-        seen["states"].append(self.state)
-        seen["problems"].append(self.ctx.problem)
+        seen["workers"].append(self)
         return out
 
     monkeypatch.setattr(EmulatedDevice, "ef_step", ef_step)
     monkeypatch.setattr(EmulatedDevice, "to_host", to_host)
     monkeypatch.setattr(driver.Worker, "round", worker_round)
+    return seen
+
+
+def test_state_data_and_fused_kernel_live_on_the_device(tmp_path, emulated, monkeypatch):
+    """Worker state and local data are device arrays, the fused EF21 kernel does the update,
+    and between evaluations nothing of size d crosses to the host: only the K indices and values."""
+    seen = spy_device(monkeypatch)
     iters, k, n = 30, 2, 4
     res = run(tmp_path, "gpu", "spy", method="ef21", compressor=f"topk:{k}", iters=iters, eval_every=iters)
     d = res.x.shape[0]
     assert seen["ef_step"] == n * (iters - 1)  # rounds 1 .. iters-1, every worker
-    assert all(isinstance(s.g, EmulatedArray) for s in seen["states"])
-    assert all(isinstance(p.A, EmulatedCSR) and isinstance(p.b, EmulatedArray) for p in seen["problems"])
+    assert all(isinstance(w.state.g, EmulatedArray) for w in seen["workers"])
+    assert all(isinstance(w.ctx.problem.A, EmulatedCSR) and isinstance(w.ctx.problem.b, EmulatedArray)
+               for w in seen["workers"])
     shapes = seen["to_host"]
     dense = [s for s in shapes if s == (d,)]
     # d-sized transfers: round 0's dense messages and the two evaluations' gradients, nothing else
@@ -248,28 +255,7 @@ def test_neural_network_model_rows_and_state_live_on_the_device(tmp_path, emulat
     vectors are device arrays, the fused EF21 kernel runs, and only messages and the
     evaluations' gradients cross to the host."""
     torch = pytest.importorskip("torch")
-    from psmpi.runtime import driver
-
-    seen = {"ef_step": 0, "to_host": [], "workers": []}
-    real_step, real_host, real_round = EmulatedDevice.ef_step, EmulatedDevice.to_host, driver.Worker.round
-
-    def ef_step(self, v, g, k, vdt):
-        seen["ef_step"] += 1
-        assert isinstance(v, EmulatedArray) and isinstance(g, EmulatedArray)
-        return real_step(self, v, g, k, vdt)
-
-    def to_host(self, a):
-        seen["to_host"].append(np.shape(a))
-        return real_host(self, a)
-
-    def worker_round(self, x, t):
-        out = real_round(self, x, t)
-        seen["workers"].append(self)
-        return out
-
-    monkeypatch.setattr(EmulatedDevice, "ef_step", ef_step)
-    monkeypatch.setattr(EmulatedDevice, "to_host", to_host)
-    monkeypatch.setattr(driver.Worker, "round", worker_round)
+    seen = spy_device(monkeypatch)
     iters, n = 10, 4
     res = run(tmp_path, "gpu", "nnspy", **dict(NN, method="ef21", compressor="topk:5", iters=iters, eval_every=iters,
                                                test_fraction=None))
