@@ -218,6 +218,7 @@ def test_a_checkpoint_after_a_failure_resumes_with_the_survivors(tmp_path):
 @pytest.mark.parametrize("launch,extra,expect", [
     ("mpirun", [], "needs ULFM enabled at launch: launch with mpirun --with-ft ulfm"),
     ("ulfm", ["--method", "diana"], "method 'diana' cannot re-synchronise after a worker failure"),
+    ("ulfm", ["--method", "marina", "--compressor", "permk", "--gamma", "0.1"], "permk splits the work between"),
     ("serial", [], "--on-worker-failure continue applies to the MPI runtime"),
 ])
 def test_continue_where_it_cannot_work_is_one_line_and_exit_2(tmp_path, launch, extra, expect):

@@ -67,7 +67,7 @@ def check_config(cfg) -> None:
     spec names a known compressor (the method's default filled in), and every
     hyper-parameter given is one the method declares, with a valid value, and
     the method can go on after a worker failure if asked to."""
-    from ..compressors import check_spec
+    from ..compressors import check_spec, compressor_class
 
     method = get_method(cfg.method)
     if cfg.compressor is None:
@@ -76,6 +76,9 @@ def check_config(cfg) -> None:
     cfg.params = method.resolve(cfg.params)  # what depends on the compressor is filled when it is built
     if cfg.on_worker_failure == "continue":
         method.check_resync()
+        if "+" not in cfg.compressor and compressor_class(cfg.compressor).correlated:
+            raise MethodError(f"--compressor {cfg.compressor} splits the work between the workers, so losing one "
+                              f"loses its share: use --on-worker-failure abort")
 
 
 __all__ = ["REGISTRY", "Hyper", "Method", "MethodError", "NoTheory", "Param", "WorkerContext", "get_method",
