@@ -63,10 +63,11 @@ def run(cfg: TrainConfig, problems=None, write: bool = True):
         check_writable(cfg.out)
     elif cfg.resume is not None or cfg.checkpoint_every:
         resolve_out(cfg)
-    if resolve_backend(cfg) != "mpi" and cfg.on_worker_failure == "continue":
+    backend = resolve_backend(cfg)
+    if backend != "mpi" and cfg.on_worker_failure == "continue":
         raise ConfigError("--on-worker-failure continue applies to the MPI runtime: "
                           "mpirun --with-ft ulfm -n N+1 psmpi train ...")
-    if resolve_backend(cfg) == "mpi":
+    if backend == "mpi":
         if problems is not None:
             raise ConfigError("user problems run on the serial backend")
         from .runtime.mpi import run_mpi

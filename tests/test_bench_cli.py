@@ -169,7 +169,8 @@ def test_bench_round_on_a_neural_network_splits_forward_backward_from_the_rest(t
 
 
 @pytest.mark.parametrize("args,message", [(["--problem", "logreg"], "--problem takes a neural network"),
-                                          (["--batch-size", "4"], "--batch-size goes with --problem")])
+                                          (["--batch-size", "4"], "--batch-size goes with --problem"),
+                                          (["--gamma", "0.5"], "--gamma goes with --problem")])
 def test_bench_round_refuses_a_convex_problem_or_a_batch_size_alone(args, message):
     r = invoke("bench", "round", "--dataset", "breast-cancer", "--no-mpi", "--rounds", "2", *args)
     assert r.exit_code == 2 and message in r.output

@@ -114,7 +114,7 @@ def wire(sizes, fractions, encodings, repeat, warmup, budget, seed, json_path):
 @click.option("--problem", default=None,
               help="a neural network instead of the dataset's convex problem: mlp, mlp:1024x1024, cnn, resnet18, ... "
                    "(psmpi[torch]; each worker evaluates one row at the first and last round)")
-@click.option("--gamma", type=float, default=0.01, show_default=True, help="the step with --problem")
+@click.option("--gamma", type=float, default=None, help="the step with --problem  [default: 0.01]")
 @click.option("--batch-size", default=None, help="the minibatch with --problem (a method that takes one)  "
               "[default: the method's]")
 @click.option("--method", default="ef21", show_default=True)
@@ -160,9 +160,9 @@ def round_(dataset, problem, gamma, batch_size, method, compressor, workers, rou
         if not is_nn_problem(problem):
             raise ValueError(f"--problem takes a neural network (mlp, cnn, resnet18, ...), not {problem!r}: "
                              f"the convex problem follows from --dataset")
-        model = Model(problem, gamma, batch_size)
-    elif batch_size is not None:
-        raise ValueError("--batch-size goes with --problem")
+        model = Model(problem, 0.01 if gamma is None else gamma, batch_size)
+    elif batch_size is not None or gamma is not None:
+        raise ValueError(f"{'--batch-size' if batch_size is not None else '--gamma'} goes with --problem")
     report(run_round_bench(dataset or ("digits" if model else "a9a"), method, compressor, workers, rounds, mpi=mpi,
                            sizes=dims, device=device, ranks=sizes_r, model=model),
            format_table, json_path)

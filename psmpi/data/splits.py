@@ -47,8 +47,9 @@ HOLD_OUT_KEY = 6  # the stream of --test-fraction's draw (3: shuffle, 4: dirichl
 EVAL_ROWS_KEY = 7  # the streams of --eval-rows' subsets: (7, i) for worker i, (8,) for the test set
 
 
-def _rng(seed: int, key: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(key,)))
+def _rng(seed: int, *key: int) -> np.random.Generator:
+    """The stream (seed, key...) of one of the draws above."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
 def eval_share(total: int, n_workers: int, index: int) -> int:
@@ -62,8 +63,7 @@ def eval_subset(n_rows: int, m: int, seed: int, index: int | None = None) -> np.
     """``m`` of ``n_rows`` rows (sorted, drawn without replacement) for evaluations, from
     the stream (seed, 7, index) of worker ``index`` alone, or (seed, 8) for the test set
     (``index`` None): the subset does not depend on which process holds the rows."""
-    key = (EVAL_ROWS_KEY + 1,) if index is None else (EVAL_ROWS_KEY, int(index))
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
+    rng = _rng(seed, EVAL_ROWS_KEY + 1) if index is None else _rng(seed, EVAL_ROWS_KEY, int(index))
     return np.sort(rng.choice(int(n_rows), size=int(m), replace=False))
 
 

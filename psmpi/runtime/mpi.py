@@ -35,6 +35,8 @@ left hanging.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import signal
 import sys
@@ -121,25 +123,27 @@ def _ulfm_missing(MPI) -> ConfigError | None:
     return None
 
 
-def _die(comm, e, hosts):
-    """A worker that fails under --on-worker-failure continue: its one line, then
-    SIGKILL of itself, so that ULFM reports it to the others (a process that only
-    exits is not reported, and they would wait for it)."""
-    msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-    who = f"worker {hosts[0]}" if len(hosts) == 1 else f"workers {hosts[0]}-{hosts[-1]}"
-    sys.stderr.write(f"psmpi: error on rank {comm.rank} ({who}): {type(e).__name__}: {msg}; "
-                     f"this rank stops, the others go on\n")
-    sys.stderr.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _abort(MPI, comm, e, hosts=range(0)):
+def _error_line(comm, e, hosts) -> str:
+    """'psmpi: error on rank R (WHO): TYPE: first line of the message'."""
     if comm.rank == 0:
         who = "master"
     else:
         who = f"worker {hosts[0]}" if len(hosts) == 1 else f"workers {hosts[0]}-{hosts[-1]}"
     msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-    sys.stderr.write(f"psmpi: error on rank {comm.rank} ({who}): {type(e).__name__}: {msg}\n")
+    return f"psmpi: error on rank {comm.rank} ({who}): {type(e).__name__}: {msg}"
+
+
+def _die(comm, e, hosts):
+    """A worker that fails under --on-worker-failure continue: its one line, then
+    SIGKILL of itself, so that ULFM reports it to the others (a process that only
+    exits is not reported, and they would wait for it)."""
+    sys.stderr.write(f"{_error_line(comm, e, hosts)}; this rank stops, the others go on\n")
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _abort(MPI, comm, e, hosts=range(0)):
+    sys.stderr.write(_error_line(comm, e, hosts) + "\n")
     if not isinstance(e, (ValueError, RuntimeError)):
         traceback.print_exc(file=sys.stderr)
     sys.stderr.flush()
@@ -156,14 +160,10 @@ def _agree(MPI, comm, error: Exception | None):
         raise SetupFailed()
 
 
-def _layout(n: int, size: int) -> np.ndarray:
-    """How many workers each rank of a world of ``size`` hosts (none on the master)."""
-    return np.array([0] + [len(hosted(n, size - 1, r)) for r in range(size - 1)])
-
-
-def _live_counts(n: int, size: int, alive) -> np.ndarray:
-    """How many of the live workers ``alive`` each rank hosts."""
-    alive = set(alive)
+def _layout(n: int, size: int, alive=None) -> np.ndarray:
+    """How many workers each rank of a world of ``size`` hosts (none on the master);
+    with ``alive``, how many of those live workers."""
+    alive = range(n) if alive is None else set(alive)
     return np.array([0] + [sum(i in alive for i in hosted(n, size - 1, r)) for r in range(size - 1)])
 
 
@@ -309,19 +309,26 @@ def _send_strings(comm, strings):
     comm.Gatherv(np.frombuffer(b"".join(strings), dtype=np.uint8), None, root=0)
 
 
-def _failures(fn):
-    """A transport call under --on-worker-failure continue: an MPI error becomes
+@contextlib.contextmanager
+def _failure_of(transport):
+    """Under --on-worker-failure continue, an MPI error in the block becomes
     WorkerFailure (the driver then recovers)."""
-    def call(self, *args):
-        try:
-            return fn(self, *args)
-        except self.MPI.Exception as e:
-            if not self.ft:
-                raise
-            self.error = e
-            raise WorkerFailure(str(e)) from None
+    try:
+        yield
+    except transport.MPI.Exception as e:
+        if not transport.ft:
+            raise
+        transport.error = e
+        raise WorkerFailure(str(e)) from None
 
-    call.__doc__ = fn.__doc__
+
+def _failures(fn):
+    """A transport call whose MPI errors are :func:`_failure_of`'s."""
+    @functools.wraps(fn)
+    def call(self, *args):
+        with _failure_of(self):
+            return fn(self, *args)
+
     return call
 
 
@@ -370,8 +377,8 @@ class MPITransport(Transport):
     def evaluations(self, t, x):
         """Each worker's evaluation, in worker order: the live ranks' rows (received one rank
         at a time into one buffer, each row used before the next rank's arrive) and, where
-        a rank died, its workers evaluated here."""
-        try:
+        a rank died, its workers evaluated here (a generator: _failures cannot wrap it)."""
+        with _failure_of(self):
             t0 = time.perf_counter()
             sources = [(self.hosts[r][0], q) for q, r in enumerate(self.ranks) if q and self.hosts[r]]
             sources += [(i, None) for i in self.adopted]
@@ -387,11 +394,6 @@ class MPITransport(Transport):
                     self.last_samples[i] = int(row[1])
                     yield float(row[0]), row[NEVAL:], int(row[1]), (None if row[2] < 0 else int(row[2])), int(row[3])
             self.timing["eval"] += time.perf_counter() - t0
-        except self.MPI.Exception as e:  # (a generator: _failures cannot wrap it)
-            if not self.ft:
-                raise
-            self.error = e
-            raise WorkerFailure(str(e)) from None
 
     @_failures
     def decide(self, go):
@@ -418,21 +420,19 @@ class MPITransport(Transport):
     # after a failure -----------------------------------------------------------
     @_failures
     def shrink(self):
-        MPI, comm = self.MPI, self.comm
-        _lost_peers()
-        comm.Revoke()
-        self.comm = comm.Shrink()
-        self.comm.Set_errhandler(MPI.ERRORS_RETURN)
+        MPI = self.MPI
+        self.comm = _shrunk(MPI, self.comm)
         ranks = np.empty(self.comm.size, dtype=np.int64)
         self.comm.Gather(np.array([MPI.COMM_WORLD.rank], dtype=np.int64), ranks, root=0)
-        gone = [r for r in self.ranks if r not in set(ranks.tolist())]
+        survivors = set(ranks.tolist())
+        gone = [r for r in self.ranks if r not in survivors]
         if not gone and self.error is not None and self.comm.size == len(self.ranks):
             raise RuntimeError(f"MPI error without a failed process: {self.error}")
         lost = sorted(i for r in gone for i in self.hosts.pop(r))
         self.ranks = ranks.tolist()
         for i in lost:
             self.adopted[i] = self.adopt(i)
-        self.alive = [i for i in self.alive if i not in set(lost)]
+        self.alive = [i for i in self.alive if i not in self.adopted]
         self._lay_out()
         return lost
 
@@ -586,7 +586,7 @@ class WorkerLoop:
         if cfg.resume:
             alive = alive_at_resume(cfg)
             self.live = [w for w in self.workers if w.ctx.index in set(alive)]
-            for w, blob in zip(self.live, Blocks(MPI, comm, _live_counts(cfg.workers, comm.size, alive)).scatter()):
+            for w, blob in zip(self.live, Blocks(MPI, comm, _layout(cfg.workers, comm.size, alive)).scatter()):
                 w.restore(blob)
         if cfg.cuda_aware and not self.downlink:  # MPI writes [control + x] straight into device memory
             self.dev = self.workers[0].ctx.device
@@ -647,12 +647,9 @@ class WorkerLoop:
     def _recover(self) -> bool:
         """The worker's side of the driver's ``recover``; False when the run is over."""
         MPI = self.MPI
-        _lost_peers()
         while True:
             try:
-                self.comm.Revoke()
-                self.comm = self.comm.Shrink()
-                self.comm.Set_errhandler(MPI.ERRORS_RETURN)
+                self.comm = _shrunk(MPI, self.comm)
                 if MPI.Group.Translate_ranks(self.comm.Get_group(), [0], MPI.COMM_WORLD.Get_group())[0] != 0:
                     _master_lost(self.cfg)
                 self.comm.Gather(np.array([MPI.COMM_WORLD.rank], dtype=np.int64), None, root=0)
@@ -682,9 +679,15 @@ def finalize_would_hang() -> bool:
     return _peers_lost
 
 
-def _lost_peers():
+def _shrunk(MPI, comm):
+    """After a failure: ``comm`` revoked (every survivor's pending call on it returns an
+    error) and shrunk to the survivors, which errors return from too."""
     global _peers_lost
     _peers_lost = True
+    comm.Revoke()
+    comm = comm.Shrink()
+    comm.Set_errhandler(MPI.ERRORS_RETURN)
+    return comm
 
 
 FAULTS_ENV = "PSMPI_INJECT_FAILURE"
