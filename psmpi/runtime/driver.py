@@ -59,6 +59,7 @@ import numpy as np
 from ..compressors.payload import to_host
 from ..errors import Stop
 from ..wire import decode, encode
+from ..wire.rows import decode_rows
 from .checkpoint import pack_worker, restore_worker
 
 CONTINUE, CHECKPOINT, STOP = 0, 1, 2  # what the master decided at the top of a round
@@ -145,7 +146,11 @@ class Worker:
 
 def decode_all(messages, ids, t: int, d: int) -> list:
     """The payloads of worker ``ids[j]``'s message ``messages[j]`` (validated); an
-    empty message (the worker sat the round out) gives None."""
+    empty message (the worker sat the round out) gives None.  A round of sparse
+    messages of one layout (Top-K) is read at once (:func:`decode_rows`)."""
+    rows = decode_rows(messages, d)
+    if rows is not None:
+        return rows
     payloads = []
     for i, m in zip(ids, messages):
         if not len(m):
