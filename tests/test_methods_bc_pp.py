@@ -72,15 +72,19 @@ def test_ef21_bc_default_downlink_is_topk_with_the_uplink_k_else_the_uplink_itse
 
 @pytest.mark.parametrize("comp,p,r_", [("randk:2", None, None), ("randk:2", 0.3, 2), ("natural", 0.5, 7),
                                        ("qsgd:4", None, 1)])
-def test_pp_marina_step_is_theorem_4_1_with_the_largest_l_i(comp, p, r_):
+def test_pp_marina_step_is_theorem_4_1_with_the_quadratic_mean_of_the_l_i(comp, p, r_):
+    """MARINA Theorem 4.1: gamma = 1/(L (1 + sqrt((1 - p)(1 + omega)/(p r)))) with MARINA's
+    L = sqrt((1/n) sum L_i^2), computed here from the run's L_i (not its L_tilde)."""
     kw = {k: v for k, v in (("p", p), ("participation", r_)) if v is not None}
     r = run(method="pp-marina", compressor=comp, iters=1, **kw)
     omega = {"randk:2": 20 / 2 - 1, "natural": 1 / 8, "qsgd:4": min(20 / 16, math.sqrt(20) / 4)}[comp]
     p_ = 1 / (omega + 1) if p is None else p
     rr = 5 if r_ is None else r_
     assert r.config["p"] == pytest.approx(p_) and r.config["participation"] == rr
-    L_max = float(np.max(r.attrs["L_i"]))
-    assert r.gamma == pytest.approx(1 / (L_max * (1 + math.sqrt((1 - p_) * (1 + omega) / (p_ * rr)))), rel=1e-12)
+    L_i = np.asarray(r.attrs["L_i"], dtype=float)
+    assert len(L_i) == N and np.ptp(L_i) > 0  # heterogeneous: the quadratic mean, max and mean differ
+    L = math.sqrt(float(np.mean(L_i ** 2)))
+    assert r.gamma == pytest.approx(1 / (L * (1 + math.sqrt((1 - p_) * (1 + omega) / (p_ * rr)))), rel=1e-12)
 
 
 # ------------------------------------------------------------- the downlink ---

@@ -47,11 +47,14 @@ class EF21BC(Method):
     encoded as every message is (Top-K: indices and values); bytes_down counts these for
     the n workers.  On evaluation rounds x^t also goes down, uncounted (the evaluation's
     traffic); f and ||grad f||^2 are measured at the master's x^t, which equals every w^t.
-    theory:  B&W prove an O(1/(alpha_w alpha_M)) rate for EF21-BC (Corollary 1, the step in
-             their appendix theorem); that theorem's step condition could not be read and
-             checked where this was written, so no theoretical step is implemented: pass
-             --gamma.  The paper's experiments use EF21's theoretical step (Theorem 1 of
-             the EF21 paper, with alpha_w) times a tuned factor, and so do the configs here.
+    theory:  B&W prove an O(L~ delta0/(alpha_w alpha_M eps^2)) rate for EF21-BC (Corollary 1;
+             the step is in the appendix theorem, Appendix G as the main text refers to it).
+             That theorem's text could not be found and read where this was written (the
+             main text, Table 1 and the poster give only the rate), so no theoretical step
+             is implemented: pass --gamma.  The authors' experiment code for EF21-BC
+             (IgorSokoloff/ef21_b-w_experiements_source_code, Logistic regression/ef21_bc.py)
+             runs EF21's Theorem 1 step for the workers' Top-k alone, 1/(L + L~ sqrt(beta/
+             theta)) with alpha = k_w/d, times a tuned factor: so do the configs here.
     """
 
     name = "ef21-bc"

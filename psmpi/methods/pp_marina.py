@@ -55,10 +55,18 @@ class PPMARINA(Method):
     round recomputes grad f_i(x^t) at the previous iterate, which it keeps (every worker
     rank receives x every round, in the one MPI broadcast, and bytes_down counts x for all
     n).  Q must be unbiased (omega).
-    theory:  gamma = 1/(L_max (1 + sqrt((1 - p)(1 + omega)/(p r)))), Theorem 4.1, where the
-             paper's L bounds the smoothness of every f_i: L_max = max_i L_i here.  The
-             default p is MARINA's 1/(omega + 1); the paper's corollary picks
-             p ~ r/(n (omega + 1)) for Rand-K (pass it with --p).
+    theory:  gamma = 1/(L_tilde (1 + sqrt((1 - p)(1 + omega)/(p r)))), MARINA Theorem 4.1
+             (arXiv 2102.07845, p. 37): r the sampled clients, p the synchronisation
+             probability, 1 + omega (not omega).  L_tilde = sqrt((1/n) sum L_i^2), MARINA's
+             one constant for both terms (>= f's L), as on the compression term of
+             marina.py's Theorem 2.1; the 3PC refinement marina.py uses (f's L in the first
+             term) was not found for PP-MARINA, so the theorem's single constant stays.
+             Checked against the co-author Burlachenko's FL_PyTorch (MarinaAlgorithmPP.
+             theoreticalStepSize, commented "Theorem 4.1, p.37"): this formula with r the
+             clients per round, and sqrt(mean L_i^2) for L (left there as a comment beside
+             a max_i L_i marked "Maybe hack"); the paper's own text could not be read here.
+             The default p is MARINA's 1/(omega + 1); for Rand-K the paper's corollary
+             picks p ~ r/(n (omega + 1)) (pass it with --p).
     """
 
     name = "pp-marina"
@@ -66,7 +74,7 @@ class PPMARINA(Method):
     paper = "Gorbunov, Burlachenko, Li, Richtarik (2021), MARINA, ICML 2021"
     compressors = "unbiased"
     params = (P, replace(PARTICIPATION, default=5))
-    theory = "1/(L_max (1 + sqrt((1-p)(1+omega)/(p r)))), MARINA Theorem 4.1 (PP-MARINA), r = --participation"
+    theory = "1/(L~ (1 + sqrt((1-p)(1+omega)/(p r)))), MARINA Theorem 4.1 (PP-MARINA), r = --participation"
 
     def default(self, name, comp):
         return 1.0 / (comp.omega + 1.0) if name == "p" else super().default(name, comp)
@@ -77,7 +85,7 @@ class PPMARINA(Method):
                               f"--participation as a number of workers, not a probability (got {hp.participation})")
 
     def theory_gamma(self, c, comp, hp):
-        return 1.0 / (max(c.L_i) * (1.0 + math.sqrt((1.0 - hp.p) * (1.0 + comp.omega) / (hp.p * hp.participation))))
+        return 1.0 / (c.L_tilde * (1.0 + math.sqrt((1.0 - hp.p) * (1.0 + comp.omega) / (hp.p * hp.participation))))
 
     def worker_init(self, ctx, x):
         grad = ctx.grad(x)
