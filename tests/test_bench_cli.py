@@ -168,6 +168,29 @@ def test_bench_round_on_a_neural_network_splits_forward_backward_from_the_rest(t
     assert "mlp:8 (d = 610)" in r.output and "fwd/bwd" in r.output and "memory: the model's flat" in r.output
 
 
+def test_bench_round_repeat_keeps_the_fastest_run_of_each_row(tmp_path, monkeypatch):
+    import psmpi.bench.round as br
+
+    # (compressed row) x 3, (identity row) x 3, then the float64 reference of the plain loop
+    times = iter([0.003, 0.001, 0.002, 0.005, 0.004, 0.006, 0.007])
+    real = br.measure
+
+    def measure(*args, **kw):
+        row = real(*args, **kw)
+        return dict(row, sec_per_round=next(times))
+
+    monkeypatch.setattr(br, "measure", measure)
+    out = tmp_path / "rep.json"
+    r = invoke("bench", "round", "--dataset", "breast-cancer", "--workers", "2", "--rounds", "3", "--no-mpi",
+               "--repeat", "3", "--json", str(out))
+    assert r.exit_code == 0, r.output
+    runs = {x["compressor"]: x for x in json.loads(out.read_text())["runs"]}
+    assert runs["topk:1"]["sec_per_round"] == 0.001 and runs["identity"]["sec_per_round"] == 0.004
+    assert runs["topk:1"]["runs"] == runs["identity"]["runs"] == 3
+    assert "the fastest of 3 runs of each row" in r.output
+    assert invoke("bench", "round", "--no-mpi", "--repeat", "0").exit_code == 2
+
+
 @pytest.mark.parametrize("args,message", [(["--problem", "logreg"], "--problem takes a neural network"),
                                           (["--batch-size", "4"], "--batch-size goes with --problem"),
                                           (["--gamma", "0.5"], "--gamma goes with --problem")])

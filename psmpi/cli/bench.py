@@ -127,10 +127,13 @@ def wire(sizes, fractions, encodings, repeat, warmup, budget, seed, json_path):
 @click.option("--sizes", default="", help="dimensions d for the sparse-vs-dense table on synthetic data, e.g. 1e3,1e5")
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
               help="where the runtimes keep worker state and compute (the plain numpy loop stays on the CPU)")
+@click.option("--repeat", type=click.IntRange(1), default=1, show_default=True,
+              help="runs of each runtime row; the fastest is kept (3 compares a round with its MPI floor like for "
+                   "like: the floor is the best of three repetitions)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 @bench_errors
 def round_(dataset, problem, gamma, batch_size, method, compressor, workers, rounds, mpi, ranks, sizes, device,
-           json_path):
+           repeat, json_path):
     """Time per round of the serial and MPI runtimes, split into phases, next to
     the dense baseline (the same --method with the identity compressor, so EF21 +
     identity by default: an uncompressed Gather of d floats) and a plain numpy
@@ -164,7 +167,7 @@ def round_(dataset, problem, gamma, batch_size, method, compressor, workers, rou
     elif batch_size is not None or gamma is not None:
         raise ValueError(f"{'--batch-size' if batch_size is not None else '--gamma'} goes with --problem")
     report(run_round_bench(dataset or ("digits" if model else "a9a"), method, compressor, workers, rounds, mpi=mpi,
-                           sizes=dims, device=device, ranks=sizes_r, model=model),
+                           sizes=dims, device=device, ranks=sizes_r, model=model, repeat=repeat),
            format_table, json_path)
 
 
