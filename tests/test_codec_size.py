@@ -283,7 +283,7 @@ def test_dithered_message_within_1_1_of_its_information_content(spec):
     for kind, x in vectors(d, rng).items():
         p = make_compressor(spec, d).compress(x, rng)
         msg = encode(p)
-        bound_bytes = C.information_bound_dithered_bits(p.levels) / 8
+        bound_bytes = C.information_content_bits(p) / 8
         assert len(msg) <= 1.1 * bound_bytes + 16, (kind, len(msg), bound_bytes)  # + header and section heads
         assert len(msg) >= 0.99 * bound_bytes, (kind, len(msg), bound_bytes)  # exchangeable coordinates: no gain
         assert np.array_equal(decode(msg, d).to_dense(), p.to_dense())

@@ -420,14 +420,79 @@ def decode_subset(buf, pos: int, n: int):
     return p.astype(np.int64, copy=False), end
 
 
-def information_bound_dithered_bits(levels: np.ndarray, value_bits: int = 32) -> float:
-    """value_bits + log2 multinomial(d; counts of each level) + K sign bits:
-    the fewest bits any encoding of a dithered vector with these level counts
-    can average (uniformly placed levels and signs)."""
-    counts = np.bincount(np.asarray(levels, np.int64))
-    d = int(counts.sum())
-    lg = math.lgamma(d + 1) - sum(math.lgamma(int(c) + 1) for c in counts)
-    return value_bits + lg / math.log(2) + (d - int(counts[0]))
+def _log2_binomial(n: int, k: int) -> float:
+    return (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(2)
+
+
+def information_bound_levels_bits(symbols: np.ndarray, alphabet: int, value_bits: int = 32) -> float:
+    """The information content of a levelled message (natural compression,
+    QSGD, natural dithering, TernGrad): ``symbols`` holds, per coordinate, -1
+    for a zero and else its symbol in [0, alphabet) (a level minus one, or an
+    exponent minus the dtype's smallest).  It is
+
+        value_bits + log2 C(alphabet, m) + log2 multinomial(d; c_0, c_1, ..., c_m) + K
+
+    bits: the value (norm or scale), which m symbols occur, where each class
+    (c_0 zeros, c_j coordinates with the j-th symbol that occurs) lies given
+    the counts, and one sign per nonzero (K = d - c_0).  The fewest bits any
+    encoding can average when the counts are known and the coordinates are
+    exchangeable; the counts themselves (a few bytes per symbol) are not
+    included."""
+    sym = np.asarray(symbols, np.int64)
+    counts = np.bincount(sym + 1, minlength=1)
+    d, zeros = int(counts.sum()), int(counts[0])
+    present = counts[1:][counts[1:] > 0]
+    lg = math.lgamma(d + 1) - math.lgamma(zeros + 1) - sum(math.lgamma(int(c) + 1) for c in present)
+    return value_bits + _log2_binomial(alphabet, present.shape[0]) + lg / math.log(2) + (d - zeros)
+
+
+def natural_alphabet(vdt) -> tuple[int, int]:
+    """(smallest exponent, number of exponents) of a natural-compression
+    payload in the value dtype: the normal numbers' exponents."""
+    info = np.finfo(vdt)
+    return int(info.minexp), int(info.maxexp - info.minexp)
+
+
+def _symbols(p) -> tuple[np.ndarray, int]:
+    """(symbols, alphabet) of a levelled payload (see :func:`information_bound_levels_bits`)."""
+    if isinstance(p, Natural):
+        low, n = natural_alphabet(np.asarray(p.scale).dtype)
+        e = np.asarray(p.exponents).astype(np.int64)
+        return np.where(e == Natural.ZERO, -1, e - low), n
+    return np.asarray(p.levels).astype(np.int64) - 1, p.s
+
+
+def information_content_bits(p: Payload) -> float:
+    """The information content of a payload's message, in bits (the yardstick
+    of the wire sizes; ``value_bits`` is the width of the value dtype):
+
+    * sparse (K values): value_bits K + log2 C(d, K);
+    * natural, quantized, dithered: :func:`information_bound_levels_bits`;
+    * composed: log2 C(d, K) for the support plus the inner message's;
+    * dense: value_bits d; signs: value_bits + d; empty: 0;
+    * permk: value_bits K; lowrank: value_bits times the values of the factors
+      and of the segments sent as they are.
+    """
+    if isinstance(p, Composed):
+        return _log2_binomial(p.d, len(p.indices)) + information_content_bits(p.inner)
+    if isinstance(p, Empty):
+        return 0.0
+    if isinstance(p, Dense):
+        return 8.0 * p.values.dtype.itemsize * p.d
+    if isinstance(p, Sparse):
+        return information_bound_bits(p.d, len(p.indices), 8 * p.values.dtype.itemsize)
+    if isinstance(p, Signs):
+        return 8.0 * np.asarray(p.scale).dtype.itemsize + p.d
+    if isinstance(p, (Natural, Quantized, Dithered)):
+        value = p.scale if isinstance(p, Natural) else p.norm
+        sym, n = _symbols(p)
+        return information_bound_levels_bits(sym, n, 8 * np.asarray(value).dtype.itemsize)
+    if isinstance(p, Permuted):
+        return 8.0 * p.values.dtype.itemsize * p.values.shape[0]
+    if isinstance(p, LowRank):
+        vals = [np.asarray(a) for f in p.factors for a in f]
+        return 8.0 * sum(a.size * a.dtype.itemsize for a in vals)
+    raise WireError(f"no information content defined for {type(p).__name__}")
 
 
 def _encode_dithered(p: Dithered, vc: int, flag: bool) -> bytes:
