@@ -114,12 +114,12 @@ COLUMNS = [Column("d", "d", ">10d"), Column("frac_s", "K/d", ">5s"), Column("k",
            Column("compress_ms", "topk ms", ">8.3f"), Column("codec_over_compress", "(e+d)/topk", ">10.3f")]
 
 
-MESSAGE_COLUMNS = [Column("d", "d", ">10d"), Column("compressor", "compressor", ">12s"), Column("bytes", "bytes", ">10d"),
-                   Column("bound_bytes", "content", ">12.1f"), Column("x_bound", "x content", ">9.4f"),
-                   Column("bytes_per_coord", "B/coord", ">7.4f"), Column("encode_ms", "enc ms", ">8.3f"),
-                   Column("decode_ms", "dec ms", ">8.3f"), Column("encode_mbps", "enc MB/s", ">8.0f"),
-                   Column("decode_mbps", "dec MB/s", ">8.0f"), Column("compress_ms", "compr ms", ">8.3f"),
-                   Column("codec_over_compress", "(e+d)/compr", ">11.3f")]
+MESSAGE_COLUMNS = [Column("d", "d", ">10d"), Column("compressor", "compressor", ">12s"),
+                   Column("bytes", "bytes", ">10d"), Column("bound_bytes", "content", ">12.1f"),
+                   Column("x_bound", "x content", ">9.4f"), Column("bytes_per_coord", "B/coord", ">7.4f"),
+                   Column("encode_ms", "enc ms", ">8.3f"), Column("decode_ms", "dec ms", ">8.3f"),
+                   Column("encode_mbps", "enc MB/s", ">8.0f"), Column("decode_mbps", "dec MB/s", ">8.0f"),
+                   Column("compress_ms", "compr ms", ">8.3f"), Column("codec_over_compress", "(e+d)/compr", ">11.3f")]
 
 
 def format_table(res: dict) -> str:
