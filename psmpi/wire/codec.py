@@ -599,7 +599,8 @@ def _encode_levelled(kind: int, count: int, vc: int, value, idx: np.ndarray, nsy
         bits += [_code_bits(code), sec]
         if i < len(order) - 2:
             cur = np.compress(~mask, cur)  # (faster than cur[~mask])
-    bits.append(np.asarray(negative)[idx != 0] if counts[0] else np.asarray(negative, np.bool_))
+    negative = np.asarray(negative, np.bool_)
+    bits.append(negative[idx != 0] if counts[0] else negative)
     parts.append(np.packbits(np.concatenate(bits)).tobytes())
     return b"".join(parts)
 
