@@ -510,6 +510,9 @@ def test_malformed_levelled_messages_are_rejected():
     zero = levelled(C.QUANTIZED, 8, 2, np.float32(0.0), [], [])
     assert np.array_equal(decode(zero, 8).to_dense(), np.zeros(8))  # all zero: m = 0, no counts, no bits
     bad(zero + b"\0", "all-zero")
+    huge = levelled(C.QUANTIZED, 1 << 61, 2, np.float32(0.0), [], [])  # well formed, but 2^61 coordinates
+    with pytest.raises(WireError, match="memory"):
+        decode(huge)
 
 
 def test_natural_message_lists_the_exponents_that_occur():

@@ -688,6 +688,16 @@ def _decode_natural(body, d: int, count: int, vdt, flag: bool) -> Natural:
     return Natural(d, scale, negative, lut[cls], flag)
 
 
+def _decode_levelled_kind(kind: int, body, d: int, count: int, vdt, flag: bool) -> Payload:
+    if kind == NATURAL:
+        return _decode_natural(body, d, count, vdt, flag)
+    s_max, cls = (MAX_QSGD_LEVELS, Quantized) if kind == QUANTIZED else (MAX_DITHER_LEVELS, Dithered)
+    if not 1 <= count <= s_max:
+        raise WireError(f"bad number of levels {count}")
+    norm, levels, negative = _decode_levels(body, d, count, vdt, np.uint8 if count < 256 else np.uint16)
+    return cls(d, norm, count, negative, levels, flag)
+
+
 def _decode_levels(body, d: int, s: int, vdt, dtype):
     """(norm, levels, negative) of a quantized or dithered body with s levels."""
     norm, cls, symbols, negative = _decode_levelled(body, d, s, vdt)
@@ -917,14 +927,11 @@ def decode(buf, d_expected: int | None = None) -> Payload:
     vdt = _DTYPES[vc]
     native = vdt.newbyteorder("=")
 
-    if kind == NATURAL:
-        return _decode_natural(body, d, count, vdt, flag)
-    if kind == QUANTIZED or kind == DITHERED:
-        s_max, cls = (MAX_QSGD_LEVELS, Quantized) if kind == QUANTIZED else (MAX_DITHER_LEVELS, Dithered)
-        if not 1 <= count <= s_max:
-            raise WireError(f"bad number of levels {count}")
-        norm, levels, negative = _decode_levels(body, d, count, vdt, np.uint8 if count < 256 else np.uint16)
-        return cls(d, norm, count, negative, levels, flag)
+    if kind in (NATURAL, QUANTIZED, DITHERED):
+        try:
+            return _decode_levelled_kind(kind, body, d, count, vdt, flag)
+        except MemoryError:  # a compact message can claim any d; its payload has arrays of d entries
+            raise WireError(f"a levelled message of dimension {d} does not fit in memory") from None
     if kind == PERMK:
         return _decode_permk(body, d, count, vdt, flag)
     if kind == LOWRANK:
