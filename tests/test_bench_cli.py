@@ -72,7 +72,27 @@ def test_bench_wire_tiny_reports_every_encoding_against_the_bound(tmp_path):
     assert "elias-fano" in r.output and "x bound" in r.output
 
 
+def test_bench_wire_other_compressors_report_their_message_against_its_information_content(tmp_path):
+    out = tmp_path / "w.json"
+    r = invoke("bench", "wire", "--sizes", "3000,20000", "--compressors", "natural,qsgd:4", "--repeat", "2",
+               "--warmup", "0", "--json", str(out))
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["rows"] == []  # no TopK rows unless asked for
+    msgs = res["messages"]
+    assert [(m["d"], m["compressor"]) for m in msgs] == [(3000, "natural"), (3000, "qsgd:4"), (20000, "natural"),
+                                                         (20000, "qsgd:4")]
+    for m in msgs:
+        assert m["lossless"] and m["bytes"] > m["bound_bytes"] > 0
+        assert m["x_bound"] == pytest.approx(m["bytes"] / m["bound_bytes"])
+        assert m["bytes_per_coord"] == pytest.approx(m["bytes"] / m["d"])
+        assert m["encode_ms"] > 0 and m["decode_ms"] > 0 and m["codec_over_compress"] > 0
+    assert "x content" in r.output and "elias-fano" not in r.output
+
+
 @pytest.mark.parametrize("args,msg", [
+    (["wire", "--sizes", "100", "--compressors", "nope"], "unknown compressor"),
+    (["wire", "--sizes", "100", "--compressors", "topk:200"], "K must be"),
     (["compress", "--sizes", "abc"], "bad size"),
     (["compress", "--sizes", "100", "--fractions", "200%"], "not in"),
     (["compress", "--sizes", "100", "--compressors", "nope"], "unknown compressor"),

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from psmpi.compressors import (COMPOSITION_EXAMPLES, Composed, Dense, Dithered, Empty, LowRank, Permuted, Sparse,
-                               example_compressor, make_compressor)
+from psmpi.compressors import (COMPOSITION_EXAMPLES, Composed, Dense, Dithered, Empty, LowRank, Natural, Permuted,
+                               Quantized, Sparse, example_compressor, make_compressor)
 from psmpi.wire import WireError, decode, encode
 
 DTYPES = (np.float32, np.float64)
@@ -197,16 +197,23 @@ def test_any_mutated_message_is_rejected_or_decodes_to_a_valid_payload(which, da
     assert_valid(p, 20)
 
 
-@pytest.mark.parametrize("spec", ["natural-dithering:3", "terngrad", "topk:5+natural-dithering:2"])
-def test_every_single_byte_change_of_a_dithered_message_is_rejected_or_decodes_validly(spec):
-    """Exhaustive over positions and values of one byte (subset codes, counts,
-    Rice bits, signs): a WireError or a valid payload, never another exception."""
+@pytest.mark.parametrize("spec", ["natural-dithering:3", "terngrad", "topk:5+natural-dithering:2", "natural", "qsgd:4",
+                                  "qsgd:300", "topk:5+qsgd:2"])
+def test_every_single_byte_change_of_a_levelled_message_is_rejected_or_decodes_validly(spec):
+    """Exhaustive over positions and values of one byte (the number of symbols,
+    counts, subset codes, Rice bits, signs): a WireError or a valid payload,
+    never another exception."""
     for dtype in DTYPES:
         msg = encode(payload(spec, 20, dtype))
         for pos in range(len(msg)):
             for p in decoded_byte_variants(msg, pos):
-                if isinstance(p, Dithered):
-                    assert p.levels.max() <= p.s
+                p = p.inner if isinstance(p, Composed) else p
+                if isinstance(p, (Dithered, Quantized)):
+                    assert p.levels.max() <= p.s and p.levels.shape == (p.d,)
+                if isinstance(p, Natural):
+                    info = np.finfo(np.asarray(p.scale).dtype)
+                    e = p.exponents[p.exponents != Natural.ZERO]
+                    assert p.exponents.shape == (p.d,) and np.all((e >= info.minexp) & (e < info.maxexp))
 
 
 # ---------------------------------------------- payloads that break the rules ---
@@ -253,9 +260,9 @@ def test_non_finite_values_are_rejected(bad, dtype):
     v[2] = bad
     _refused(Dense(v), 5)
     _refused(Sparse(10, np.array([1, 3, 4, 6, 9]), v), 10)
-    for spec in ("sign", "qsgd:4", "natural-dithering:2", "terngrad"):
+    for spec in ("sign", "natural", "qsgd:4", "natural-dithering:2", "terngrad"):
         p = make_compressor(spec, 5, dtype).compress(np.ones(5), np.random.default_rng(0))
-        field = "scale" if spec == "sign" else "norm"
+        field = "scale" if spec in ("sign", "natural") else "norm"
         _refused(dataclasses.replace(p, **{field: np.asarray(bad, dtype)[()]}), 5)
 
 

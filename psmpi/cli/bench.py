@@ -91,20 +91,29 @@ def compress(sizes, fractions, compressors, device, dist, repeat, warmup, budget
 @bench.command()
 @size_options("1e5,1e6,1e7")
 @click.option("--encodings", default=None, help="comma-separated support encodings (default: all of the codec)")
+@click.option("--compressors", default="topk", show_default=True,
+              help="comma-separated: topk (each support encoding at each K/d) and any other NAME[:PARAM] "
+                   "(one message per d against its information content), e.g. topk,natural,qsgd:4")
 @common_options
 @bench_errors
-def wire(sizes, fractions, encodings, repeat, warmup, budget, seed, json_path):
-    """TopK message bytes per support encoding against the information bound; encode/decode throughput.
+def wire(sizes, fractions, encodings, compressors, repeat, warmup, budget, seed, json_path):
+    """TopK message bytes per support encoding against the information bound; other compressors' messages
+    against their information content; encode/decode throughput.
 
     \b
     Example (CI size):
       psmpi bench wire --sizes 1e4 --repeat 2 --warmup 0 --json w.json
+      psmpi bench wire --sizes 1e6,1e7 --compressors natural,qsgd:4
     """
     from ..bench.common import parse_fractions, parse_sizes
     from ..bench.wire import format_table, run_wire_bench
 
     encs = [e.strip() for e in encodings.split(",") if e.strip()] if encodings else None
-    res = run_wire_bench(parse_sizes(sizes), parse_fractions(fractions), encs, repeat, warmup, budget, seed)
+    specs = [c.strip() for c in compressors.split(",") if c.strip()]
+    if not specs:
+        raise click.BadParameter("no compressor given", param_hint="--compressors")
+    res = run_wire_bench(parse_sizes(sizes), parse_fractions(fractions), encs, repeat, warmup, budget, seed,
+                         specs)
     report(res, format_table, json_path)
 
 

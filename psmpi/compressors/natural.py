@@ -71,8 +71,14 @@ class NaturalCompression(Compressor):
     """Natural compression (Horvath et al. 2019, "Natural compression for
     distributed deep learning"): each x_j with 2^e <= |x_j| < 2^(e+1) becomes
     sign(x_j) 2^e with probability (2^(e+1) - |x_j|)/2^e, else sign(x_j) 2^(e+1).
-    Unbiased with omega = 1/8; one sign bit and an exponent per coordinate.
-    Magnitudes below the smallest normal number of the wire dtype become 0.
+    Unbiased with omega = 1/8.  Magnitudes below the smallest normal number of
+    the wire dtype become 0.
+
+    Wire (kind 'natural', a levelled message): the scale, the exponents that
+    occur, the coordinates of each and one sign per nonzero; within 1.1x of its
+    information content 32 + log2 C(254, m) + log2 multinomial(d; counts of
+    zero and of each of the m exponents) + K bits (float32), see
+    :mod:`psmpi.wire.codec`.
 
     Computed block by block on the host (:func:`_natural_blocked`): the same
     payload, and the same use of the random stream, as the whole-vector

@@ -41,10 +41,11 @@ class NaturalDithering(Compressor):
     below b = 2^(1-s) it is t(b - t) <= min(t b, b^2/4); summing, with
     sum t_j^2 = 1 and sum t_j <= sqrt(d), gives the bound.
 
-    Wire (kind 'dithered'): the norm, the nested supports {u >= j} for
-    j = 1..max u, and one sign per nonzero; its information content is
-    32 + log2 multinomial(d; level counts) + K bits (the levels' entropy given
-    their histogram plus K signs), see :mod:`psmpi.wire.codec`.
+    Wire (kind 'dithered', a levelled message): the norm, the levels that
+    occur, the coordinates of each, and one sign per nonzero; its information
+    content is 32 + log2 C(s, m) + log2 multinomial(d; level counts) + K bits
+    (which m levels occur, the levels' entropy given their histogram, K
+    signs), see :mod:`psmpi.wire.codec`.
     """
 
     name = "natural-dithering"

@@ -134,6 +134,9 @@ class Natural(Payload):
         return np.where(self.negative, -mag, mag)
 
 
+MAX_QSGD_LEVELS = 65535  # s of a quantized payload: levels fit uint16
+
+
 @dataclass(frozen=True)
 class Quantized(Payload):
     """Random dithering: ``norm * (-1)^negative * levels / s``."""

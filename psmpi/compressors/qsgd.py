@@ -3,7 +3,7 @@ import math
 import numpy as np
 
 from .base import BLOCK, Compressor, for_uniform_blocks, parse_param, register
-from .payload import Quantized
+from .payload import MAX_QSGD_LEVELS, Quantized
 
 
 def _levels_reference(x, rng, s, c, dt):
@@ -65,6 +65,11 @@ class QSGD(Compressor):
     of its two neighbouring integers at random, unbiasedly.
     Unbiased with omega = min(d/s^2, sqrt(d)/s).
 
+    Wire (kind 'quantized', a levelled message): the norm, the levels that
+    occur, the coordinates of each and one sign per nonzero; within 1.1x of its
+    information content 32 + log2 C(s, m) + log2 multinomial(d; counts of each
+    level 0..s) + K bits, see :mod:`psmpi.wire.codec`.
+
     The levels are computed block by block on the host (:func:`_levels_blocked`):
     the same payload, and the same use of the random stream, as the
     whole-vector formulation (:func:`_levels_reference`).
@@ -78,8 +83,8 @@ class QSGD(Compressor):
     takes_param = True
 
     def setup(self, param):
-        self.s = parse_param(self.name, param, int, lambda s: 1 <= s <= 65535,
-                             "a number of levels s in [1, 65535], e.g. 'qsgd:4'")
+        self.s = parse_param(self.name, param, int, lambda s: 1 <= s <= MAX_QSGD_LEVELS,
+                             f"a number of levels s in [1, {MAX_QSGD_LEVELS}], e.g. 'qsgd:4'")
 
     @property
     def omega(self):

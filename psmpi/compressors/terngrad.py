@@ -18,9 +18,9 @@ class TernGrad(Compressor):
     worst case (the paper's bound ||x||_inf ||x||_1 <= sqrt(d) ||x||^2 gives
     sqrt(d) - 1).
 
-    Wire: the payload is natural dithering with one level (kind 'dithered':
-    s, the support of b, one sign per nonzero); information content
-    32 + log2 C(d, K) + K bits for K nonzeros.
+    Wire: the payload is natural dithering with one level (kind 'dithered', a
+    levelled message: the support of b, one sign per nonzero); information
+    content 32 + log2 C(d, K) + K bits for K nonzeros.
     """
 
     name = "terngrad"

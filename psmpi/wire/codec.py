@@ -1,10 +1,12 @@
 """The message codec: every worker message becomes bytes here and back.
 
-Layout (little endian), wire version 4 (version 3 plus the kinds 8 and 9;
-version 3 added 6 and 7 to version 2)::
+Layout (little endian), wire version 5 (version 4 with the natural,
+quantized and dithered bodies replaced by the levelled body below and the
+subset section's head folded into one varint; version 4 added the kinds 8 and
+9, version 3 added 6 and 7 to version 2)::
 
     byte 0      magic 0xEF
-    byte 1      version (4)
+    byte 1      version (5)
     byte 2      kind: 0 empty, 1 dense, 2 sparse, 3 signs, 4 natural, 5 quantized,
                 6 dithered, 7 composed, 8 permk, 9 lowrank
     byte 3      value dtype code (bits 0-3: 1 float32, 2 float64; 0 for composed)
@@ -34,32 +36,61 @@ Groups of w-bit fields are stored as bit planes: plane 0 holds the most
 significant bit of every field, plane w-1 the least; the planes are
 concatenated.  Every bit string is packed eight bits per byte, most
 significant bit first, and starts on a byte boundary; unused trailing bits are
-zero.  Sign bits are packed the same way, one per coordinate;
-natural-compression exponents are one byte (float32) or two (float64);
-quantisation levels use max(1, bit_length(s)) bits each, packed as contiguous
-fields.
+zero.  Sign bits are packed the same way, one per coordinate.
 
-Dithered body (natural dithering, TernGrad): the norm (value dtype); a varint
-``top``, the highest level present (<= s); for j = 1..top the subset
-{u >= j} of the coordinates with u >= j - 1, as the positions of its members
-among them (a *subset section*, below); then one sign bit per nonzero (the
-members of {u >= 1}), packed.  Subset section of m members of a set of n:
-one byte, the code (0 bitmap: n bits; 1 Rice: the members; 2 Rice: the
-non-members), a varint m, and for Rice a varint with the byte length of the
-unary part, then the bits.  Rice with parameter k (a function of n and the
-count c coded: the Golomb-Rice choice k = max(0, ceil(log2(log(phi - 1) /
-log(1 - c/n))))) codes the gaps g (positions minus the previous one minus 1)
-as c fields of their k low bits (bit planes), then the high parts g >> k in
-unary (a one at (sum of the high parts so far) + i for the i-th gap).  The
-encoder takes the smallest code; a section is within about 3% of log2 C(n, m)
-bits for large n, and the whole message within a few percent of its
-information content 32 + log2 multinomial(d; level counts) + K bits.
+Subset of m members of a set of n, as bits (:func:`subset_bits`): a code (0
+bitmap: n bits, bit i set iff i is a member; 1 Rice of the members; 2 Rice of
+the non-members) and its bits.  Rice of c positions with parameter k (a
+function of n and c: the Golomb-Rice choice k = max(0, ceil(log2(log(phi - 1)
+/ log(1 - c/n))))) codes the gaps g (positions minus the previous one minus 1,
+the first: the position) as c fields of their k low bits (bit planes), then
+the high parts g >> k in unary (a one at (sum of the high parts so far) + i
+for the i-th gap); its length is not sent: the decoder reads up to the c-th
+one, which lies within c + ((n - c) >> k) bits (k = 0 is the bitmap of the
+coded set cut after its last member).  The encoder takes the smallest
+(Rice codes the minority: the non-members when m > n/2); within about 3% of
+log2 C(n, m) bits for large n.  A *subset section* (the composed support) is
+a varint m << 2 | code, then the bits, padded to a byte.
+
+Levelled body (kinds 4 natural, 5 quantized, 6 dithered): each coordinate is
+a zero or one of A symbols: natural compression 2^e the exponent e of a
+normal number of the value dtype, symbol e - minexp (A = 254 for float32,
+2046 for float64); quantized (QSGD, header count s <= 65535) and dithered
+(natural dithering and TernGrad, s <= 60) the level u in 1..s, symbol u - 1
+(A = s).  The classes are 0 the zeros, then j = 1..m the m symbols that
+occur, in increasing order, with c_j coordinates each.  The body:
+
+    value       the scale (natural) or the norm (the others), value dtype
+    varint      m, the number of symbols that occur
+    varints     c_0, ..., c_(m-1) (c_m = d - their sum >= 1 is implied;
+                nothing more when m = 0, the zero vector)
+    bit string  2 code bits + the subset bits of the m symbols among [0, A);
+                then the classes that occur, the largest first (ties: the
+                smaller class first), each but the last as 2 code bits + the
+                subset bits of its coordinates among the coordinates of the
+                classes not yet placed (the last class is what is left);
+                then one sign bit per nonzero coordinate (classes 1..m), in
+                increasing coordinate order; zero padded to a byte
+
+Its information content (:func:`information_bound_levels_bits`) is
+value_bits + log2 C(A, m) + log2 multinomial(d; c_0, ..., c_m) + K bits (K =
+d - c_0 nonzeros): which symbols occur, where each class lies given the
+counts, and the signs (the counts are not counted: a varint each).  The
+sections split the multinomial into binomials, log2 multinomial = sum of
+log2 C(n_t, c_t), each coded within a few percent; the message is within
+1.1x of the content plus 16 bytes on Gaussian, heavy-tailed and tied
+vectors, d = 10^3 ... 10^6 (tests/test_codec_size.py), except where many
+symbols hold a few coordinates each (QSGD with 256 levels at d = 1000: then
+the counts add about a byte per symbol).  Taking the largest class first
+keeps the work small: a coordinate takes part in the sections up to its own
+class's (about 3 passes over d for natural compression of a Gaussian vector).
 
 Composed body (``A+B``: a sparsifier's support, then a second compressor's
 message on the K kept values): the support as a subset section of [0, d)
 (the K indices; within about 3% of log2 C(d, K) bits, where the sparse
 message's encodings take about half a bit more per index), then a complete
-message of dimension K (any kind but composed; method flag 0).
+message of dimension K (any kind but composed; method flag 0).  Information
+content: log2 C(d, K) + the inner message's.
 
 PermK body: varint n (workers), varint the worker index, the 64-bit key of
 the round's permutation (uint64), then the K values of the worker's block in
@@ -89,6 +120,7 @@ import numpy as np
 
 from ..compressors.payload import (
     MAX_DITHER_LEVELS,
+    MAX_QSGD_LEVELS,
     Composed,
     Dense,
     Dithered,
@@ -106,7 +138,7 @@ from ..compressors.permk import permk_block
 from ..errors import PsmpiError
 
 MAGIC = 0xEF
-VERSION = 4
+VERSION = 5
 EMPTY, DENSE, SPARSE, SIGNS, NATURAL, QUANTIZED, DITHERED, COMPOSED, PERMK, LOWRANK = range(10)
 SUBSET_BITMAP, SUBSET_RICE, SUBSET_RICE_COMPLEMENT = range(3)
 _DTYPES = {1: np.dtype("<f4"), 2: np.dtype("<f8")}
@@ -188,26 +220,6 @@ def _check_padding(buf: np.ndarray, nbits: int):
     pad = 8 * buf.shape[0] - nbits
     if pad and int(buf[-1]) & ((1 << pad) - 1):
         raise WireError("nonzero padding bits")
-
-
-def _level_bits(s: int) -> int:
-    return max(1, int(s).bit_length())
-
-
-def pack_uint(a: np.ndarray, bits: int) -> bytes:
-    """Pack non-negative integers below 2**bits, ``bits`` each, MSB first."""
-    if bits == 8:
-        return a.astype(np.uint8).tobytes()
-    shifts = np.arange(bits - 1, -1, -1, dtype=np.uint32)
-    m = (a.astype(np.uint32)[:, None] >> shifts) & 1
-    return np.packbits(m.astype(np.uint8), axis=None).tobytes()
-
-
-def unpack_uint(buf: np.ndarray, count: int, bits: int) -> np.ndarray:
-    if bits == 8:
-        return buf[:count].astype(np.uint16)
-    m = np.unpackbits(buf, count=count * bits).reshape(count, bits).astype(np.uint32)
-    return (m << np.arange(bits - 1, -1, -1, dtype=np.uint32)).sum(axis=1, dtype=np.uint32)
 
 
 # ------------------------------------------------------ index encodings ---
@@ -338,6 +350,7 @@ def _valid_support(idx: np.ndarray, d: int) -> bool:
 _LOG_GOLDEN = math.log((math.sqrt(5.0) - 1.0) / 2.0)
 
 
+@functools.lru_cache(maxsize=4096)
 def rice_k(n: int, c: int) -> int:
     """The Rice parameter for c members of a set of n (Golomb-Rice rule for
     geometric gaps of density c/n)."""
@@ -346,134 +359,352 @@ def rice_k(n: int, c: int) -> int:
     return max(0, math.ceil(math.log2(_LOG_GOLDEN / math.log1p(-c / n))))
 
 
-def _rice_parts(pos: np.ndarray, n: int):
-    """(k, low-bit planes, unary bytes) of increasing positions in [0, n)."""
-    c = pos.shape[0]
+def _rice_max_bits(n: int, c: int, k: int) -> int:
+    """The most bits a Rice section of c members of a set of n can take: the c
+    low fields, then at most c + ((n - c) >> k) unary bits (the gaps sum to at
+    most n - c)."""
+    return c * k + c + ((n - c) >> k)
+
+
+def _mask_of(pos: np.ndarray, n: int) -> np.ndarray:
+    mask = np.zeros(n, np.bool_)
+    mask[pos] = True
+    return mask
+
+
+def subset_bits(n: int, pos: np.ndarray | None = None, mask: np.ndarray | None = None):
+    """(code, bits) of a subset of [0, n), given by its increasing member
+    positions ``pos`` or by a boolean ``mask``: the smallest of the bitmap (n
+    bits) and Rice of the members, or of the non-members when they are fewer
+    (c low fields of k bits as bit planes, then the c high parts in unary).
+    ``bits`` is a bool array, to be concatenated into a bit string."""
+    m = pos.shape[0] if mask is None else int(np.count_nonzero(mask))
+    code = SUBSET_RICE_COMPLEMENT if 2 * m > n else SUBSET_RICE
+    c = n - m if code == SUBSET_RICE_COMPLEMENT else m
     k = rice_k(n, c)
-    g = np.diff(pos, prepend=-1) - 1
+    if mask is None and (k == 0 or code == SUBSET_RICE_COMPLEMENT):
+        mask = _mask_of(pos, n)
+    if k == 0:  # no low bits, gaps in unary: the bitmap of the coded set, cut after its last member (<= n bits)
+        coded = mask if code == SUBSET_RICE else ~mask
+        return code, coded[:n - int(np.argmax(coded[::-1])) if c else 0]
+    p = pos if mask is None else (mask if code == SUBSET_RICE else ~mask).nonzero()[0]
+    g = p.copy()  # the gaps: p_0, then p_i - p_(i-1) - 1
+    g[1:] -= p[:-1] + 1
     high = g >> k
-    bits = np.zeros(c + int(high.sum()), np.bool_)
-    if c:
-        bits[np.cumsum(high) + np.arange(c)] = True
-    return pack_planes(g & ((1 << k) - 1), k) if k else b"", np.packbits(bits).tobytes()
+    nlow = c * k
+    nbits = nlow + c + int(high.sum())
+    if nbits > n:
+        return SUBSET_BITMAP, _mask_of(pos, n) if mask is None else mask
+    bits = np.zeros(nbits, np.bool_)
+    g &= (1 << k) - 1
+    bits[:nlow] = ((g >> _plane_shifts(k)) & 1).ravel()  # bit planes (k x c), most significant first
+    np.cumsum(high, out=high)
+    high += np.arange(nlow, nlow + c)
+    bits[high] = True
+    return code, bits
+
+
+@functools.lru_cache(maxsize=64)
+def _plane_shifts(k: int) -> np.ndarray:
+    return np.arange(k - 1, -1, -1, dtype=np.int64)[:, None]
+
+
+@functools.lru_cache(maxsize=64)
+def _plane_weights(k: int) -> np.ndarray:
+    return (np.int64(1) << _plane_shifts(k))
+
+
+def read_subset_bits(bits: np.ndarray, off: int, n: int, m: int, code: int, as_mask: bool = False):
+    """(the m members of a set of n coded with ``code`` at bit ``off`` of the
+    bool array ``bits``, the offset after them); validated.  The members as
+    increasing int64 positions in [0, n), or with ``as_mask`` as a bool mask
+    of length n (for a bitmap, a view of ``bits``)."""
+    if code == SUBSET_BITMAP:
+        if off + n > bits.shape[0]:
+            raise WireError("truncated subset bitmap")
+        seg = bits[off:off + n]
+        found = int(np.count_nonzero(seg))
+        if found != m:
+            raise WireError(f"subset bitmap has {found} members, header says {m}")
+        return seg if as_mask else np.flatnonzero(seg), off + n
+    if code not in (SUBSET_RICE, SUBSET_RICE_COMPLEMENT):
+        raise WireError(f"unknown subset code {code}")
+    c = m if code == SUBSET_RICE else n - m
+    k = rice_k(n, c)
+    u0 = off + c * k
+    if u0 > bits.shape[0]:
+        raise WireError("truncated rice subset section")
+    ones = bits[u0:u0 + _rice_max_bits(n, c, k) - c * k].nonzero()[0][:c]
+    if ones.shape[0] != c:
+        raise WireError("rice subset section: too few ones (truncated, or positions past the set)")
+    end = u0 + (int(ones[-1]) + 1 if c else 0)
+    if k == 0:  # the ones are the positions (at most n bits were searched)
+        p = ones
+    else:  # p_i = sum of (g + 1) to i, minus 1 = (ones_i - i) << k + (sum of the low fields to i) + i
+        low = (bits[off:u0].reshape(k, c) * _plane_weights(k)).sum(axis=0)
+        p = ones << k
+        p += np.cumsum(low)
+        p -= np.arange(c) * ((1 << k) - 1)
+        if p[-1] >= n:  # (strictly increasing by construction)
+            raise WireError("rice subset positions out of range")
+    if code == SUBSET_RICE and not as_mask:
+        return p, end
+    if k == 0:  # the coded set's bitmap up to its last member
+        mask = np.zeros(n, np.bool_)
+        mask[:end - u0] = bits[u0:end]
+    else:
+        mask = _mask_of(p, n)
+    if code == SUBSET_RICE_COMPLEMENT:
+        np.logical_not(mask, out=mask)
+    return (mask if as_mask else np.flatnonzero(mask)), end
 
 
 def encode_subset(pos: np.ndarray, n: int) -> bytes:
     """The subset section of the members ``pos`` (increasing, in [0, n)) of a
-    set of n: the smallest of Rice (of the members, or of the non-members when
-    they are fewer) and the bitmap."""
-    m = pos.shape[0]
-    code, p = SUBSET_RICE, pos
-    if m > n // 2:
-        keep = np.ones(n, np.bool_)
-        keep[pos] = False
-        code, p = SUBSET_RICE_COMPLEMENT, np.flatnonzero(keep)
-    low, unary = _rice_parts(p, n)
-    rice = bytes((code,)) + _varint(m) + _varint(len(unary)) + low + unary
-    if len(rice) <= 1 + len(_varint(m)) + _nbytes(n):
-        return rice
-    bits = np.zeros(n, np.bool_)
-    bits[pos] = True
-    return bytes((SUBSET_BITMAP,)) + _varint(m) + np.packbits(bits).tobytes()
+    set of n: a varint m << 2 | code, then the bits of :func:`subset_bits`,
+    zero padded to a byte."""
+    code, bits = subset_bits(n, pos)
+    return _varint(pos.shape[0] << 2 | code) + np.packbits(bits).tobytes()
 
 
 def decode_subset(buf, pos: int, n: int):
     """(member positions, int64, increasing, in [0, n); the next position) of
     the subset section at ``buf[pos:]``; validated."""
-    if pos >= len(buf):
-        raise WireError("truncated subset section")
-    code = int(buf[pos])
-    m, pos = _read_varint(buf, pos + 1)
+    h, pos = _read_varint(buf, pos)
+    m, code = h >> 2, h & 3
     if m > n:
         raise WireError(f"subset of {m} members of a set of {n}")
-    if code == SUBSET_BITMAP:
-        end = pos + _nbytes(n)
-        if end > len(buf):
-            raise WireError("truncated subset bitmap")
-        members = np.flatnonzero(_signs(buf[pos:end], n))
-        if members.shape[0] != m:
-            raise WireError(f"subset bitmap has {members.shape[0]} members, header says {m}")
-        return members, end
-    if code not in (SUBSET_RICE, SUBSET_RICE_COMPLEMENT):
-        raise WireError(f"unknown subset code {code}")
-    nu, pos = _read_varint(buf, pos)
-    c = m if code == SUBSET_RICE else n - m
-    k = rice_k(n, c)
-    nlow = _nbytes(c * k)
-    end = pos + nlow + nu
-    if end > len(buf):
-        raise WireError("truncated rice subset section")
-    ones = np.flatnonzero(np.unpackbits(buf[pos + nlow:end]).view(np.bool_))
-    if ones.shape[0] != c or (c and _nbytes(int(ones[-1]) + 1) != nu) or (not c and nu):
-        raise WireError("rice subset section: wrong number of ones or length")
-    g = np.diff(ones - np.arange(c), prepend=0)  # the high parts (>= 0: ones increase)
-    if k:
-        g <<= k
-        g |= unpack_planes(buf[pos:pos + nlow], c, k).astype(np.int64)
-    p = np.cumsum(g + 1) - 1
-    if not _valid_support(p, n):  # (a huge gap could wrap the sum around)
-        raise WireError("rice subset positions out of range or not increasing")
-    if code == SUBSET_RICE_COMPLEMENT:
-        keep = np.ones(n, np.bool_)
-        keep[p] = False
-        p = np.flatnonzero(keep)
-    return p.astype(np.int64, copy=False), end
+    c = m if code != SUBSET_RICE_COMPLEMENT else n - m
+    most = n if code == SUBSET_BITMAP else _rice_max_bits(n, c, rice_k(n, c))
+    bits = np.unpackbits(np.asarray(buf[pos:pos + _nbytes(most)], np.uint8)).view(np.bool_)
+    members, used = read_subset_bits(bits, 0, n, m, code)
+    if bits[used:8 * _nbytes(used)].any():
+        raise WireError("nonzero padding bits")
+    return members, pos + _nbytes(used)
 
 
-def information_bound_dithered_bits(levels: np.ndarray, value_bits: int = 32) -> float:
-    """value_bits + log2 multinomial(d; counts of each level) + K sign bits:
-    the fewest bits any encoding of a dithered vector with these level counts
-    can average (uniformly placed levels and signs)."""
-    counts = np.bincount(np.asarray(levels, np.int64))
-    d = int(counts.sum())
-    lg = math.lgamma(d + 1) - sum(math.lgamma(int(c) + 1) for c in counts)
-    return value_bits + lg / math.log(2) + (d - int(counts[0]))
+def _log2_binomial(n: int, k: int) -> float:
+    return (math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)) / math.log(2)
 
 
-def _encode_dithered(p: Dithered, vc: int, flag: bool) -> bytes:
-    d, lv = p.d, np.asarray(p.levels)
-    if lv.shape != (d,) or np.asarray(p.negative).shape != (d,) or not 1 <= p.s <= MAX_DITHER_LEVELS:
-        raise WireError(f"dithered payload: d levels and signs, 1 <= s <= {MAX_DITHER_LEVELS}")
-    top = int(lv.max())
-    if top > p.s:
-        raise WireError("dithered payload: a level above s")
-    parts = [_header(DITHERED, vc, d, p.s, flag), np.asarray(p.norm, _DTYPES[vc]).tobytes(), _varint(top)]
-    cur = np.arange(d)
-    for j in range(1, top + 1):
-        members = np.flatnonzero(lv[cur] >= j)
-        parts.append(encode_subset(members, cur.shape[0]))
-        cur = cur[members]
-        if j == 1:
-            signs = np.packbits(np.asarray(p.negative)[cur]).tobytes()
-    parts.append(signs if top else b"")
+def information_bound_levels_bits(symbols: np.ndarray, alphabet: int, value_bits: int = 32) -> float:
+    """The information content of a levelled message (natural compression,
+    QSGD, natural dithering, TernGrad): ``symbols`` holds, per coordinate, -1
+    for a zero and else its symbol in [0, alphabet) (a level minus one, or an
+    exponent minus the dtype's smallest).  It is
+
+        value_bits + log2 C(alphabet, m) + log2 multinomial(d; c_0, c_1, ..., c_m) + K
+
+    bits: the value (norm or scale), which m symbols occur, where each class
+    (c_0 zeros, c_j coordinates with the j-th symbol that occurs) lies given
+    the counts, and one sign per nonzero (K = d - c_0).  The fewest bits any
+    encoding can average when the counts are known and the coordinates are
+    exchangeable; the counts themselves (a few bytes per symbol) are not
+    included."""
+    sym = np.asarray(symbols, np.int64)
+    counts = np.bincount(sym + 1, minlength=1)
+    d, zeros = int(counts.sum()), int(counts[0])
+    present = counts[1:][counts[1:] > 0]
+    lg = math.lgamma(d + 1) - math.lgamma(zeros + 1) - sum(math.lgamma(int(c) + 1) for c in present)
+    return value_bits + _log2_binomial(alphabet, present.shape[0]) + lg / math.log(2) + (d - zeros)
+
+
+def natural_alphabet(vdt) -> tuple[int, int]:
+    """(smallest exponent, number of exponents) of a natural-compression
+    payload in the value dtype: the normal numbers' exponents."""
+    info = np.finfo(vdt)
+    return int(info.minexp), int(info.maxexp - info.minexp)
+
+
+def _symbols(p) -> tuple[np.ndarray, int]:
+    """(symbols, alphabet) of a levelled payload (see :func:`information_bound_levels_bits`)."""
+    if isinstance(p, Natural):
+        low, n = natural_alphabet(np.asarray(p.scale).dtype)
+        e = np.asarray(p.exponents).astype(np.int64)
+        return np.where(e == Natural.ZERO, -1, e - low), n
+    return np.asarray(p.levels).astype(np.int64) - 1, p.s
+
+
+def information_content_bits(p: Payload) -> float:
+    """The information content of a payload's message, in bits (the yardstick
+    of the wire sizes; ``value_bits`` is the width of the value dtype):
+
+    * sparse (K values): value_bits K + log2 C(d, K);
+    * natural, quantized, dithered: :func:`information_bound_levels_bits`;
+    * composed: log2 C(d, K) for the support plus the inner message's;
+    * dense: value_bits d; signs: value_bits + d; empty: 0;
+    * permk: value_bits K; lowrank: value_bits times the values of the factors
+      and of the segments sent as they are.
+    """
+    if isinstance(p, Composed):
+        return _log2_binomial(p.d, len(p.indices)) + information_content_bits(p.inner)
+    if isinstance(p, Empty):
+        return 0.0
+    if isinstance(p, Dense):
+        return 8.0 * p.values.dtype.itemsize * p.d
+    if isinstance(p, Sparse):
+        return information_bound_bits(p.d, len(p.indices), 8 * p.values.dtype.itemsize)
+    if isinstance(p, Signs):
+        return 8.0 * np.asarray(p.scale).dtype.itemsize + p.d
+    if isinstance(p, (Natural, Quantized, Dithered)):
+        value = p.scale if isinstance(p, Natural) else p.norm
+        sym, n = _symbols(p)
+        return information_bound_levels_bits(sym, n, 8 * np.asarray(value).dtype.itemsize)
+    if isinstance(p, Permuted):
+        return 8.0 * p.values.dtype.itemsize * p.values.shape[0]
+    if isinstance(p, LowRank):
+        vals = [np.asarray(a) for f in p.factors for a in f]
+        return 8.0 * sum(a.size * a.dtype.itemsize for a in vals)
+    raise WireError(f"no information content defined for {type(p).__name__}")
+
+
+# -------------------------------------------------------- levelled body ---
+def _code_bits(code: int) -> np.ndarray:
+    return np.array((code >> 1, code & 1), np.bool_)
+
+
+def _code_at(bits: np.ndarray, off: int) -> int:
+    if off + 2 > bits.shape[0]:
+        raise WireError("truncated levelled message")
+    return int(bits[off]) << 1 | int(bits[off + 1])
+
+
+def _peel_order(counts) -> list[int]:
+    """The classes that occur, largest first (ties: the smaller class first)."""
+    return sorted((j for j in range(len(counts)) if counts[j]), key=lambda j: (-int(counts[j]), j))
+
+
+def _encode_levelled(kind: int, count: int, vc: int, value, idx: np.ndarray, nsym: int, negative,
+                     flag: bool) -> bytes:
+    """The body of natural, quantized and dithered messages (see the module
+    docstring), from per-coordinate indices in [0, nsym] (0: a zero, i:
+    symbol i - 1)."""
+    d = idx.shape[0]
+    hist = np.bincount(idx, minlength=nsym + 1)
+    symbols = np.flatnonzero(hist[1:])
+    m = symbols.shape[0]
+    values = np.concatenate(([0], symbols + 1))  # the index of each class: 0 the zeros, j the j-th symbol
+    counts = hist[values]
+    parts = [_header(kind, vc, d, count, flag), np.asarray(value, _DTYPES[vc]).tobytes(), _varint(m)]
+    parts += [_varint(int(c)) for c in counts[:m]]
+    if not m:
+        return b"".join(parts)
+    code, sym_bits = subset_bits(nsym, symbols)
+    bits = [_code_bits(code), sym_bits]
+    order = _peel_order(counts)
+    cur = idx
+    for i, j in enumerate(order[:-1]):
+        mask = cur == values[j]
+        code, sec = subset_bits(cur.shape[0], mask=mask)
+        bits += [_code_bits(code), sec]
+        if i < len(order) - 2:
+            cur = np.compress(~mask, cur)  # (faster than cur[~mask])
+    negative = np.asarray(negative, np.bool_)
+    bits.append(negative[idx != 0] if counts[0] else negative)
+    parts.append(np.packbits(np.concatenate(bits)).tobytes())
     return b"".join(parts)
 
 
-def _decode_dithered(body, d: int, s: int, vdt, flag: bool) -> Dithered:
-    if not 1 <= s <= MAX_DITHER_LEVELS:
-        raise WireError(f"bad number of levels {s}")
+def _decode_levelled(body, d: int, nsym: int, vdt):
+    """(value, classes, symbols, negative) of a levelled body, validated:
+    ``classes`` (uint8 or uint16, length d) 0 for a zero, j for the j-th of
+    the increasing ``symbols``."""
     nv = vdt.itemsize
     if body.shape[0] < nv:
-        raise WireError("truncated dithered message")
-    norm = _finite(body[:nv].view(vdt), "norm").astype(vdt.newbyteorder("="))[0]
+        raise WireError("truncated message")
+    value = _finite(body[:nv].view(vdt), "value").astype(vdt.newbyteorder("="))[0]
+    m, pos = _read_varint(body, nv)
+    if m > nsym or m > d:
+        raise WireError(f"{m} distinct levels, at most {min(nsym, d)} possible")
+    counts = []
+    for _ in range(m):
+        c, pos = _read_varint(body, pos)
+        counts.append(c)
+    if not m:
+        if pos != body.shape[0]:
+            raise WireError("bytes after an all-zero message")
+        return value, np.zeros(d, np.uint8), np.empty(0, np.int64), np.zeros(d, np.bool_)
+    rest = d - sum(counts)
+    if rest < 1 or min(counts[1:], default=1) < 1:
+        raise WireError("level counts that do not add up to d")
+    counts.append(rest)
+    bits = np.unpackbits(body[pos:]).view(np.bool_)
+    symbols, off = read_subset_bits(bits, 2, nsym, m, _code_at(bits, 0))
+    order = _peel_order(counts)
+    masks, n = [], d
+    for j in order[:-1]:  # each class among the coordinates not in an earlier one
+        mask, off = read_subset_bits(bits, off + 2, n, counts[j], _code_at(bits, off), as_mask=True)
+        masks.append(mask)
+        n -= counts[j]
+    k = d - counts[0]
+    if off + k > bits.shape[0] or bits.shape[0] - (off + k) >= 8 or bits[off + k:].any():
+        raise WireError("levelled message: wrong length or nonzero padding bits")
+    dt = np.uint8 if m < 256 else np.uint16
+    cls = np.full(n, order[-1], dt)  # the last class: the coordinates left
+    for j, mask in zip(reversed(order[:-1]), reversed(masks)):  # put each class back among the later ones
+        out = np.full(mask.shape[0], j, dt)
+        out[np.flatnonzero(~mask)] = cls  # (faster than out[~mask] = cls)
+        cls = out
+    if counts[0]:
+        negative = np.zeros(d, np.bool_)
+        negative[cls != 0] = bits[off:off + k]
+    else:
+        negative = bits[off:off + k].copy()
+    return value, cls, symbols, negative
+
+
+def _check_levels(p, d: int, s_max: int):
+    lv = np.asarray(p.levels)
+    if lv.shape != (d,) or np.asarray(p.negative).shape != (d,) or not 1 <= p.s <= s_max:
+        raise WireError(f"{type(p).__name__.lower()} payload: d levels and signs, 1 <= s <= {s_max}")
+    if lv.dtype.kind not in "iu" or (d and (int(lv.min()) < 0 or int(lv.max()) > p.s)):
+        raise WireError(f"{type(p).__name__.lower()} payload: levels in [0, s]")
+    return lv
+
+
+def _encode_natural(p: Natural, vc: int, flag: bool) -> bytes:
+    d = p.d
+    low, nsym = natural_alphabet(_DTYPES[vc])
+    e = np.asarray(p.exponents)
+    if e.shape != (d,) or np.asarray(p.negative).shape != (d,) or e.dtype.kind not in "iu":
+        raise WireError("natural payload: d integer exponents and signs")
+    idx = e + np.int16(1 - low) if e.dtype == np.int16 else e.astype(np.int64) + (1 - low)  # 1..nsym: normal
+    bad = d and int(idx.max()) > nsym
+    if d and int(idx.min()) < 1:
+        zero = e == Natural.ZERO
+        bad = bad or bool(np.any(idx[~zero] < 1))
+        idx[zero] = 0
+    if bad:
+        raise WireError("natural payload: an exponent outside the normal range of the value dtype")
+    return _encode_levelled(NATURAL, 0, vc, p.scale, idx, nsym, p.negative, flag)
+
+
+def _decode_natural(body, d: int, count: int, vdt, flag: bool) -> Natural:
+    if count:
+        raise WireError(f"nonzero count {count} on a natural message")
+    low, nsym = natural_alphabet(vdt)
+    scale, cls, symbols, negative = _decode_levelled(body, d, nsym, vdt)
+    lut = np.concatenate(([Natural.ZERO], symbols + low)).astype(np.int16)
+    return Natural(d, scale, negative, lut[cls], flag)
+
+
+def _decode_levelled_kind(kind: int, body, d: int, count: int, vdt, flag: bool) -> Payload:
+    if kind == NATURAL:
+        return _decode_natural(body, d, count, vdt, flag)
+    s_max, cls = (MAX_QSGD_LEVELS, Quantized) if kind == QUANTIZED else (MAX_DITHER_LEVELS, Dithered)
+    if not 1 <= count <= s_max:
+        raise WireError(f"bad number of levels {count}")
+    norm, levels, negative = _decode_levels(body, d, count, vdt, np.uint8 if count < 256 else np.uint16)
+    return cls(d, norm, count, negative, levels, flag)
+
+
+def _decode_levels(body, d: int, s: int, vdt, dtype):
+    """(norm, levels, negative) of a quantized or dithered body with s levels."""
+    norm, cls, symbols, negative = _decode_levelled(body, d, s, vdt)
     if norm < 0:
         raise WireError("negative norm")
-    top, pos = _read_varint(body, nv)
-    if top > s:
-        raise WireError("dithered level above s")
-    levels = np.zeros(d, np.uint8)
-    negative = np.zeros(d, np.bool_)
-    cur = np.arange(d)
-    nonzero = cur[:0]
-    for j in range(1, top + 1):
-        members, pos = decode_subset(body, pos, cur.shape[0])
-        cur = cur[members]
-        levels[cur] = j
-        if j == 1:
-            nonzero = cur
-    _need(body.shape[0] - pos, _nbytes(nonzero.shape[0]))
-    negative[nonzero] = _signs(body[pos:], nonzero.shape[0])
-    return Dithered(d, norm, s, negative, levels, flag)
+    lut = np.concatenate(([0], symbols + 1)).astype(dtype)
+    return norm, lut[cls], negative
 
 
 def _encode_composed(p: Composed, flag: bool) -> bytes:
@@ -614,19 +845,11 @@ def encode(p: Payload, index_encoding: str | int | None = None) -> bytes:
         return (_header(SIGNS, vc, d, 0, flag) + np.asarray(p.scale, _DTYPES[vc]).tobytes()
                 + np.packbits(p.negative).tobytes())
     if isinstance(p, Natural):
-        vc = _value_code(p.scale)
-        ed = np.dtype("<i1") if vc == 1 else np.dtype("<i2")
-        exps = p.exponents
-        if vc == 1:
-            exps = np.where(exps == Natural.ZERO, -128, exps)
-        return (_header(NATURAL, vc, d, 0, flag) + np.asarray(p.scale, _DTYPES[vc]).tobytes()
-                + np.packbits(p.negative).tobytes() + exps.astype(ed).tobytes())
-    if isinstance(p, Quantized):
-        vc = _value_code(p.norm)
-        return (_header(QUANTIZED, vc, d, p.s, flag) + np.asarray(p.norm, _DTYPES[vc]).tobytes()
-                + np.packbits(p.negative).tobytes() + pack_uint(p.levels, _level_bits(p.s)))
-    if isinstance(p, Dithered):
-        return _encode_dithered(p, _value_code(p.norm), flag)
+        return _encode_natural(p, _value_code(p.scale), flag)
+    if isinstance(p, (Quantized, Dithered)):
+        kind, s_max = (QUANTIZED, MAX_QSGD_LEVELS) if isinstance(p, Quantized) else (DITHERED, MAX_DITHER_LEVELS)
+        lv = _check_levels(p, d, s_max)
+        return _encode_levelled(kind, p.s, _value_code(p.norm), p.norm, lv, p.s, p.negative, flag)
     if isinstance(p, Composed):
         return _encode_composed(p, flag)
     if isinstance(p, Permuted):
@@ -704,13 +927,16 @@ def decode(buf, d_expected: int | None = None) -> Payload:
     vdt = _DTYPES[vc]
     native = vdt.newbyteorder("=")
 
-    if kind == DITHERED:
-        return _decode_dithered(body, d, count, vdt, flag)
+    if kind in (NATURAL, QUANTIZED, DITHERED):
+        try:
+            return _decode_levelled_kind(kind, body, d, count, vdt, flag)
+        except MemoryError:  # a compact message can claim any d; its payload has arrays of d entries
+            raise WireError(f"a levelled message of dimension {d} does not fit in memory") from None
     if kind == PERMK:
         return _decode_permk(body, d, count, vdt, flag)
     if kind == LOWRANK:
         return _decode_lowrank(body, d, count, vdt, flag)
-    if kind != QUANTIZED and kind != SPARSE and count:
+    if kind != SPARSE and count:
         raise WireError(f"nonzero count {count} on a message of kind {kind}")
     if kind == DENSE:
         _need(body.shape[0], d * vdt.itemsize)
@@ -726,38 +952,9 @@ def decode(buf, d_expected: int | None = None) -> Payload:
         idx = decode_indices(body[:nidx], d, count, enc)
         vals = body[nidx:].view(vdt).astype(native)
         return Sparse(d, idx, _finite(vals, "value"), flag)
-    nsign = _nbytes(d)
     if kind == SIGNS:
+        nsign = _nbytes(d)
         _need(body.shape[0], vdt.itemsize + nsign)
         scale = _finite(body[: vdt.itemsize].view(vdt), "scale").astype(native)[0]
         return Signs(d, scale, _signs(body[vdt.itemsize:], d), flag)
-    if kind == NATURAL:
-        ed = np.dtype("<i1") if vc == 1 else np.dtype("<i2")
-        _need(body.shape[0], vdt.itemsize + nsign + d * ed.itemsize)
-        scale = _finite(body[: vdt.itemsize].view(vdt), "scale").astype(native)[0]
-        neg = _signs(body[vdt.itemsize: vdt.itemsize + nsign], d)
-        exps = body[vdt.itemsize + nsign:].view(ed).astype(np.int16)
-        info = np.finfo(vdt)
-        zero = exps == (-128 if vc == 1 else Natural.ZERO)
-        if np.any((exps[~zero] < info.minexp) | (exps[~zero] >= info.maxexp)):
-            raise WireError("natural-compression exponent out of range")
-        exps[zero] = Natural.ZERO
-        return Natural(d, scale, neg, exps, flag)
-    if kind == QUANTIZED:
-        s = count
-        if not 1 <= s <= 65535:
-            raise WireError(f"bad number of levels {s}")
-        bits = _level_bits(s)
-        _need(body.shape[0], vdt.itemsize + nsign + _nbytes(d * bits))
-        norm = _finite(body[: vdt.itemsize].view(vdt), "norm").astype(native)[0]
-        if norm < 0:
-            raise WireError("negative norm")
-        neg = _signs(body[vdt.itemsize: vdt.itemsize + nsign], d)
-        lv = body[vdt.itemsize + nsign:]
-        if bits != 8:
-            _check_padding(lv, d * bits)
-        levels = unpack_uint(lv, d, bits)
-        if np.any(levels > s):
-            raise WireError("quantisation level above s")
-        return Quantized(d, norm, s, neg, levels.astype(np.uint8 if s < 256 else np.uint16), flag)
     raise WireError(f"unknown message kind {kind}")
