@@ -141,12 +141,14 @@ def test_workers_fewer_than_worker_ranks_is_a_one_line_error(tmp_path):
 
 def test_threaded_serial_run_equals_mpi_run_bit_for_bit(tmp_path, monkeypatch):
     """8 workers: the serial runtime's stacked gradients come in two groups on two
-    threads (PSMPI_THREADS=2), the MPI ranks compute their own; the same run."""
-    args = ["--method", "ef21", "--compressor", "topk:2", *COMMON]
+    threads (PSMPI_THREADS=2), the MPI ranks compute their own (4 workers on each of 2
+    worker ranks: any layout is the unthreaded run, and 3 ranks start faster than 9); the
+    same run."""
+    args = ["--method", "ef21", "--compressor", "topk:2", *COMMON, "--workers", "8"]
     monkeypatch.setenv("PSMPI_THREADS", "2")
-    _check(_train(args + ["--backend", "serial", "--workers", "8"], tmp_path / "s.h5"))
+    _check(_train(args + ["--backend", "serial"], tmp_path / "s.h5"))
     monkeypatch.delenv("PSMPI_THREADS")
-    _check(_train(args, tmp_path / "m.h5", mpi_ranks=9))
+    _check(_train(args, tmp_path / "m.h5", mpi_ranks=3))
     a, b = read_result(str(tmp_path / "s.h5")), read_result(str(tmp_path / "m.h5"))
     assert np.array_equal(a.x, b.x) and a.metrics["iteration"][-1] == 40
     assert np.array_equal(a.metrics["grad_norm_sq"], b.metrics["grad_norm_sq"])
@@ -178,19 +180,21 @@ def test_mpirun_with_one_rank_does_not_fall_back_to_the_serial_runtime(tmp_path)
 
 
 def test_mpi_resume_past_iters_or_with_another_config_is_an_error_on_every_rank(tmp_path):
-    """A checkpoint taken at round 20 resumed with --iters 10 used to hang the workers forever."""
+    """A checkpoint taken at round 20 resumed with --iters 10 used to hang the workers forever.
+    (3 ranks: two worker ranks that must not hang are enough, and each of the four launches
+    starts a rank fewer than with 4.)"""
     out = tmp_path / "r.h5"
     base = ["--method", "ef21", "--dataset", "breast-cancer", "--quiet", "--checkpoint-every", "20"]
-    _check(_train(base + ["--iters", "30"], out, mpi_ranks=4))
+    _check(_train(base + ["--iters", "30"], out, mpi_ranks=3))
     assert (tmp_path / "r.h5.ckpt").exists()
     t0 = time.time()
-    proc = _train(base + ["--iters", "10", "--resume"], out, mpi_ranks=4, timeout=60)
+    proc = _train(base + ["--iters", "10", "--resume"], out, mpi_ranks=3, timeout=60)
     assert proc.returncode == 2 and time.time() - t0 < 30
     assert proc.stderr.count("psmpi: error: cannot resume") == 1
     assert "past --iters 10" in proc.stderr
-    proc = _train(base + ["--iters", "30", "--resume", "--seed", "5"], out, mpi_ranks=4, timeout=60)
+    proc = _train(base + ["--iters", "30", "--resume", "--seed", "5"], out, mpi_ranks=3, timeout=60)
     assert proc.returncode == 2 and "option 'seed' was 0, now 5" in proc.stderr
-    proc = _train(base + ["--iters", "30", "--resume"], out, mpi_ranks=4, timeout=60)
+    proc = _train(base + ["--iters", "30", "--resume"], out, mpi_ranks=3, timeout=60)
     _check(proc)
 
 

@@ -209,9 +209,19 @@ def test_a_checkpoint_after_a_failure_resumes_with_the_survivors(tmp_path):
         {"PSMPI_INJECT_FAILURE": "kill:1@10"})
     assert rc == 0, err[-2000:]
     ref = read_result(str(out))
-    for i, launch in enumerate((mpirun() + ["-n", "5"], mpirun() + ["-n", "3"], [])):  # resumed by 4, 2 ranks, serial
+    # resumed by 4 and by 2 worker ranks, and serially (in this process: no launch needed)
+    for i, launch in enumerate((mpirun() + ["-n", "5"], mpirun() + ["-n", "3"], None)):
         again = tmp_path / f"again{i}.h5"
-        rc, _, err = _launch(launch + PSMPI + args + ["--out", str(again), "--resume", f"{out}.ckpt"])
+        resume = args + ["--out", str(again), "--resume", f"{out}.ckpt"]
+        if launch is None:
+            from click.testing import CliRunner
+
+            from psmpi.cli import main
+
+            r = CliRunner().invoke(main, ["train", *resume])
+            rc, err = r.exit_code, f"{r.output}{r.stderr}{r.exception!r}"
+        else:
+            rc, _, err = _launch(launch + PSMPI + resume)
         assert rc == 0, err[-2000:]
         res = read_result(str(again))
         assert np.array_equal(res.x, ref.x), launch
