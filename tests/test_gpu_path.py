@@ -7,7 +7,7 @@ update) computed with numpy.  Those tests prove the wiring: what lives on the
 device, what crosses to the host, and that the iterates equal the CPU path bit
 for bit.  The tests at the end run CuPy on a real device and skip without one.
 """
-import os
+import importlib.util
 import subprocess
 import sys
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from conftest import mpirun
+from conftest import SweepPair, mpirun
 from psmpi import backend
 from psmpi.api import train
 from psmpi.backend import EmulatedArray, EmulatedCSR, EmulatedDevice
@@ -207,12 +207,10 @@ def emulated_mpi(tmp_path_factory):
     side only: each test compares with its CPU serial run): 4 workers one per rank without
     --cuda-aware (mpirun -n 5); with it, two workers per worker rank (mpirun -n 3), the
     breast-cancer run and the MLP run in the same launch."""
-    from conftest import SweepPair
-
     root = tmp_path_factory.mktemp("emulated_mpi")
     env = {"PSMPI_EMULATE_GPU": "1"}
     ranks3 = {"cuda_aware": dict(BC_MPI, cuda_aware=True)}
-    if __import__("importlib").util.find_spec("torch") is not None:
+    if importlib.util.find_spec("torch") is not None:
         ranks3["nn"] = NN_MPI
     runs = {"plain": SweepPair(root / "n5", {"quiet": True}, {"plain": BC_MPI}, 5, env=env, serial=False),
             **dict.fromkeys(ranks3, SweepPair(root / "n3", {"quiet": True}, ranks3, 3, env=env, serial=False))}

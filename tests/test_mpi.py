@@ -1,6 +1,7 @@
 """The MPI runtime: equivalence with the serial runtime, failure behaviour."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -72,7 +73,7 @@ def launches(tmp_path_factory):
     ranks3["permk-marina"] = {**COMMON_OPTS, "method": "marina", "compressor": "permk", "workers": 4, "gamma": 0.5}
     ranks3["float64"] = {**COMMON_OPTS, "method": "ef21", "compressor": "topk:3", "workers": 2,
                          "value_dtype": "float64"}
-    torch = __import__("importlib").util.find_spec("torch") is not None
+    torch = importlib.util.find_spec("torch") is not None
     if torch:
         ranks3["mlp-sgdm"] = MLP_SGDM
         ranks3["mlp-powersgd"] = MLP_POWERSGD
