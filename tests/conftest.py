@@ -45,6 +45,16 @@ def psmpi_cmd() -> list[str]:
     return [sys.executable, "-m", "psmpi"]
 
 
+def psmpi_here(args):
+    """``psmpi ARGS`` in this process (click's CliRunner: no interpreter start-up): the click
+    Result (exit_code, output, stderr, exception)."""
+    from click.testing import CliRunner
+
+    from psmpi.cli import main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=True)
+
+
 class SweepPair:
     """Many runs, each once on the serial runtime in this process and once under MPI, with
     ONE launch: the runs are the points of a sweep (``union`` of one mapping per run, on

@@ -13,7 +13,7 @@ import pytest
 
 from psmpi.results import read_result
 
-from conftest import mpirun
+from conftest import mpirun, psmpi_here
 from test_mpi import _find_rank_pid
 
 PSMPI = [sys.executable, "-m", "psmpi", "train"]
@@ -27,13 +27,9 @@ def _same_run(a, b):
 
 
 def _cli(args):
-    """``psmpi train ARGS`` in this process (no interpreter start-up); it must succeed."""
-    from click.testing import CliRunner
-
-    from psmpi.cli import main
-
-    r = CliRunner().invoke(main, ["train", *args], catch_exceptions=False)
-    assert r.exit_code == 0, (r.output, r.stderr)
+    """``psmpi train ARGS`` in this process; it must succeed."""
+    r = psmpi_here(["train", *args])
+    assert r.exit_code == 0, (r.output, r.stderr, r.exception)
 
 
 def _wait_for(path, proc, timeout=90):

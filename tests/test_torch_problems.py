@@ -11,6 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from conftest import psmpi_here
 from psmpi.config import ConfigError
 from psmpi.problems import NoSmoothnessConstant, TorchMissing, is_nn_problem
 
@@ -297,11 +298,7 @@ PSMPI_TRAIN = [sys.executable, "-m", "psmpi", "train"]
 
 def _cli(args):
     """``psmpi train ARGS`` in this process."""
-    from click.testing import CliRunner
-
-    from psmpi.cli import main
-
-    return CliRunner().invoke(main, ["train", *args], catch_exceptions=True)
+    return psmpi_here(["train", *args])
 MLP_POWERSGD = ["--problem", "mlp", "--dataset", "digits", "--method", "ef14", "--compressor", "powersgd:2",
                 "--gamma", "0.5", "--batch-size", "16", "--eval-every", "5", "--quiet", "--workers", "3", "--seed", "2"]
 

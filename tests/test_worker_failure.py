@@ -23,7 +23,7 @@ from psmpi.methods import REGISTRY
 from psmpi.methods.base import RESEND, RETRACK, Hyper, MasterG
 from psmpi.results import read_result
 
-from conftest import mpirun
+from conftest import mpirun, psmpi_here
 from test_mpi import _find_rank_pid
 
 pytestmark = pytest.mark.mpi
@@ -214,11 +214,7 @@ def test_a_checkpoint_after_a_failure_resumes_with_the_survivors(tmp_path):
         again = tmp_path / f"again{i}.h5"
         resume = args + ["--out", str(again), "--resume", f"{out}.ckpt"]
         if launch is None:
-            from click.testing import CliRunner
-
-            from psmpi.cli import main
-
-            r = CliRunner().invoke(main, ["train", *resume])
+            r = psmpi_here(["train", *resume])
             rc, err = r.exit_code, f"{r.output}{r.stderr}{r.exception!r}"
         else:
             rc, _, err = _launch(launch + PSMPI + resume)
