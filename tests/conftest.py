@@ -43,3 +43,74 @@ def mpirun() -> list[str]:
 
 def psmpi_cmd() -> list[str]:
     return [sys.executable, "-m", "psmpi"]
+
+
+def psmpi_here(args):
+    """``psmpi ARGS`` in this process (click's CliRunner: no interpreter start-up): the click
+    Result (exit_code, output, stderr, exception)."""
+    from click.testing import CliRunner
+
+    from psmpi.cli import main
+
+    return CliRunner().invoke(main, list(args), catch_exceptions=True)
+
+
+class SweepPair:
+    """Many runs, each once on the serial runtime in this process and once under MPI, with
+    ONE launch: the runs are the points of a sweep (``union`` of one mapping per run, on
+    top of ``base``) that ``psmpi sweep`` runs here with backend=serial and under a single
+    ``mpirun -n RANKS psmpi sweep`` (every point an MPI run).  A launch costs seconds of
+    interpreter and import start-up per rank; a point costs only its rounds.
+
+    ``runs`` maps a label to its options; ``pair(label)`` gives that run's two Results
+    (``mpi(label)`` the MPI one alone; with ``serial=False`` only the MPI runs are made).
+    An MPI run that failed (or never ran because an earlier point aborted the job) makes
+    ``pair`` fail naming the label, with the launcher's stderr."""
+
+    def __init__(self, folder: Path, base: dict, runs: dict, ranks: int, env: dict | None = None,
+                 timeout: int = 600, serial: bool = True):
+        import subprocess
+
+        import yaml
+        from click.testing import CliRunner
+
+        from psmpi import sweep as sw
+        from psmpi.cli import main
+
+        folder.mkdir(parents=True, exist_ok=True)
+        config = folder / "runs.yaml"
+        config.write_text(yaml.safe_dump({**base, "sweep": {"union": [dict(o) for o in runs.values()]}},
+                                         sort_keys=False))
+        serial_dir, mpi_dir = folder / "serial", folder / "mpi"
+        self.serial_output = "(not run)"
+        with pytest.MonkeyPatch.context() as mp:  # env: for the checks of the points here, the launch's too
+            for k, v in (env or {}).items():
+                mp.setenv(k, v)
+            points = sw.build(str(config), out_dir=str(serial_dir)).points
+            # the points come in the order of the union; a run equal to an earlier one would be dropped
+            assert len(points) == len(runs), "two runs of a SweepPair are the same run"
+            if serial:
+                res = CliRunner().invoke(main, ["sweep", "--config", str(config), "--out-dir", str(serial_dir), "-q",
+                                                "--set", "backend=serial"], catch_exceptions=False)
+                self.serial_output = res.output
+        self.files = {label: (p.out, str(mpi_dir / os.path.basename(p.out))) for label, p in zip(runs, points)}
+        self.proc = subprocess.run(mpirun() + ["-n", str(ranks), sys.executable, "-m", "psmpi", "sweep", "--config",
+                                               str(config), "--out-dir", str(mpi_dir), "-q"],
+                                   capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+    def pair(self, label):
+        """(serial Result, MPI Result) of the run ``label``."""
+        from psmpi.results import read_result
+
+        serial = self.files[label][0]
+        assert os.path.exists(serial), f"{label}: the serial run failed\n{self.serial_output[-3000:]}"
+        return read_result(serial), self.mpi(label)
+
+    def mpi(self, label):
+        """The MPI Result of the run ``label``."""
+        from psmpi.results import read_result
+
+        mpi = self.files[label][1]
+        assert os.path.exists(mpi), (f"{label}: the MPI run failed (mpirun exit {self.proc.returncode})\n"
+                                     f"{self.proc.stderr[-3000:]}")
+        return read_result(mpi)

@@ -58,7 +58,7 @@ SHARD_SCRIPT = textwrap.dedent("""
     from psmpi.data import load_shard, open_dataset, split_rows
     from psmpi.data import store
 
-    path, split = sys.argv[1], sys.argv[2]
+    path, splits = sys.argv[1], sys.argv[2:]
     comm = MPI.COMM_WORLD
     read = []
     real = store._read_runs
@@ -66,39 +66,56 @@ SHARD_SCRIPT = textwrap.dedent("""
         read.append((dset.name.lstrip("/"), int((stops - starts).sum())))
         return real(dset, starts, stops)
     store._read_runs = spy
-    ds = open_dataset(path)
-    shard = load_shard(ds, comm.size, comm.rank, split, 5)
-    expect = split_rows(ds.n_rows, comm.size, split, 5, ds.labels)[comm.rank]
-    nnz = {n: c for n, c in read if n == "data"}
-    out = comm.gather({"rows_equal": bool(np.array_equal(shard.rows, expect)), "nnz_read": nnz.get("data", 0),
-                       "nnz": int(shard.A.nnz), "rows": len(shard.rows), "checksum": float(abs(shard.A).sum())}, 0)
+    result = {}
+    for split in splits:  # each split from a freshly opened file, its own reads
+        read.clear()
+        ds = open_dataset(path)
+        shard = load_shard(ds, comm.size, comm.rank, split, 5)
+        expect = split_rows(ds.n_rows, comm.size, split, 5, ds.labels)[comm.rank]
+        nnz = {n: c for n, c in read if n == "data"}
+        result[split] = comm.gather({"rows_equal": bool(np.array_equal(shard.rows, expect)),
+                                     "nnz_read": nnz.get("data", 0), "nnz": int(shard.A.nnz),
+                                     "rows": len(shard.rows), "checksum": float(abs(shard.A).sum())}, 0)
     if comm.rank == 0:
-        print(json.dumps(out))
+        print(json.dumps(result))
 """)
 
+SPLITS = ("contiguous", "shuffle")
 
-@pytest.mark.mpi
-@pytest.mark.parametrize("split", ["contiguous", "shuffle"])
-def test_each_mpi_rank_reads_only_its_slice(tmp_path, split):
+
+@pytest.fixture(scope="module")
+def shard_reads(tmp_path_factory):
+    """One mpirun -n 3 loads every split's shards of a9a's HDF5 conversion (one launch for all
+    the splits): {split: what each rank read}, the text source read by scikit-learn (the
+    reference) and the rank count."""
     pytest.importorskip("mpi4py")
     import json
 
-    import scipy.sparse as sp
     from sklearn.datasets import load_svmlight_file
+
+    tmp = tmp_path_factory.mktemp("shards")
+    src = text_source(tmp, "a9a")
+    h5 = tmp / "a.h5"
+    convert(str(src), str(h5))
+    script = tmp / "shards.py"
+    script.write_text(SHARD_SCRIPT)
+    n = 3
+    proc = subprocess.run([*mpirun(), "-n", str(n), sys.executable, str(script), str(h5), *SPLITS],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    X, _ = load_svmlight_file(str(src), dtype=np.float64)
+    return json.loads(proc.stdout.strip().splitlines()[-1]), X, n
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("split", SPLITS)
+def test_each_mpi_rank_reads_only_its_slice(shard_reads, split):
+    import scipy.sparse as sp
 
     from psmpi.data import split_rows
 
-    src = text_source(tmp_path, "a9a")
-    h5 = tmp_path / "a.h5"
-    convert(str(src), str(h5))
-    script = tmp_path / "shards.py"
-    script.write_text(SHARD_SCRIPT)
-    n = 3
-    proc = subprocess.run([*mpirun(), "-n", str(n), sys.executable, str(script), str(h5), split],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    ranks = json.loads(proc.stdout.strip().splitlines()[-1])
-    X, _ = load_svmlight_file(str(src), dtype=np.float64)
+    reads, X, n = shard_reads
+    ranks = reads[split]
     parts = split_rows(X.shape[0], n, split, 5, None)
     assert len(ranks) == n
     for r, rows in zip(ranks, parts):

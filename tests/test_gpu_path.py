@@ -7,7 +7,7 @@ update) computed with numpy.  Those tests prove the wiring: what lives on the
 device, what crosses to the host, and that the iterates equal the CPU path bit
 for bit.  The tests at the end run CuPy on a real device and skip without one.
 """
-import os
+import importlib.util
 import subprocess
 import sys
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from conftest import mpirun
+from conftest import SweepPair, mpirun
 from psmpi import backend
 from psmpi.api import train
 from psmpi.backend import EmulatedArray, EmulatedCSR, EmulatedDevice
@@ -195,19 +195,36 @@ def test_checkpoint_and_resume_on_the_device(tmp_path, emulated):
     assert np.array_equal(full.x, resumed.x)
 
 
+BC_MPI = {"dataset": "breast-cancer", "method": "ef21-sgdm", "compressor": "topk:2", "iters": 40, "eval_every": 10,
+          "workers": 4, "device": "gpu"}
+NN_MPI = {"problem": "mlp:16", "dataset": "digits", "method": "ef21-sgdm", "compressor": "topk:1%", "gamma": 0.1,
+          "iters": 12, "eval_every": 4, "workers": 4, "batch_size": 8, "device": "gpu", "cuda_aware": True}
+
+
+@pytest.fixture(scope="module")
+def emulated_mpi(tmp_path_factory):
+    """The emulated-GPU runs under MPI, one mpirun per number of ranks (SweepPair, the MPI
+    side only: each test compares with its CPU serial run): 4 workers one per rank without
+    --cuda-aware (mpirun -n 5); with it, two workers per worker rank (mpirun -n 3), the
+    breast-cancer run and the MLP run in the same launch."""
+    root = tmp_path_factory.mktemp("emulated_mpi")
+    env = {"PSMPI_EMULATE_GPU": "1"}
+    ranks3 = {"cuda_aware": dict(BC_MPI, cuda_aware=True)}
+    if importlib.util.find_spec("torch") is not None:
+        ranks3["nn"] = NN_MPI
+    runs = {"plain": SweepPair(root / "n5", {"quiet": True}, {"plain": BC_MPI}, 5, env=env, serial=False),
+            **dict.fromkeys(ranks3, SweepPair(root / "n3", {"quiet": True}, ranks3, 3, env=env, serial=False))}
+    return lambda label: runs[label].mpi(label)
+
+
 @pytest.mark.parametrize("cuda_aware", [False, True])
-def test_emulated_gpu_under_mpi_equals_the_cpu_serial_run(tmp_path, cuda_aware):
+def test_emulated_gpu_under_mpi_equals_the_cpu_serial_run(tmp_path, emulated_mpi, cuda_aware):
     """--cuda-aware: the workers receive x into (emulated) device buffers; with it, two
     workers share each worker rank's device (4 workers on 2 worker ranks)."""
-    out = tmp_path / "m.h5"
-    args = ["train", "--dataset", "breast-cancer", "--method", "ef21-sgdm", "--compressor", "topk:2", "--iters", "40",
-            "--eval-every", "10", "--quiet", "--workers", "4"] + (["--cuda-aware"] if cuda_aware else [])
-    env = dict(os.environ, PSMPI_EMULATE_GPU="1")
-    proc = subprocess.run(mpirun() + ["-n", "3" if cuda_aware else "5", sys.executable, "-m", "psmpi"] + args +
-                          ["--device", "gpu", "--out", str(out)], capture_output=True, text=True, env=env, timeout=180)
-    assert proc.returncode == 0, proc.stderr
+    res = emulated_mpi("cuda_aware" if cuda_aware else "plain")
+    assert (res.attrs["backend"], res.config["device"], res.config["cuda_aware"]) == ("mpi", "gpu", cuda_aware)
     ref = run(tmp_path, "cpu", "ref", method="ef21-sgdm", compressor="topk:2", iters=40, eval_every=10)
-    assert same_run(read_result(str(out)), ref)
+    assert same_run(res, ref)
 
 
 # --------------------------------------------------------- a real device ---
@@ -279,19 +296,15 @@ def test_neural_network_model_rows_and_state_live_on_the_device(tmp_path, emulat
     assert sorted(s for s in seen["to_host"] if s != (d,)) == [(5,)] * (2 * n * (iters - 1))
 
 
-def test_neural_network_on_the_emulated_gpu_under_mpi_equals_the_cpu_serial_run(tmp_path):
+def test_neural_network_on_the_emulated_gpu_under_mpi_equals_the_cpu_serial_run(tmp_path, emulated_mpi):
+    """An MLP on the emulated GPU, --cuda-aware, 4 workers on 2 worker ranks (the
+    ``emulated_mpi`` launch of 3 ranks) against the CPU serial run."""
     pytest.importorskip("torch")
-    out = tmp_path / "m.h5"
-    args = ["train", "--problem", "mlp:16", "--dataset", "digits", "--method", "ef21-sgdm", "--compressor", "topk:1%",
-            "--gamma", "0.1", "--iters", "12", "--eval-every", "4", "--quiet", "--workers", "4", "--batch-size", "8"]
-    env = dict(os.environ, PSMPI_EMULATE_GPU="1")
-    proc = subprocess.run(mpirun() + ["-n", "3", sys.executable, "-m", "psmpi"] + args +
-                          ["--device", "gpu", "--cuda-aware", "--out", str(out)], capture_output=True, text=True,
-                          env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    res = emulated_mpi("nn")
+    assert (res.attrs["backend"], res.config["device"], res.config["cuda_aware"]) == ("mpi", "gpu", True)
     ref = run(tmp_path, "cpu", "ref", problem="mlp:16", dataset="digits", method="ef21-sgdm", compressor="topk:1%",
               gamma=0.1, iters=12, eval_every=4, batch_size=8)
-    assert same_run(read_result(str(out)), ref)
+    assert same_run(res, ref)
 
 
 @needs_gpu

@@ -115,8 +115,11 @@ def test_method_compressor_pair_converges_where_theory_says_or_is_refused(method
     if not REGISTRY[method].has_theory:
         kw["gamma"] = 0.01
     # the momentum theorems' step min{alpha/(20 L~), eta/(7 L)} and DIANA's nonconvex step are
-    # one to two orders below EF21's: the same decrease takes ten times the rounds
-    iters = 10 * ITERS if method in ("ef21-sgdm", "ef21-sgd2m", "ef21-sgdm-ideal", "diana", "ef21-pp") else ITERS
+    # one to two orders below EF21's: the same decrease takes more rounds.  Five times the rounds
+    # meet every bound with about ten times to spare (at round 1500 the worst ratios were 0.0047
+    # for the momentum methods against 0.1, and DIANA with RandK-2 1.1e-4 against 1e-3; at
+    # round 900 the latter is still 1.7e-3); ten times cost these 32 runs twice the time.
+    iters = 5 * ITERS if method in ("ef21-sgdm", "ef21-sgd2m", "ef21-sgdm-ideal", "diana", "ef21-pp") else ITERS
     res = run(method=method, compressor=comp, iters=iters, eval_every=iters // 10, **kw)
     g = res.metrics["grad_norm_sq"]
     kind, bound = expectation(method, comp)

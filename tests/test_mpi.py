@@ -1,6 +1,7 @@
 """The MPI runtime: equivalence with the serial runtime, failure behaviour."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -10,14 +11,16 @@ import time
 import numpy as np
 import pytest
 
+import psmpi
 from psmpi.methods import REGISTRY
 from psmpi.results import read_result
 
-from conftest import mpirun
+from conftest import SweepPair, mpirun
 
 pytestmark = pytest.mark.mpi
 
 COMMON = ["--dataset", "breast-cancer", "--iters", "40", "--eval-every", "5", "--quiet", "--seed", "7"]
+COMMON_OPTS = {"dataset": "breast-cancer", "iters": 40, "eval_every": 5, "seed": 7}
 
 
 def _train(args, out, mpi_ranks=None, timeout=180):
@@ -41,18 +44,66 @@ def _compressor_for(cls) -> str:
 CASES = [(name, _compressor_for(cls), (3, 5) if k % 2 == 0 else (4, 3))
          for k, (name, cls) in enumerate(REGISTRY.items())]
 
+# the neural-network runs (psmpi[torch]): 4 workers on 2 worker ranks
+MLP_SGDM = {"problem": "mlp", "dataset": "digits", "method": "ef21-sgdm", "gamma": 0.5, "batch_size": 16,
+            "compressor": "topk:1%", "iters": 20, "eval_every": 5, "workers": 4, "test_fraction": 0.2}
+MLP_POWERSGD = {"problem": "mlp", "dataset": "digits", "method": "ef14", "compressor": "powersgd:2", "gamma": 0.5,
+                "batch_size": 16, "iters": 20, "eval_every": 5, "workers": 4}
+# every method on a tiny MLP (mlp:4 on digits, d = 310) with a test set and the default evaluation subset
+MLP_TABLE = {"problem": "mlp:4", "dataset": "digits", "workers": 3, "iters": 6, "eval_every": 3, "gamma": 0.05,
+             "test_fraction": 0.2, "seed": 7}
+
+
+def _table_run(method, workers) -> dict:
+    opts = {**COMMON_OPTS, "method": method, "compressor": _compressor_for(REGISTRY[method]), "workers": workers}
+    if REGISTRY[method].stochastic:
+        opts["batch_size"] = 4
+    if not REGISTRY[method].has_theory:
+        opts["gamma"] = 0.01
+    return opts
+
+
+@pytest.fixture(scope="module")
+def launches(tmp_path_factory):
+    """The runs that only compare the MPI runtime with the serial one, grouped by their number
+    of ranks: one mpirun per group (a SweepPair) instead of one per run and per test, and the
+    serial runs in this process (torch imported once per rank, not once per run)."""
+    root = tmp_path_factory.mktemp("mpi_equals_serial")
+    ranks3 = {m: _table_run(m, w) for m, _, (r, w) in CASES if r == 3}
+    ranks3["permk-marina"] = {**COMMON_OPTS, "method": "marina", "compressor": "permk", "workers": 4, "gamma": 0.5}
+    ranks3["float64"] = {**COMMON_OPTS, "method": "ef21", "compressor": "topk:3", "workers": 2,
+                         "value_dtype": "float64"}
+    torch = importlib.util.find_spec("torch") is not None
+    if torch:
+        ranks3["mlp-sgdm"] = MLP_SGDM
+        ranks3["mlp-powersgd"] = MLP_POWERSGD
+        for name, cls in REGISTRY.items():
+            ranks3[f"mlp4-{name}"] = {**MLP_TABLE, "method": name, "compressor": _compressor_for(cls)}
+    ranks4 = {m: _table_run(m, w) for m, _, (r, w) in CASES if r == 4}
+    ranks6 = {"permk-dcgd": {**COMMON_OPTS, "method": "dcgd", "compressor": "permk", "workers": 5, "gamma": 0.5}}
+    groups = {}
+    for ranks, runs in ((3, ranks3), (4, ranks4), (6, ranks6)):
+        groups[ranks] = SweepPair(root / f"n{ranks}", {"quiet": True}, runs, ranks)
+    return {label: group for group in groups.values() for label in group.files}, torch
+
+
+def _pair(launches, label):
+    runs, _ = launches
+    return runs[label].pair(label)
+
+
+def _needs_torch(launches):
+    if not launches[1]:
+        pytest.skip("torch is not installed (psmpi[torch])")
+
 
 @pytest.mark.parametrize("method,compressor,layout", CASES, ids=[c[0] for c in CASES])
-def test_mpi_run_equals_serial_run_bit_for_bit(tmp_path, method, compressor, layout):
-    ranks, workers = layout
-    extra = ["--batch-size", "4"] if REGISTRY[method].stochastic else []
-    if not REGISTRY[method].has_theory:
-        extra += ["--gamma", "0.01"]
-    args = ["--method", method, "--compressor", compressor, *COMMON, *extra]
-    serial, mpi = tmp_path / "serial.h5", tmp_path / "mpi.h5"
-    _check(_train(args + ["--backend", "serial", "--workers", str(workers)], serial))
-    _check(_train(args + ["--workers", str(workers)], mpi, mpi_ranks=ranks))
-    a, b = read_result(str(serial)), read_result(str(mpi))
+def test_mpi_run_equals_serial_run_bit_for_bit(launches, method, compressor, layout):
+    """Each method with --workers W under mpirun -n R (the layout) against the serial runtime
+    (one sweep per number of ranks runs them all: the ``launches`` fixture)."""
+    _, workers = layout
+    a, b = _pair(launches, method)
+    assert a.config["method"] == b.config["method"] == method and b.config["compressor"] == compressor
     assert a.attrs["backend"] == "serial" and b.attrs["backend"] == "mpi"
     assert b.attrs["n_workers"] == workers
     assert "Open MPI" in b.attrs["mpi_library"] or "MPICH" in b.attrs["mpi_library"]
@@ -65,17 +116,15 @@ def test_mpi_run_equals_serial_run_bit_for_bit(tmp_path, method, compressor, lay
 
 
 @pytest.mark.parametrize("method,ranks,workers", [("marina", 3, 4), ("dcgd", 6, 5)])
-def test_permk_run_under_mpi_equals_the_serial_run_bit_for_bit(tmp_path, method, ranks, workers):
+def test_permk_run_under_mpi_equals_the_serial_run_bit_for_bit(launches, method, ranks, workers):
     """PermK (breast-cancer: d = 30): the workers draw each round's permutation from
     (seed, round) without talking, whichever rank hosts them; 4 workers on 2 ranks (30
     coordinates padded to 32, blocks of 7 or 8) and 5 workers, one per rank (blocks of 6).
     Every message is the worker's block of values, no indices.  (MARINA's and DCGD's
-    theory steps assume independent compressors: an explicit step.)"""
-    args = ["--method", method, "--compressor", "permk", *COMMON, "--workers", str(workers), "--gamma", "0.5"]
-    serial, mpi = tmp_path / "serial.h5", tmp_path / "mpi.h5"
-    _check(_train(args + ["--backend", "serial"], serial))
-    _check(_train(args, mpi, mpi_ranks=ranks))
-    a, b = read_result(str(serial)), read_result(str(mpi))
+    theory steps assume independent compressors: an explicit step.)  The runs are in the
+    ``launches`` fixture's sweeps of 3 and 6 ranks."""
+    a, b = _pair(launches, f"permk-{method}")
+    assert (a.config["method"], a.config["compressor"], a.config["workers"]) == (method, "permk", workers)
     assert b.attrs["backend"] == "mpi" and np.array_equal(a.x, b.x)
     for name in ("iteration", "grad_norm_sq", "loss", "bits_up_per_worker", "bytes_up", "bytes_down"):
         assert np.array_equal(a.metrics[name], b.metrics[name]), name
@@ -83,7 +132,6 @@ def test_permk_run_under_mpi_equals_the_serial_run_bit_for_bit(tmp_path, method,
     if method == "dcgd":  # (MARINA's full-sync rounds send dense gradients)
         per_round = np.diff(a.metrics["bytes_up"])[-1] / 5  # 5 rounds between evaluations, all workers
         assert 4 * 30 < per_round < 4 * 30 + 24 * workers  # d float32 values in all, plus the headers
-
 
 def test_workers_fewer_than_worker_ranks_is_a_one_line_error(tmp_path):
     proc = _train(["--workers", "2", *COMMON], tmp_path / "o.h5", mpi_ranks=4)
@@ -94,29 +142,28 @@ def test_workers_fewer_than_worker_ranks_is_a_one_line_error(tmp_path):
 
 def test_threaded_serial_run_equals_mpi_run_bit_for_bit(tmp_path, monkeypatch):
     """8 workers: the serial runtime's stacked gradients come in two groups on two
-    threads (PSMPI_THREADS=2), the MPI ranks compute their own; the same run."""
-    args = ["--method", "ef21", "--compressor", "topk:2", *COMMON]
+    threads (PSMPI_THREADS=2), the MPI ranks compute their own (4 workers on each of 2
+    worker ranks: any layout is the unthreaded run, and 3 ranks start faster than 9); the
+    same run."""
+    args = ["--method", "ef21", "--compressor", "topk:2", *COMMON, "--workers", "8"]
     monkeypatch.setenv("PSMPI_THREADS", "2")
-    _check(_train(args + ["--backend", "serial", "--workers", "8"], tmp_path / "s.h5"))
+    _check(_train(args + ["--backend", "serial"], tmp_path / "s.h5"))
     monkeypatch.delenv("PSMPI_THREADS")
-    _check(_train(args, tmp_path / "m.h5", mpi_ranks=9))
+    _check(_train(args, tmp_path / "m.h5", mpi_ranks=3))
     a, b = read_result(str(tmp_path / "s.h5")), read_result(str(tmp_path / "m.h5"))
     assert np.array_equal(a.x, b.x) and a.metrics["iteration"][-1] == 40
     assert np.array_equal(a.metrics["grad_norm_sq"], b.metrics["grad_norm_sq"])
 
 
-def test_mpi_float64_values_equal_serial(tmp_path):
-    base = ["--method", "ef21", "--compressor", "topk:3", *COMMON]
-    args = base + ["--value-dtype", "float64"]
-    _check(_train(args + ["--backend", "serial", "--workers", "2"], tmp_path / "s.h5"))
-    _check(_train(args, tmp_path / "m.h5", mpi_ranks=3))
-    a, b = read_result(str(tmp_path / "s.h5")), read_result(str(tmp_path / "m.h5"))
+def test_mpi_float64_values_equal_serial(launches):
+    """ef21 topk:3, 2 workers, float64 values: serial against mpirun -n 3 (in the ``launches`` sweep)."""
+    a, b = _pair(launches, "float64")
+    assert a.config["value_dtype"] == "float64" and b.attrs["backend"] == "mpi"
     assert np.array_equal(a.x, b.x)
     # float64 values cost twice the value bytes of float32 ones: more bits than the float32 run below
-    _check(_train(base + ["--backend", "serial", "--workers", "2"], tmp_path / "f.h5"))
-    c = read_result(str(tmp_path / "f.h5"))
+    c = psmpi.train(None, method="ef21", compressor="topk:3", workers=2, backend="serial", quiet=True, **COMMON_OPTS)
+    assert c.config["value_dtype"] == "float32"
     assert a.metrics["bits_up_per_worker"][-1] > c.metrics["bits_up_per_worker"][-1]
-
 
 def test_mpi_backend_with_one_rank_is_a_one_line_error(tmp_path):
     proc = _train(["--backend", "mpi", "--iters", "5"], tmp_path / "x.h5", mpi_ranks=1)
@@ -134,19 +181,23 @@ def test_mpirun_with_one_rank_does_not_fall_back_to_the_serial_runtime(tmp_path)
 
 
 def test_mpi_resume_past_iters_or_with_another_config_is_an_error_on_every_rank(tmp_path):
-    """A checkpoint taken at round 20 resumed with --iters 10 used to hang the workers forever."""
+    """A checkpoint taken at round 20 resumed with --iters 10 used to hang the workers forever.
+    (3 ranks: two worker ranks that must not hang are enough, and each launch starts a rank
+    fewer than with 4.  The checkpoint comes from the serial runtime in this process, the
+    same run as under MPI: the launches are the resumes.)"""
     out = tmp_path / "r.h5"
     base = ["--method", "ef21", "--dataset", "breast-cancer", "--quiet", "--checkpoint-every", "20"]
-    _check(_train(base + ["--iters", "30"], out, mpi_ranks=4))
+    psmpi.train(None, method="ef21", dataset="breast-cancer", quiet=True, checkpoint_every=20, iters=30, workers=2,
+                backend="serial", out=str(out))
     assert (tmp_path / "r.h5.ckpt").exists()
     t0 = time.time()
-    proc = _train(base + ["--iters", "10", "--resume"], out, mpi_ranks=4, timeout=60)
+    proc = _train(base + ["--iters", "10", "--resume"], out, mpi_ranks=3, timeout=60)
     assert proc.returncode == 2 and time.time() - t0 < 30
     assert proc.stderr.count("psmpi: error: cannot resume") == 1
     assert "past --iters 10" in proc.stderr
-    proc = _train(base + ["--iters", "30", "--resume", "--seed", "5"], out, mpi_ranks=4, timeout=60)
+    proc = _train(base + ["--iters", "30", "--resume", "--seed", "5"], out, mpi_ranks=3, timeout=60)
     assert proc.returncode == 2 and "option 'seed' was 0, now 5" in proc.stderr
-    proc = _train(base + ["--iters", "30", "--resume"], out, mpi_ranks=4, timeout=60)
+    proc = _train(base + ["--iters", "30", "--resume"], out, mpi_ranks=3, timeout=60)
     _check(proc)
 
 
@@ -234,32 +285,25 @@ def _descendants(pid):
     return seen
 
 
-def test_neural_network_mpi_run_equals_serial_run_bit_for_bit(tmp_path):
-    """An MLP on digits (psmpi[torch]): 4 workers on 2 worker ranks against the serial runtime."""
-    pytest.importorskip("torch")
-    args = ["--problem", "mlp", "--dataset", "digits", "--method", "ef21-sgdm", "--gamma", "0.5", "--batch-size", "16",
-            "--compressor", "topk:1%", "--iters", "20", "--eval-every", "5", "--quiet", "--workers", "4",
-            "--test-fraction", "0.2"]
-    serial, mpi = tmp_path / "serial.h5", tmp_path / "mpi.h5"
-    _check(_train(args + ["--backend", "serial"], serial))
-    _check(_train(args, mpi, mpi_ranks=3))
-    a, b = read_result(str(serial)), read_result(str(mpi))
+def test_neural_network_mpi_run_equals_serial_run_bit_for_bit(launches):
+    """An MLP on digits (psmpi[torch]): 4 workers on 2 worker ranks against the serial runtime
+    (in the ``launches`` sweep of 3 ranks)."""
+    _needs_torch(launches)
+    a, b = _pair(launches, "mlp-sgdm")
+    assert (a.config["problem"], b.attrs["backend"], b.attrs["n_workers"]) == ("mlp", "mpi", 4)
     assert np.array_equal(a.x, b.x)
     for name in ("loss", "train_accuracy", "test_loss", "test_accuracy", "samples"):
         assert np.array_equal(a.metrics[name], b.metrics[name]), name
     assert a.x.size > 9000 and a.config["x0"] == "init"
 
 
-def test_powersgd_with_ef14_on_an_mlp_under_mpi_equals_the_serial_run_bit_for_bit(tmp_path):
+def test_powersgd_with_ef14_on_an_mlp_under_mpi_equals_the_serial_run_bit_for_bit(launches):
     """PowerSGD (its error feedback: ef14) on an MLP on digits: 4 workers on 2 worker ranks,
-    each with its own warm-started Q, against the serial runtime."""
-    pytest.importorskip("torch")
-    args = ["--problem", "mlp", "--dataset", "digits", "--method", "ef14", "--compressor", "powersgd:2",
-            "--gamma", "0.5", "--batch-size", "16", "--iters", "20", "--eval-every", "5", "--quiet", "--workers", "4"]
-    serial, mpi = tmp_path / "serial.h5", tmp_path / "mpi.h5"
-    _check(_train(args + ["--backend", "serial"], serial))
-    _check(_train(args, mpi, mpi_ranks=3))
-    a, b = read_result(str(serial)), read_result(str(mpi))
+    each with its own warm-started Q, against the serial runtime (in the ``launches`` sweep
+    of 3 ranks)."""
+    _needs_torch(launches)
+    a, b = _pair(launches, "mlp-powersgd")
+    assert (a.config["method"], a.config["compressor"], b.attrs["backend"]) == ("ef14", "powersgd:2", "mpi")
     assert np.array_equal(a.x, b.x)
     for name in ("loss", "grad_norm_sq", "train_accuracy", "bytes_up"):
         assert np.array_equal(a.metrics[name], b.metrics[name]), name
@@ -269,53 +313,33 @@ def test_powersgd_with_ef14_on_an_mlp_under_mpi_equals_the_serial_run_bit_for_bi
 
 def test_resume_with_several_workers_per_rank_equals_the_uninterrupted_run(tmp_path):
     """5 workers on 2 worker ranks: the checkpoint holds every worker's state, the resumed
-    run scatters them back to the ranks that host them."""
+    run scatters them back to the ranks that host them.  (The uninterrupted run is the
+    serial one, in this process: the two runtimes give the same run bit for bit.)"""
     base = ["--method", "ef21-sgdm", "--compressor", "topk:2", "--batch-size", "4", "--eval-every", "5", "--quiet",
             "--workers", "5", "--seed", "3"]
-    out, full = tmp_path / "r.h5", tmp_path / "full.h5"
+    out = tmp_path / "r.h5"
     _check(_train(base + ["--iters", "30", "--checkpoint-every", "20"], out, mpi_ranks=3))
     _check(_train(base + ["--iters", "60", "--resume"], out, mpi_ranks=3))
-    _check(_train(base + ["--iters", "60", "--backend", "serial"], full))
-    a, b = read_result(str(full)), read_result(str(out))
+    a = psmpi.train(None, method="ef21-sgdm", compressor="topk:2", batch_size=4, eval_every=5, quiet=True, workers=5,
+                    seed=3, iters=60, backend="serial")
+    b = read_result(str(out))
+    assert b.attrs["backend"] == "mpi"
     assert np.array_equal(a.x, b.x)
     for name in ("iteration", "grad_norm_sq", "bytes_up", "bits_up_by_worker", "samples"):
         assert np.array_equal(a.metrics[name], b.metrics[name]), name
 
 
-def test_every_method_on_an_mlp_mpi_run_equals_serial_run_bit_for_bit(tmp_path):
+def test_every_method_on_an_mlp_mpi_run_equals_serial_run_bit_for_bit(launches):
     """Every registered method on a tiny MLP (mlp:4 on digits, d = 310) with a test set and the
-    default evaluation subset: one sweep in this process against the same sweep under
-    mpirun -n 3 (3 workers on 2 worker ranks), so torch is imported once per rank."""
-    pytest.importorskip("torch")
-    import yaml
-    from click.testing import CliRunner
-
-    from psmpi import sweep as sw
-    from psmpi.cli import main
-
-    groups = {}
-    for name, cls in REGISTRY.items():
-        groups.setdefault(_compressor_for(cls), []).append(name)
-    config = tmp_path / "mlp_table.yaml"
-    config.write_text(yaml.safe_dump({
-        "problem": "mlp:4", "dataset": "digits", "workers": 3, "iters": 6, "eval_every": 3, "gamma": 0.05,
-        "test_fraction": 0.2, "seed": 7, "quiet": True,
-        "sweep": {"union": [{"method": names, "compressor": comp} for comp, names in groups.items()]}}))
-    serial, mpi = tmp_path / "serial", tmp_path / "mpi"
-    res = CliRunner().invoke(main, ["sweep", "--config", str(config), "--out-dir", str(serial), "-q",
-                                    "--set", "backend=serial"], catch_exceptions=False)
-    assert res.exit_code == 0, res.output
-    proc = subprocess.run(mpirun() + ["-n", "3", sys.executable, "-m", "psmpi", "sweep", "--config", str(config),
-                                      "--out-dir", str(mpi), "-q"], capture_output=True, text=True, timeout=600)
-    _check(proc)
-    points = sw.build(str(config), out_dir=str(serial)).points
-    assert sorted(p.config["method"] for p in points) == sorted(REGISTRY)
-    for p in points:
-        a = read_result(p.out)
-        b = read_result(str(mpi / os.path.basename(p.out)))
+    default evaluation subset: 3 workers on 2 worker ranks (mpirun -n 3) against the serial
+    runtime, all in the ``launches`` sweep of 3 ranks, so torch is imported once per rank."""
+    _needs_torch(launches)
+    for name in REGISTRY:
+        a, b = _pair(launches, f"mlp4-{name}")
+        assert a.config["method"] == b.config["method"] == name
         assert (a.attrs["backend"], b.attrs["backend"]) == ("serial", "mpi")
         assert a.config["eval_rows"] == 1024 and a.x.size == 310
-        assert np.array_equal(a.x, b.x), p.config["method"]
-        for name in ("grad_norm_sq", "loss", "train_accuracy", "test_loss", "test_accuracy", "bytes_up", "samples"):
-            assert np.array_equal(a.metrics[name], b.metrics[name]), (p.config["method"], name)
+        assert np.array_equal(a.x, b.x), name
+        for metric in ("grad_norm_sq", "loss", "train_accuracy", "test_loss", "test_accuracy", "bytes_up", "samples"):
+            assert np.array_equal(a.metrics[metric], b.metrics[metric]), (name, metric)
         assert a.metrics["bytes_up"][-1] > 0 and a.metrics["loss"][-1] != a.metrics["loss"][0]  # it trained

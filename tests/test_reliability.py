@@ -13,7 +13,7 @@ import pytest
 
 from psmpi.results import read_result
 
-from conftest import mpirun
+from conftest import mpirun, psmpi_here
 from test_mpi import _find_rank_pid
 
 PSMPI = [sys.executable, "-m", "psmpi", "train"]
@@ -24,6 +24,12 @@ def _same_run(a, b):
     assert np.array_equal(a.x, b.x)
     for k in EXACT:
         assert np.array_equal(a.metrics[k], b.metrics[k]), k
+
+
+def _cli(args):
+    """``psmpi train ARGS`` in this process; it must succeed."""
+    r = psmpi_here(["train", *args])
+    assert r.exit_code == 0, (r.output, r.stderr, r.exception)
 
 
 def _wait_for(path, proc, timeout=90):
@@ -40,7 +46,7 @@ def test_sigkill_then_resume_under_mpi_equals_uninterrupted_run(tmp_path, method
     args = ["--method", method, "--compressor", compressor, "--iters", "3000", "--eval-every", "50", "--quiet",
             "--seed", "5", *(["--batch-size", "2"] if method == "ef21-sgdm" else [])]
     full = tmp_path / "full.h5"
-    subprocess.run(PSMPI + args + ["--backend", "serial", "--workers", "3", "--out", str(full)], check=True)
+    _cli(args + ["--backend", "serial", "--workers", "3", "--out", str(full)])  # the uninterrupted run, here
     out = tmp_path / "run.h5"
     cmd = mpirun() + ["-n", "4"] + PSMPI + args + ["--out", str(out), "--checkpoint-every", "100"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
@@ -65,9 +71,11 @@ def test_sigkill_then_resume_under_mpi_equals_uninterrupted_run(tmp_path, method
 def test_checkpoint_and_resume_in_the_serial_runtime_is_exact(tmp_path):
     args = ["--method", "ef21-sgd2m", "--compressor", "natural", "--iters", "60", "--eval-every", "7", "--quiet",
             "--workers", "4", "--seed", "1"]
-    subprocess.run(PSMPI + args + ["--out", str(tmp_path / "full.h5")], check=True)
+    # the uninterrupted and the checkpointed runs in this process; the resume in a fresh one,
+    # so that nothing it continues from can come from anywhere but the checkpoint
+    _cli(args + ["--out", str(tmp_path / "full.h5")])
     part = tmp_path / "part.h5"
-    subprocess.run(PSMPI + args + ["--iters", "25", "--checkpoint-every", "10", "--out", str(part)], check=True)
+    _cli(args + ["--iters", "25", "--checkpoint-every", "10", "--out", str(part)])
     with h5py.File(f"{part}.ckpt", "r") as f:
         assert int(f.attrs["round"]) == 20
     subprocess.run(PSMPI + args + ["--out", str(part), "--resume", f"{part}.ckpt"], check=True)
@@ -118,7 +126,7 @@ def test_sigint_in_the_serial_runtime_checkpoints_and_resume_finishes_exactly(tm
     # finish a short continuation and compare with an uninterrupted run to the same round count
     end = str(t + 30)
     subprocess.run(PSMPI + args + ["--iters", end, "--out", str(out), "--resume"], check=True)
-    subprocess.run(PSMPI + args + ["--iters", end, "--out", str(tmp_path / "ref.h5")], check=True)
+    _cli(args + ["--iters", end, "--out", str(tmp_path / "ref.h5")])  # the uninterrupted run, here
     _same_run(read_result(str(tmp_path / "ref.h5")), read_result(str(out)))
 
 

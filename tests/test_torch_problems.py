@@ -11,6 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
+from conftest import psmpi_here
 from psmpi.config import ConfigError
 from psmpi.problems import NoSmoothnessConstant, TorchMissing, is_nn_problem
 
@@ -293,6 +294,11 @@ def test_a_model_with_buffers_is_refused_in_one_line():
 
 # ----------------------------------------------------------------- PowerSGD ---
 PSMPI_TRAIN = [sys.executable, "-m", "psmpi", "train"]
+
+
+def _cli(args):
+    """``psmpi train ARGS`` in this process."""
+    return psmpi_here(["train", *args])
 MLP_POWERSGD = ["--problem", "mlp", "--dataset", "digits", "--method", "ef14", "--compressor", "powersgd:2",
                 "--gamma", "0.5", "--batch-size", "16", "--eval-every", "5", "--quiet", "--workers", "3", "--seed", "2"]
 
@@ -314,9 +320,11 @@ def test_powersgd_checkpoint_holds_each_workers_q_and_resume_is_exact(tmp_path):
     from psmpi.results import read_result
 
     full, part = tmp_path / "full.h5", tmp_path / "part.h5"
-    subprocess.run(PSMPI_TRAIN + MLP_POWERSGD + ["--iters", "30", "--out", str(full)], check=True, cwd=ROOT)
-    subprocess.run(PSMPI_TRAIN + MLP_POWERSGD + ["--iters", "25", "--checkpoint-every", "20", "--out", str(part)],
-                   check=True, cwd=ROOT)
+    # the two first runs in this process (torch is imported already); the resume in a fresh
+    # process, so every Q it uses can only come from the checkpoint
+    for args in (["--iters", "30", "--out", str(full)], ["--iters", "25", "--checkpoint-every", "20", "--out", str(part)]):
+        r = _cli(MLP_POWERSGD + args)
+        assert r.exit_code == 0, (r.output, r.stderr)
     subprocess.run(PSMPI_TRAIN + MLP_POWERSGD + ["--iters", "30", "--out", str(part), "--resume"], check=True, cwd=ROOT)
     a, b = read_result(str(full)), read_result(str(part))
     assert np.array_equal(a.x, b.x)
@@ -357,16 +365,18 @@ def test_powersgd_workers_each_have_their_own_copy_in_the_serial_runtime():
 ])
 def test_powersgd_where_it_cannot_run_is_one_line_with_exit_2(tmp_path, args, message):
     """PowerSGD needs parameter shapes; it has no alpha (a default or a theory step that
-    needs one is refused); it is the main compressor only.  DCGD runs it (any C)."""
+    needs one is refused); it is the main compressor only.  DCGD runs it (any C).  (The
+    command line in this process, as tests/test_cli_train.py's table of bad input: a
+    process per case would import torch six times; that a real process prints the same
+    one line is tests/test_cli_train.py's and tests/test_reliability.py's business.)"""
     pytest.importorskip("torch")
-    proc = subprocess.run(PSMPI_TRAIN + args + ["--iters", "2", "--quiet", "--workers", "2", "--out",
-                                                str(tmp_path / "o.h5")], capture_output=True, text=True, cwd=ROOT)
+    r = _cli(args + ["--iters", "2", "--quiet", "--workers", "2", "--out", str(tmp_path / "o.h5")])
     if message is None:
-        assert proc.returncode == 0, proc.stderr
+        assert r.exit_code == 0, (r.output, r.stderr, r.exception)
         return
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert r.exit_code == 2 and "Traceback" not in r.stderr and "Traceback" not in r.output, (r.output, r.exception)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
 def test_a_batch_the_model_refuses_is_one_line():
     """BatchNorm on one value per channel: a ResNet-18 on 8x8 images has 1x1 maps in its last
     stage, so a minibatch of one row cannot be normalised (a batch of two can)."""

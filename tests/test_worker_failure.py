@@ -18,11 +18,12 @@ import time
 import numpy as np
 import pytest
 
+import psmpi
 from psmpi.methods import REGISTRY
 from psmpi.methods.base import RESEND, RETRACK, Hyper, MasterG
 from psmpi.results import read_result
 
-from conftest import mpirun
+from conftest import mpirun, psmpi_here
 from test_mpi import _find_rank_pid
 
 pytestmark = pytest.mark.mpi
@@ -61,18 +62,19 @@ def _check_rows_before(full, run, t_fail):
         assert np.array_equal(full.metrics[k][before], run.metrics[k][before]), k
 
 
-@pytest.mark.parametrize("method,extra", [("ef21", []), ("ef21-sgdm", ["--gamma", "0.01"]), ("marina", []),
-                                          ("dcgd", ["--gamma", "0.01"])])
-def test_a_killed_worker_is_survived_with_the_rest(tmp_path, method, extra):
-    args = ["--method", method, "--iters", "30", "--eval-every", "1", "--seed", "3", "-q", *extra]
-    full = tmp_path / "full.h5"
-    rc, _, err = _launch(mpirun() + ["-n", "6"] + PSMPI + args + ["--out", str(full)])
-    assert rc == 0, err[-2000:]
+@pytest.mark.parametrize("method,gamma", [("ef21", None), ("ef21-sgdm", 0.01), ("marina", None), ("dcgd", 0.01)])
+def test_a_killed_worker_is_survived_with_the_rest(tmp_path, method, gamma):
+    opts = {"method": method, "iters": 30, "eval_every": 1, "seed": 3, **({"gamma": gamma} if gamma else {})}
+    args = ["-q"] + [a for k, v in opts.items() for a in (f"--{k.replace('_', '-')}", str(v))]
     out = tmp_path / "run.h5"
     rc, _, err = _launch(ulfm() + ["-n", "6"] + PSMPI + args + ["--out", str(out), "--on-worker-failure", "continue"],
                          {"PSMPI_INJECT_FAILURE": "kill:2@12"})
     assert rc == 0, err[-2000:]
-    res, ref = read_result(str(out)), read_result(str(full))
+    # the uninterrupted run of the 5 workers: the serial runtime in this process, which gives
+    # the MPI runtime's run bit for bit (tests/test_mpi.py), without a second launch
+    ref = psmpi.train(None, workers=5, backend="serial", quiet=True, **opts)
+    res = read_result(str(out))
+    assert (ref.config["method"], ref.config["workers"], res.config["workers"]) == (method, 5, 5)
     assert _events(res) == [{"round": 12, "worker": 2, "event": "failed"}]
     assert "worker 2 failed in round 12" in err
     it, nw = res.metrics["iteration"], res.metrics["n_workers"]
@@ -175,12 +177,14 @@ def test_the_master_killed_ends_every_worker_quickly_and_the_checkpoint_resumes(
         at = int(f.attrs["round"])
     iters = str(at + 300)
     short = [a if a != "200000" else iters for a in args]
-    full = tmp_path / "full.h5"
-    rc, _, err = _launch(mpirun() + ["-n", "5"] + PSMPI + short + ["--out", str(full)])
-    assert rc == 0, err[-2000:]
     rc, _, err = _launch(mpirun() + ["-n", "5"] + PSMPI + short + ["--out", str(out), "--resume"])
     assert rc == 0, err[-2000:]
-    a, b = read_result(str(full)), read_result(str(out))
+    # the uninterrupted run of the 4 workers: the serial runtime in this process (the MPI
+    # runtime's run bit for bit, tests/test_mpi.py) instead of another launch
+    a = psmpi.train(None, method="ef21", iters=at + 300, eval_every=5000, seed=2, quiet=True, workers=4,
+                    backend="serial")
+    b = read_result(str(out))
+    assert b.attrs["backend"] == "mpi" and b.config["workers"] == 4 and b.metrics["iteration"][-1] == at + 300
     assert np.array_equal(a.x, b.x) and np.array_equal(a.metrics["grad_norm_sq"], b.metrics["grad_norm_sq"])
 
 
@@ -205,9 +209,15 @@ def test_a_checkpoint_after_a_failure_resumes_with_the_survivors(tmp_path):
         {"PSMPI_INJECT_FAILURE": "kill:1@10"})
     assert rc == 0, err[-2000:]
     ref = read_result(str(out))
-    for i, launch in enumerate((mpirun() + ["-n", "5"], mpirun() + ["-n", "3"], [])):  # resumed by 4, 2 ranks, serial
+    # resumed by 4 and by 2 worker ranks, and serially (in this process: no launch needed)
+    for i, launch in enumerate((mpirun() + ["-n", "5"], mpirun() + ["-n", "3"], None)):
         again = tmp_path / f"again{i}.h5"
-        rc, _, err = _launch(launch + PSMPI + args + ["--out", str(again), "--resume", f"{out}.ckpt"])
+        resume = args + ["--out", str(again), "--resume", f"{out}.ckpt"]
+        if launch is None:
+            r = psmpi_here(["train", *resume])
+            rc, err = r.exit_code, f"{r.output}{r.stderr}{r.exception!r}"
+        else:
+            rc, _, err = _launch(launch + PSMPI + resume)
         assert rc == 0, err[-2000:]
         res = read_result(str(again))
         assert np.array_equal(res.x, ref.x), launch
