@@ -46,9 +46,10 @@ experiments), as the EF21 papers tune the step:
   evaluations every ``--eval-every``): ms per round, the wall time between the
   second and the last evaluation rows less the evaluations between them (each
   counted as the last one took, :func:`evaluation_s`), over the rounds between
-  them (so round 0, with its often dense initial messages, is left out).  An evaluation waits for the round's x to reach
-  the workers, so when evaluations are frequent part of the downlink is counted
-  as evaluation time: use a large ``--eval-every`` here;
+  them (so round 0, with its often dense initial messages, is left out).  An
+  evaluation waits for the round's x to reach the workers, so when evaluations
+  are frequent part of the downlink is counted as evaluation time: use a large
+  ``--eval-every`` here;
 * downlink: the master's ``Bcast`` of x per round (the linear broadcast
   returns once x has been handed to TCP for every worker; when x for one worker
   fits in the socket buffer, that is before it crossed the link, and the rest of

@@ -205,15 +205,18 @@ def startup(ranks, repeat, warmup, dataset, method, json_path):
               help="synthetic logistic regression with d features, or mlp:H on digits with about d weights (torch)")
 @click.option("--workers", type=click.IntRange(1), default=8, show_default=True, help="mpirun -n workers+1")
 @click.option("--iters", type=click.IntRange(2), default=30, show_default=True,
-              help="rounds of the first run (GD's, which fixes the target) and the most of every other run")
+              help="rounds of every serial run (at each step factor, evaluated every round: rounds to the target) "
+                   "and of the per-round run over the link")
 @click.option("--target", type=float, default=0.1, show_default=True,
               help="target ||grad f||^2 as a fraction of its value at x0")
 @click.option("--eval-every", type=click.IntRange(1), default=None,
-              help="rounds between evaluations, where the target is checked [iters/10]")
+              help="rounds between evaluations of the per-round run over the link (their time is left out; "
+                   "an evaluation also holds part of its round's downlink, so keep them rare) [iters/10]")
 @click.option("--gamma-factors", default="1", show_default=True,
               help="multiples of each method's theoretical step, comma separated (e.g. 1,4,16,64; EF21-BC: of "
-                   "EF21's step): every method and K runs at each, and reports its best time to target and the "
-                   "factor that gave it; runs that diverge or grow are listed as such")
+                   "EF21's step): every method and K runs at each; the factor reaching the target in the fewest "
+                   "rounds (and staying there) is timed over the link; runs that diverge, grow, leave the target "
+                   "or raise f are listed as such")
 @click.option("--lam", type=float, default=None,
               help="regulariser weight of the synthetic problem [train's default, 0.1]; smaller is harder for GD")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
@@ -233,7 +236,7 @@ def network(rates, sizes, fractions, methods, problem, workers, iters, target, e
     Examples:
       psmpi bench network --rate 1gbit --sizes 1e3 --fractions 10% --workers 2 --iters 3   # CI size
       psmpi bench network --rate 100mbit --sizes 1e4 --fractions 10%,1% --methods gd,ef21,ef21-bc \\
-          --lam 1e-4 --target 1e-3 --iters 200 --eval-every 1 --gamma-factors 1,4,16,64,256
+          --lam 1e-4 --target 1e-3 --iters 200 --eval-every 50 --gamma-factors 1,4,16,64,256
     """
     from ..bench.common import parse_fractions, parse_sizes
     from ..bench.network import format_table, parse_factors, parse_rates, run_network_bench
