@@ -306,3 +306,96 @@ def test_bench_network_without_a_namespace_says_so_in_one_line(monkeypatch):
     assert r.exit_code == 2
     assert r.output.strip().count("\n") == 0
     assert "cannot create a shaped network namespace" in r.output and "Operation not permitted" in r.output
+
+
+@pytest.mark.mpi
+def test_bench_network_gamma_factors_run_every_multiple_and_report_the_best(tmp_path):
+    _namespace_or_skip()
+    out = tmp_path / "n.json"
+    r = invoke("bench", "network", "--rate", "1gbit", "--sizes", "1000", "--fractions", "10%", "--workers", "2",
+               "--iters", "6", "--eval-every", "1", "--methods", "gd,ef21,ef21-bc", "--gamma-factors", "1,64",
+               "--json", str(out))
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["params"]["gamma_factors"] == [1.0, 64.0]
+    rows = {row["method"]: row for row in res["rows"]}
+    for row in rows.values():
+        runs = row["runs"]
+        assert [run["factor"] for run in runs] == [1.0, 64.0]
+        assert runs[1]["gamma"] == pytest.approx(64 * runs[0]["gamma"])  # each a multiple of the same step
+        for run in runs:  # the status says what the run's ||grad f||^2 did
+            assert run["rounds"] == 6  # every serial run goes all its rounds
+            if run["target_hit"] is not None:
+                assert run["status"] == ("left" if run["gns_final"] > run["target_abs"] else
+                                         "f rose" if run["f_final"] > run["f0"] else "reached")
+            else:
+                assert run["status"] == ("growing" if run["gns_final"] > run["gns0"] else "not reached")
+        reached = [run for run in runs if run["status"] == "reached"]
+        best = min(reached, key=lambda run: run["target_hit"]) if reached else {}
+        assert row["factor"] == best.get("factor") and row["target_hit"] == best.get("target_hit")
+        if reached:  # timed over the link: the MPI run ends on the serial run's iterate, bit for bit
+            assert row["time_to_target_s"] > 0 and row["same_as_serial"]
+            assert row["gns_at_target_mpi"] == best["gns_at_target"] <= row["target_abs"]
+        else:
+            assert row["time_to_target_s"] is None and row["timed_factor"] == 1.0
+    gd1, gd64 = rows["gd"]["runs"]
+    assert gd1["status"] == "reached" and gd64["status"] == "growing"  # 64/L is far past GD's stable steps
+    assert rows["gd"]["factor"] == 1.0 and rows["gd"]["target_x_dense"] == 1.0
+    # EF21-BC has no theoretical step: each factor multiplies EF21's for the same compressor
+    assert [b["gamma"] for b in rows["ef21-bc"]["runs"]] == [e["gamma"] for e in rows["ef21"]["runs"]]
+    assert "every serial run (status" in r.output and "growing" in r.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--gamma-factors", "1,0"], "bad --gamma-factors value 0"),
+    (["--gamma-factors", "-4"], "bad --gamma-factors value -4"),
+    (["--gamma-factors", "1,x"], "bad --gamma-factors value 'x'"),
+    (["--gamma-factors", "nan"], "bad --gamma-factors value nan"),
+    (["--gamma-factors", "4,4"], "--gamma-factors: 4 is given twice"),
+    (["--lam", "-1"], "--lam must be a non-negative number"),
+    (["--problem", "mlp", "--lam", "0.01"], "--problem mlp has none"),
+])
+def test_bench_network_bad_step_options_are_one_line(args, message):
+    r = invoke("bench", "network", "--sizes", "1000", "--workers", "2", "--iters", "3", *args)
+    assert r.exit_code == 2 and message in r.output and r.output.strip().count("\n") == 0, r.output
+
+
+def test_bench_network_run_status_and_best_run():
+    from psmpi.bench.network import best_run, run_status
+
+    g0 = 1.0
+    assert run_status([g0, 0.5, 0.05, 0.08], 0.1, False) == "reached"
+    assert run_status([g0, 0.05, 0.2], 0.1, False) == "left"  # reached once, above the target at the end
+    assert run_status([g0, 0.5, 0.05], 0.1, False, loss=[0.69, 0.5, 0.3]) == "reached"
+    assert run_status([g0, 0.5, 0.05], 0.1, False, loss=[0.69, 0.9, 0.95]) == "f rose"  # flat, but higher f
+    assert run_status([g0, 0.5, 0.3], 0.1, False) == "not reached"
+    assert run_status([g0, 3.0, 2.0], 0.1, False) == "growing"
+    assert run_status([g0, 0.05, np.inf], 0.1, False) == "diverged"
+    assert run_status([g0, 1e21], 0.1, True) == "diverged"  # stopped by train's divergence check
+    runs = [{"factor": 1.0, "status": "not reached", "target_hit": None},
+            {"factor": 4.0, "status": "reached", "target_hit": 12},
+            {"factor": 16.0, "status": "reached", "target_hit": 9},
+            {"factor": 64.0, "status": "reached", "target_hit": 9},
+            {"factor": 256.0, "status": "diverged", "target_hit": None},
+            {"factor": 1024.0, "status": "left", "target_hit": 1}]
+    assert best_run(runs)["factor"] == 16.0  # the fewest rounds of those that stayed, then the smaller step
+    assert best_run([runs[0], runs[4], runs[5]]) is None
+
+
+@pytest.mark.mpi
+def test_bench_network_reports_a_run_train_stopped_as_diverged():
+    import conftest
+    from psmpi.bench.common import run_training
+    from psmpi.bench.network import measure, trajectory
+
+    # 1/2 ||x||^2 from x^0 = 1 with gamma = 3: x^t = (-2)^t, stopped by train's divergence check
+    args = ["--problem", "quadratic", "--dataset", "quad:identity,d=50", "--x0", "ones", "--workers", "2",
+            "--method", "gd", "--compressor", "identity", "--gamma", "3", "--iters", "100", "--eval-every", "1"]
+    prefix = conftest.mpirun() + ["-n", "3"]
+    with pytest.raises(RuntimeError, match="diverged at round"):
+        run_training(prefix, [*args, "--quiet"])
+    row = measure(prefix, args)  # under mpirun a diverged run still gives its per-round times
+    assert row["rounds"] < 100 and row["ms_per_round"] > 0
+    run = trajectory(args, None, 0.1)
+    assert run["status"] == "diverged" and run["stop"] == "diverged" and run["target_hit"] is None
+    assert run["rounds"] == row["rounds"] and run["gns_final"] > 1e20 * run["gns0"]

@@ -103,16 +103,22 @@ def run_command(cmd: list[str]) -> str:
     return proc.stdout
 
 
-def run_training(prefix: list[str], train_args: list[str]):
+def run_training(prefix: list[str], train_args: list[str], diverged_ok: bool = False):
     """``prefix`` (an mpirun line, or nothing) + ``python -m psmpi train ARGS --out TMP``;
-    -> (the Result, its timings dict)."""
+    -> (the Result, its timings dict).  With ``diverged_ok`` a run that stopped on
+    divergence (train's non-zero exit, its metrics written up to there) is returned
+    too (``res.diverged``); any other failure raises RuntimeError."""
     import tempfile
 
     from ..results import read_result
 
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "r.h5")
-        run_command(prefix + [sys.executable, "-m", "psmpi", "train", *train_args, "--out", out])
+        try:
+            run_command(prefix + [sys.executable, "-m", "psmpi", "train", *train_args, "--out", out])
+        except RuntimeError:
+            if not (diverged_ok and os.path.exists(out) and read_result(out).diverged):
+                raise
         res = read_result(out)
     return res, json.loads(res.attrs["timings"])
 

@@ -217,29 +217,43 @@ def startup(ranks, repeat, warmup, dataset, method, json_path):
               help="synthetic logistic regression with d features, or mlp:H on digits with about d weights (torch)")
 @click.option("--workers", type=click.IntRange(1), default=8, show_default=True, help="mpirun -n workers+1")
 @click.option("--iters", type=click.IntRange(2), default=30, show_default=True,
-              help="rounds of GD (which sets the target) and the most of every other run")
+              help="rounds of every serial run (at each step factor, evaluated every round: rounds to the target) "
+                   "and of the per-round run over the link")
 @click.option("--target", type=float, default=0.1, show_default=True,
               help="target ||grad f||^2 as a fraction of its value at x0")
-@click.option("--eval-every", type=click.IntRange(1), default=None, help="rounds between evaluations [iters/10]")
-@click.option("--gamma-factor", type=float, default=1.0, show_default=True, help="--gamma-factor of every run")
+@click.option("--eval-every", type=click.IntRange(1), default=None,
+              help="rounds between evaluations of the per-round run over the link (their time is left out; "
+                   "an evaluation also holds part of its round's downlink, so keep them rare) [iters/10]")
+@click.option("--gamma-factors", default="1", show_default=True,
+              help="multiples of each method's theoretical step, comma separated (e.g. 1,4,16,64; EF21-BC: of "
+                   "EF21's step): every method and K runs at each; the factor reaching the target in the fewest "
+                   "rounds (and staying there) is timed over the link; runs that diverge, grow, leave the target "
+                   "or raise f are listed as such")
+@click.option("--lam", type=float, default=None,
+              help="regulariser weight of the synthetic problem [train's default, 0.1]; smaller is harder for GD")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
               help="also write the full result (rows, parameters, machine) as JSON")
 @bench_errors
-def network(rates, sizes, fractions, methods, problem, workers, iters, target, eval_every, gamma_factor, json_path):
+def network(rates, sizes, fractions, methods, problem, workers, iters, target, eval_every, gamma_factors, lam,
+            json_path):
     """GD against compressed methods over a rate-limited TCP link: ms per round split
     into the downlink (Bcast of x) and the uplink side, bytes per round, time to a
-    target ||grad f||^2, and the link's measured throughput.
+    target ||grad f||^2 (the best over --gamma-factors), and the link's measured
+    throughput.
 
     Each mpirun runs in a private network namespace (unshare -n: root or user
     namespaces) whose loopback is shaped with tc tbf, over TCP only.
 
     \b
-    Example (CI size):
-      psmpi bench network --rate 1gbit --sizes 1e3 --fractions 10% --workers 2 --iters 3
+    Examples:
+      psmpi bench network --rate 1gbit --sizes 1e3 --fractions 10% --workers 2 --iters 3   # CI size
+      psmpi bench network --rate 100mbit --sizes 1e4 --fractions 10%,1% --methods gd,ef21,ef21-bc \\
+          --lam 1e-4 --target 1e-3 --iters 200 --eval-every 50 --gamma-factors 1,4,16,64,256
     """
     from ..bench.common import parse_fractions, parse_sizes
-    from ..bench.network import format_table, parse_rates, run_network_bench
+    from ..bench.network import format_table, parse_factors, parse_rates, run_network_bench
 
     meths = [m.strip() for m in methods.split(",") if m.strip()]
     report(run_network_bench(parse_rates(rates), parse_sizes(sizes), parse_fractions(fractions), workers, iters,
-                             target, eval_every, meths, problem, gamma_factor=gamma_factor), format_table, json_path)
+                             target, eval_every, meths, problem, gamma_factors=parse_factors(gamma_factors), lam=lam),
+           format_table, json_path)
