@@ -14,19 +14,30 @@ value for value.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ..compressors.payload import Sparse
 from .codec import _DTYPES, ABSOLUTE, MAGIC, SPARSE, VERSION, WireError, _nbytes, _read_varint, index_width
 
 
-class Rows(list):
-    """A round's payloads in worker order, plus ``indices`` and ``values``: the
-    same numbers as n x K arrays (row j is payload j's), for an aggregation that
-    adds all of them in one call."""
+class Rows(Sequence):
+    """A round's payloads in worker order, held as ``indices`` and ``values``, n x K
+    arrays (row j is payload j's), and ``flags``: an aggregation adds all of them in
+    one call; the :class:`Sparse` payloads are made when first asked for."""
 
-    indices: np.ndarray
-    values: np.ndarray
+    def __init__(self, d: int, indices: np.ndarray, values: np.ndarray, flags: np.ndarray):
+        self.d, self.indices, self.values, self.flags = d, indices, values, flags
+        self._items = None
+
+    def __len__(self) -> int:
+        return self.indices.shape[0]
+
+    def __getitem__(self, j):
+        if self._items is None:
+            self._items = [Sparse(self.d, i, v, bool(f)) for i, v, f in zip(self.indices, self.values, self.flags)]
+        return self._items[j]
 
 
 def _layout(first, length: int, d: int):
@@ -83,6 +94,4 @@ def decode_rows(messages, d: int) -> Rows | None:
     vals = np.ascontiguousarray(rows[:, pos + nidx:]).view(vdt).astype(vdt.newbyteorder("="))
     if not np.isfinite(vals).all():
         return None
-    out = Rows(Sparse(d, idx[j], vals[j], bool(flags[j])) for j in range(n))
-    out.indices, out.values = idx, vals
-    return out
+    return Rows(d, idx, vals, flags)
