@@ -97,6 +97,7 @@ def test_bench_wire_other_compressors_report_their_message_against_its_informati
     (["compress", "--sizes", "100", "--fractions", "200%"], "not in"),
     (["compress", "--sizes", "100", "--compressors", "nope"], "unknown compressor"),
     (["wire", "--sizes", "100", "--encodings", "golomb"], "unknown encoding"),
+    (["wire", "--sizes", "100", "--encodings", "bitmap", "--compressors", "natural"], "add topk to --compressors"),
 ])
 def test_bad_options_fail_with_one_line(args, msg):
     r = CliRunner().invoke(main, ["bench"] + args)
@@ -354,6 +355,7 @@ def test_bench_network_gamma_factors_run_every_multiple_and_report_the_best(tmp_
     (["--gamma-factors", "4,4"], "--gamma-factors: 4 is given twice"),
     (["--lam", "-1"], "--lam must be a non-negative number"),
     (["--problem", "mlp", "--lam", "0.01"], "--problem mlp has none"),
+    (["--methods", "gd,ef21-bc"], "ef21-bc runs at EF21's theoretical step for the same compressor: add ef21"),
 ])
 def test_bench_network_bad_step_options_are_one_line(args, message):
     r = invoke("bench", "network", "--sizes", "1000", "--workers", "2", "--iters", "3", *args)

@@ -329,3 +329,15 @@ def test_lowrank_payloads_that_break_the_rules_are_refused():
     _refused(LowRank(12, ((3, 4, 1),), ((p, np.full((4, 1), np.nan, f32)),)), 12)
     ok = LowRank(14, ((3, 4, 1), (2, 1, 0)), ((p, q), (np.ones(2, f32),)))
     np.testing.assert_array_equal(decode(encode(ok), 14).to_dense(), np.ones(14))
+
+
+def test_permk_message_claiming_a_dimension_beyond_memory_is_a_wire_error():
+    """Like a levelled message, a PermK message is compact whatever its d, and decoding it
+    draws a permutation of d entries: a d that cannot fit is refused as a WireError."""
+    from psmpi.wire import codec as C
+
+    msg = encode(example_compressor("permk", 10, np.float32, index=0).compress(vector(10), None))
+    head = msg[:6]  # magic, version, kind, dtype, then one-byte varints d = 10 and K
+    huge = C._header(C.PERMK, head[3], 1 << 40, head[5], False) + msg[6:]
+    with pytest.raises(WireError, match="memory"):
+        decode(huge)

@@ -116,10 +116,11 @@ def run_training(prefix: list[str], train_args: list[str], diverged_ok: bool = F
         out = os.path.join(tmp, "r.h5")
         try:
             run_command(prefix + [sys.executable, "-m", "psmpi", "train", *train_args, "--out", out])
+            res = read_result(out)
         except RuntimeError:
-            if not (diverged_ok and os.path.exists(out) and read_result(out).diverged):
+            res = read_result(out) if diverged_ok and os.path.exists(out) else None
+            if res is None or not res.diverged:
                 raise
-        res = read_result(out)
     return res, json.loads(res.attrs["timings"])
 
 

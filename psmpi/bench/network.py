@@ -79,7 +79,8 @@ MCA = ["--mca", "pml", "ob1", "--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_i
 SHAPE = ('burst=$1; shift; ip link set lo up && tc qdisc add dev lo root tbf rate "$0" burst "$burst" latency 5ms '
          '&& exec "$@"')  # sh -c SHAPE RATE BURST CMD...
 UNITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "tbit": 1e12}
-COMPRESSED = ("ef21", "ef21-sgdm", "ef21-bc")  # a method of these missing from the registry is skipped with a note
+COMPRESSED = ("ef21", "ef21-sgdm", "ef21-bc")  # the compressed methods benchmarked (with Top-K)
+MLP_STEP = 0.01  # --problem mlp: the base step the --gamma-factors multiply (a network has no theoretical one)
 
 
 def parse_rates(text: str) -> list[tuple[str, float]]:
@@ -119,7 +120,7 @@ def problem_args(problem: str, d: int, workers: int, rows_per_worker: int, lam: 
     """train options for a problem of about d parameters (``lam``: the synthetic problem's
     regulariser weight, None for train's default)."""
     if problem == "mlp":  # digits: 64 inputs, 10 classes; mlp:H has 64H + H + 10H + 10 parameters
-        return ["--problem", f"mlp:{max(1, round((d - 10) / 75))}", "--dataset", "digits"]
+        return ["--problem", f"mlp:{max(1, round((d - 10) / 75))}", "--dataset", "digits", "--gamma", repr(MLP_STEP)]
     rows = workers * rows_per_worker
     return ["--dataset", f"synthetic:rows={rows},features={d},density={min(1.0, 100.0 / d):.3g},seed=1",
             *([] if lam is None else ["--lam", repr(lam)])]
@@ -156,7 +157,9 @@ def trajectory(train: list[str], target_abs: float | None, target: float) -> dic
     it, gns, loss = (np.asarray(res.metrics[k], dtype=float) for k in ("iteration", "grad_norm_sq", "loss"))
     target_abs = target * float(gns[0]) if target_abs is None else target_abs
     hit = np.flatnonzero(gns <= target_abs)
-    return {"gamma": float(res.gamma), "rounds": int(it[-1]), "gns0": float(gns[0]), "gns_final": float(gns[-1]),
+    cfg = res.config
+    base = cfg["gamma_theory"] if cfg["gamma"] == "theory" else float(cfg["gamma"])  # the step before --gamma-factor
+    return {"gamma": float(res.gamma), "gamma_x1": base, "rounds": int(it[-1]), "gns0": float(gns[0]), "gns_final": float(gns[-1]),
             "target_abs": target_abs, "target_hit": int(it[hit[0]]) if hit.size else None,
             "gns_at_target": float(gns[hit[0]]) if hit.size else None, "f0": float(loss[0]),
             "f_final": float(loss[-1]), "status": run_status(gns, target_abs, res.diverged, loss),
@@ -217,7 +220,7 @@ def parse_factors(text: str) -> list[float]:
         except ValueError:
             raise ValueError(f"bad --gamma-factors value {tok.strip()!r}: use positive numbers, "
                              f"e.g. 1,4,16,64") from None
-    return check_factors(out)
+    return out  # checked by run_network_bench
 
 
 def check_factors(factors) -> list[float]:
@@ -248,6 +251,9 @@ def run_network_bench(rates, sizes, fractions, workers: int = 8, iters: int = 30
     unknown = [m for m in methods if m != "gd" and m not in COMPRESSED]
     if unknown:
         raise ValueError(f"--methods: {', '.join(unknown)} not benchmarked here (gd, {', '.join(COMPRESSED)})")
+    borrows = problem != "mlp"  # a method without a theoretical step runs at EF21's (ef21-bc, as B&W's experiments)
+    if borrows and "ef21" not in methods and any(not REGISTRY[m].has_theory for m in methods if m != "gd"):
+        raise ValueError("--methods: ef21-bc runs at EF21's theoretical step for the same compressor: add ef21")
     if problem == "mlp":
         if lam is not None:
             raise ValueError("--lam is the synthetic problem's regulariser weight; --problem mlp has none")
@@ -256,8 +262,7 @@ def run_network_bench(rates, sizes, fractions, workers: int = 8, iters: int = 30
             raise RuntimeError("--problem mlp needs torch (pip install 'psmpi[torch]')")
     elif lam is not None and not (lam >= 0 and np.isfinite(lam)):
         raise ValueError(f"--lam must be a non-negative number (got {lam})")
-    notes = [f"{m}: not in the method registry yet, skipped" for m in methods if m != "gd" and m not in REGISTRY]
-    methods = [m for m in methods if m == "gd" or m in REGISTRY]
+    notes = []
     check_namespace()
     mpirun = mpirun or default_mpirun()
     every = eval_every or max(1, iters // 10)
@@ -271,17 +276,15 @@ def run_network_bench(rates, sizes, fractions, workers: int = 8, iters: int = 30
         for d in sizes:
             base = problem_args(problem, d, workers, rows_per_worker, lam) + ["--workers", str(workers)]
             configs = [("gd", "identity", None)] if "gd" in methods else []
-            configs += [(m, f"topk:{percent(f)}", f) for m in methods if m != "gd" for f in fractions]
+            compressed = sorted((m for m in methods if m != "gd"), key=lambda m: not REGISTRY[m].has_theory)
+            configs += [(m, f"topk:{percent(f)}", f) for m in compressed for f in fractions]  # EF21 before EF21-BC
             target_abs = None
             for method, comp, frac in configs:
                 step = []
-                if method in REGISTRY and not REGISTRY[method].has_theory and problem != "mlp":
+                if borrows and not REGISTRY[method].has_theory:
                     # EF21-BC: no theoretical step here; EF21's for the same compressor, as B&W's experiments
-                    ef = next((g for g in rows if (g["rate"], g["d"], g["method"], g["compressor"]) ==
-                               (rate, d, "ef21", comp)), None)
-                    if ef is None:
-                        notes.append(f"{method} {comp}: skipped, its step is EF21's (add ef21 to --methods)")
-                        continue
+                    ef = next(g for g in rows if (g["rate"], g["d"], g["method"], g["compressor"]) ==
+                              (rate, d, "ef21", comp))
                     step = ["--gamma", repr(ef["gamma_x1"])]
                 train = base + ["--method", method, "--compressor", comp, *step]
                 runs = []
@@ -294,7 +297,7 @@ def run_network_bench(rates, sizes, fractions, workers: int = 8, iters: int = 30
                 best = best_run(runs)
                 timed = train + ["--gamma-factor", repr((best or runs[0])["factor"])]  # a round costs the same
                 row = {"rate": rate, "d": d, "method": method, "compressor": comp, "target_abs": target_abs,
-                       "gamma_x1": runs[0]["gamma"] / runs[0]["factor"], "timed_factor": (best or runs[0])["factor"],
+                       "gamma_x1": runs[0]["gamma_x1"], "timed_factor": (best or runs[0])["factor"],
                        **measure(launch, timed + ["--iters", str(iters), "--eval-every", str(every)]),
                        "factor": None, "gamma": None, "target_hit": None, "time_to_target_s": None, "runs": runs}
                 row["k"] = None if frac is None else k_of(frac, row["dim"])

@@ -59,6 +59,8 @@ def run_wire_bench(sizes=(10**5, 10**6, 10**7), fractions=(0.001, 0.01, 0.1), en
                    compressors=("topk",)) -> dict:
     """``compressors``: 'topk' for the TopK rows (each support encoding at each
     K/d), any other spec for one message row per d."""
+    if encodings and "topk" not in compressors:
+        raise ValueError("--encodings applies to the topk rows: add topk to --compressors")
     encodings = list(encodings) if encodings else list(codec.ENCODINGS)
     for e in encodings:
         if e not in codec.ENCODINGS:

@@ -211,11 +211,7 @@ class Permuted(Payload):
     values: np.ndarray
     flag: bool = False  # method-defined bit (MARINA full sync, EF21+ replace)
 
-    def add_to(self, out, weight=1.0):
-        v = _like(out, self.values)
-        if weight != 1.0:
-            v = np.float64(weight) * v
-        out[_like(out, self.indices)] += v
+    add_to = Sparse.add_to  # the same (indices, values) addition, not a Sparse (isinstance checks elsewhere)
 
 
 # --------------------------------------------------------------- PowerSGD ---

@@ -73,6 +73,7 @@ class PPMARINA(Method):
     title = "PP-MARINA, MARINA with partial participation (Gorbunov et al. 2021)"
     paper = "Gorbunov, Burlachenko, Li, Richtarik (2021), MARINA, ICML 2021"
     compressors = "unbiased"
+    independent_compressors = True  # Theorem 4.1's omega/(p r): the compressors drawn independently
     params = (P, replace(PARTICIPATION, default=5))
     theory = "1/(L~ (1 + sqrt((1-p)(1+omega)/(p r)))), MARINA Theorem 4.1 (PP-MARINA), r = --participation"
 

@@ -156,17 +156,3 @@ def read_checkpoint(path, cfg) -> Checkpoint:
 def checkpoint_alive(f, n: int) -> list:
     """The workers a checkpoint holds (all n unless some had failed before it was taken)."""
     return json.loads(f.attrs["alive"]) if "alive" in f.attrs else list(range(n))
-
-
-def alive_at_resume(cfg) -> list | None:
-    """The live workers of the checkpoint ``cfg.resume`` names (None: no resume or no
-    readable checkpoint; reading it properly reports that later)."""
-    if not cfg.resume:
-        return None
-    import h5py
-
-    try:
-        with h5py.File(cfg.resume, "r") as f:
-            return checkpoint_alive(f, int(json.loads(f.attrs["config"])["workers"]))
-    except (OSError, KeyError, ValueError):
-        return None

@@ -144,7 +144,7 @@ class Worker:
         self.state = restore_worker(self.ctx, blob)
 
 
-def decode_all(messages, ids, t: int, d: int) -> list:
+def decode_all(messages, ids, t: int, d: int):
     """The payloads of worker ``ids[j]``'s message ``messages[j]`` (validated); an
     empty message (the worker sat the round out) gives None.  A round of sparse
     messages of one layout (Top-K) is read at once (:func:`decode_rows`)."""

@@ -49,7 +49,7 @@ from ..config import TrainConfig, checkpoint_path
 from ..errors import ConfigError, Stop
 from ..problems.base import DENSE_EIG_MAX
 from ..wire import decode
-from .checkpoint import alive_at_resume, read_checkpoint
+from .checkpoint import read_checkpoint
 from .common import (UNKNOWN, WORKER_PHASES, Control, constants_from, describe_data, global_smoothness, hosted,
                      initial_point, local_problem, make_recorder, make_result, make_workers, peak_rss_mb, plan_run,
                      sum_in_order)
@@ -426,7 +426,7 @@ class MPITransport(Transport):
         self.comm.Gather(np.array([MPI.COMM_WORLD.rank], dtype=np.int64), ranks, root=0)
         survivors = set(ranks.tolist())
         gone = [r for r in self.ranks if r not in survivors]
-        if not gone and self.error is not None and self.comm.size == len(self.ranks):
+        if not gone:  # (shrinking after a WorkerFailure, whose error is set)
             raise RuntimeError(f"MPI error without a failed process: {self.error}")
         lost = sorted(i for r in gone for i in self.hosts.pop(r))
         self.ranks = ranks.tolist()
@@ -516,6 +516,7 @@ def _master(MPI, comm, cfg, ctl, info, _problems, consts, plan):
                              lambda i: make_workers(cfg, plan, {i: local_problem(cfg, info, i)})[0])
     x = transport.x
     if ck is not None:
+        comm.bcast(list(alive), root=0)  # the workers of the checkpoint's live set, then their state blobs
         transport.blocks.scatter(ck.worker_blobs)
         start, mstate = ck.round, ck.master
         x[:] = ck.x
@@ -584,7 +585,7 @@ class WorkerLoop:
         MPI, comm, cfg = self.MPI, self.comm, self.cfg
         _agree(MPI, comm, None)  # the master's checkpoint check
         if cfg.resume:
-            alive = alive_at_resume(cfg)
+            alive = comm.bcast(None, root=0)
             self.live = [w for w in self.workers if w.ctx.index in set(alive)]
             for w, blob in zip(self.live, Blocks(MPI, comm, _layout(cfg.workers, comm.size, alive)).scatter()):
                 w.restore(blob)
@@ -627,21 +628,18 @@ class WorkerLoop:
         self.comm.Bcast(self.go, root=0)
         return bool(self.go[0])
 
-    def _send(self, blobs):
-        _send_strings(self.comm, blobs)
-
     def _round(self) -> bool:
         """One round; False when the run is over."""
         action, t = self._receive()
         if action == END:
             return False
         if action != CONTINUE:
-            self._send([w.pack() for w in self.live])
+            _send_strings(self.comm, [w.pack() for w in self.live])
         if self.ctrl[EVAL] and not self._evaluate(t):
             return False
         if t in self.faults:
             _fail_now(self.faults.pop(t), t)
-        self._send([w.round(self.x, t) for w in self.live])
+        _send_strings(self.comm, [w.round(self.x, t) for w in self.live])
         return True
 
     def _recover(self) -> bool:
@@ -660,7 +658,7 @@ class WorkerLoop:
                     return False
                 for w in self.live:
                     w.catch_up(self.x, t)
-                self._send([w.resync() for w in self.live])
+                _send_strings(self.comm, [w.resync() for w in self.live])
                 if self.comm.Agree(t) != t:
                     raise RuntimeError(f"the survivors disagree on the round being completed ({t})")
                 return True

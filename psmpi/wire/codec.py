@@ -257,7 +257,7 @@ def best_encoding(d: int, k: int) -> int:
 def information_bound_bits(d: int, k: int, value_bits: int = 32) -> float:
     """value_bits * K + log2 C(d, K): the fewest bits any encoding of a K-sparse
     vector with arbitrary values and uniformly random support can average."""
-    return value_bits * k + (math.lgamma(d + 1) - math.lgamma(k + 1) - math.lgamma(d - k + 1)) / math.log(2)
+    return value_bits * k + _log2_binomial(d, k)
 
 
 def encode_indices(idx: np.ndarray, d: int, enc: int) -> bytes:
@@ -927,13 +927,13 @@ def decode(buf, d_expected: int | None = None) -> Payload:
     vdt = _DTYPES[vc]
     native = vdt.newbyteorder("=")
 
-    if kind in (NATURAL, QUANTIZED, DITHERED):
-        try:
+    if kind in (NATURAL, QUANTIZED, DITHERED, PERMK):
+        try:  # compact messages: one can claim any d, and its payload (or PermK's permutation) has d entries
+            if kind == PERMK:
+                return _decode_permk(body, d, count, vdt, flag)
             return _decode_levelled_kind(kind, body, d, count, vdt, flag)
-        except MemoryError:  # a compact message can claim any d; its payload has arrays of d entries
-            raise WireError(f"a levelled message of dimension {d} does not fit in memory") from None
-    if kind == PERMK:
-        return _decode_permk(body, d, count, vdt, flag)
+        except MemoryError:
+            raise WireError(f"a message of dimension {d} does not fit in memory") from None
     if kind == LOWRANK:
         return _decode_lowrank(body, d, count, vdt, flag)
     if kind != SPARSE and count:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..compressors.payload import Sparse
-from .codec import _DTYPES, ABSOLUTE, MAGIC, SPARSE, VERSION, WireError, _nbytes, _read_varint, index_width
+from .codec import _DTYPES, ABSOLUTE, MAGIC, SPARSE, VERSION, WireError, _nbytes, _plane_weights, _read_varint, index_width
 
 
 class Rows(Sequence):
@@ -86,9 +86,7 @@ def decode_rows(messages, d: int) -> Rows | None:
     bits = np.unpackbits(rows[:, pos:pos + nidx], axis=1)
     if bits[:, k * w:].any():  # padding after the planes
         return None
-    planes = bits[:, :k * w].reshape(n, w, k).astype(np.int64)
-    planes <<= np.arange(w - 1, -1, -1, dtype=np.int64)[None, :, None]
-    idx = planes.sum(axis=1)
+    idx = (bits[:, :k * w].reshape(n, w, k) * _plane_weights(w)).sum(axis=1)  # the w bit planes of each row
     if (idx >= d).any() or (k > 1 and not (idx[:, 1:] > idx[:, :-1]).all()):
         return None
     vals = np.ascontiguousarray(rows[:, pos + nidx:]).view(vdt).astype(vdt.newbyteorder("="))
