@@ -362,6 +362,26 @@ def test_bench_network_bad_step_options_are_one_line(args, message):
     assert r.exit_code == 2 and message in r.output and r.output.strip().count("\n") == 0, r.output
 
 
+def test_bench_network_on_the_mlp_runs_at_multiples_of_a_base_step(tmp_path):
+    """A network has no theoretical step: --gamma-factors multiply the base step MLP_STEP."""
+    pytest.importorskip("torch")
+    from psmpi.bench.network import MLP_STEP, check_namespace
+
+    try:
+        check_namespace()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    out = tmp_path / "mlp.json"
+    r = invoke("bench", "network", "--problem", "mlp", "--sizes", "1000", "--fractions", "10%", "--methods", "gd,ef21",
+               "--workers", "2", "--iters", "3", "--eval-every", "3", "--gamma-factors", "1,4", "--json", str(out))
+    assert r.exit_code == 0, r.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [x["method"] for x in rows] == ["gd", "ef21"]
+    for x in rows:
+        assert x["gamma_x1"] == MLP_STEP
+        assert [run["gamma"] for run in x["runs"]] == [MLP_STEP, 4 * MLP_STEP]
+
+
 def test_bench_network_run_status_and_best_run():
     from psmpi.bench.network import best_run, run_status
 

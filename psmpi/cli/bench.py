@@ -214,7 +214,7 @@ def startup(ranks, repeat, warmup, dataset, method, json_path):
 @click.option("--methods", default="gd,ef21,ef21-sgdm", show_default=True,
               help="gd (dense) and compressed methods run with Top-K at each K/d; missing ones are skipped")
 @click.option("--problem", type=click.Choice(["synthetic", "mlp"]), default="synthetic", show_default=True,
-              help="synthetic logistic regression with d features, or mlp:H on digits with about d weights (torch)")
+              help="synthetic logistic regression with d features, or mlp:H on digits with about d weights (torch; no theoretical step: the --gamma-factors multiply 0.01)")
 @click.option("--workers", type=click.IntRange(1), default=8, show_default=True, help="mpirun -n workers+1")
 @click.option("--iters", type=click.IntRange(2), default=30, show_default=True,
               help="rounds of every serial run (at each step factor, evaluated every round: rounds to the target) "
