@@ -1,6 +1,6 @@
 """Compressor.fused_ef_step: the fused EF21 update is a capability a
 compressor declares, not a name the methods test.  None (compress target - g,
-then add) on the host and for every compressor without a kernel; TopK's on a
+then add) on the host below MIN_FAST_D and for every compressor without a kernel; TopK's on a
 device equals compress(target - g) followed by add_to(g), bit for bit."""
 import numpy as np
 import pytest
@@ -28,7 +28,8 @@ def reference(c, dev, target, g):
 
 
 @pytest.mark.parametrize("spec", ["topk:1", "topk:1%", "topk:100%"])
-def test_topk_fused_step_is_none_on_the_host(spec):
+def test_topk_fused_step_is_none_on_the_host_below_the_sampled_size(spec):
+    """(From MIN_FAST_D on the host has one too: tests/test_select_difference.py.)"""
     target, g = states()
     g0 = g.copy()
     assert make_compressor(spec, D).fused_ef_step(Device(), target, g, np.float32) is None

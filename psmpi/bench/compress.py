@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..compressors import REGISTRY, example_compressor, example_specs
+from ..select import MIN_FAST_D
 from .common import (
     Column,
     available_memory,
@@ -73,6 +74,7 @@ def _cpu_rows(x, specs, fractions, repeat, warmup, budget_s, seed):
             k = getattr(comp, "k", None)
             if name == "topk":
                 fns["argpartition"] = lambda: np.argpartition(np.abs(x), d - k)
+                fused = _ef_steps(comp, x, fns, seed)
             t = interleaved(fns, repeat, warmup, budget_s)
             row = {"device": "cpu", "compressor": full, "d": d, "frac": frac, "k": k,
                    "ms": 1e3 * t["compress"].best, "median_ms": 1e3 * t["compress"].median,
@@ -82,9 +84,29 @@ def _cpu_rows(x, specs, fractions, repeat, warmup, budget_s, seed):
                 ref = np.sort(np.argpartition(np.abs(x), d - k)[d - k:])
                 row.update(argpartition_ms=1e3 * t["argpartition"].best,
                            speedup=t["argpartition"].best / t["compress"].best,
-                           same_set=bool(np.array_equal(ref, comp.compress(x, rng).indices)))
+                           same_set=bool(np.array_equal(ref, comp.compress(x, rng).indices)),
+                           ef_written_ms=1e3 * t["ef_written"].best,
+                           ef_fused_ms=1e3 * t["ef_fused"].best if fused else None)
             rows.append(row)
     return rows
+
+
+def _ef_steps(comp, target, fns, seed) -> bool:
+    """The EF21 step c = TopK(target - g), g += c, for a drawn g: written (the difference
+    made, then compressed) and, where TopK has it on the host (d >= MIN_FAST_D), fused
+    (:meth:`psmpi.compressors.topk.TopK.fused_ef_step`); into ``fns``.  True when fused."""
+    from ..backend import Device
+
+    g = np.random.default_rng(seed + 1).standard_normal(target.shape[0])  # each call moves K entries of g
+
+    def written():
+        comp.compress(target - g, None).add_to(g)
+
+    fns["ef_written"] = written
+    if comp.fused_ef_step(Device(), target, g.copy(), comp.value_dtype) is None:
+        return False
+    fns["ef_fused"] = lambda: comp.fused_ef_step(Device(), target, g, comp.value_dtype)
+    return True
 
 
 def _gpu_rows(x, specs, fractions, repeat, warmup, budget_s):
@@ -156,14 +178,17 @@ COLUMNS = [Column("device", "dev", ">4s"), Column("compressor", "compressor", ">
            Column("k", "K", ">9d"), Column("ms", "ms", ">9.3f"), Column("gbps", "GB/s", ">7.2f"),
            Column("copy_ms", "copy ms", ">8.3f"), Column("x_copy", "x copy", ">7.2f"),
            Column("argpartition_ms", "argpart ms", ">10.2f"), Column("speedup", "x faster", ">8.1f"),
-           Column("same_set", "same set", ">8")]
+           Column("same_set", "same set", ">8"), Column("ef_written_ms", "EF step ms", ">10.2f"),
+           Column("ef_fused_ms", "fused ms", ">8.2f")]
 
 
 def format_table(res: dict) -> str:
     p = res["params"]
     rows = [dict(r, same_set=None if "same_set" not in r else ("yes" if r["same_set"] else "NO")) for r in res["rows"]]
     lines = [f"compress: {p['dtype']} {p['dist']} vectors, best of {p['repeat']} after {p['warmup']} warm-up; "
-             f"'x copy' = time / numpy.copy of the same vector, 'x faster' = argpartition(|x|) time / TopK time",
+             f"'x copy' = time / numpy.copy of the same vector, 'x faster' = argpartition(|x|) time / TopK time; "
+             f"TopK rows: the EF21 step c = TopK(x - g), g += c, with x - g written ('EF step') and fused "
+             f"(the difference computed where the selection reads it; from d = {MIN_FAST_D})",
              machine_line(res["machine"]), format_rows(COLUMNS, rows)]
     for s in res["skipped"]:
         lines.append(f"skipped d={s['d']}: {s['reason']}")

@@ -150,7 +150,7 @@ class Compressor:
         a payload, when this compressor has such a kernel there for these
         arrays; else None: no fused kernel, the caller compresses
         ``target - g`` and adds the result to ``g``.  The default has none
-        (TopK has one on a GPU)."""
+        (TopK has one on a GPU, and a host form that never writes target - g)."""
         return None
 
     def as_contractive(self) -> "Compressor":

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..select import MIN_FAST_D, Workspace, top1, top_k
+from ..select import MIN_FAST_D, Difference, Workspace, top1, top_k
 from .base import Compressor, parse_count, register
 from .payload import Sparse
 
@@ -45,12 +45,26 @@ class TopK(Compressor):
         return Sparse(self.d, idx, vals if direct else self.wire_values(vals))
 
     def fused_ef_step(self, device, target, g, value_dtype):
-        """On a device (not the host), for float64 ``target`` and ``g`` and no
-        scaling: c = Top-K(target - g) with values as ``value_dtype``, g += c
-        in place, in one kernel pass (``device.ef_step``, i.e.
-        :func:`psmpi.kernels.ef21_step_device`); only the K indices and values
-        of c leave the device.  Otherwise None (see :meth:`Compressor.fused_ef_step`)."""
-        if device.on_host or self.scale != 1.0 or target.dtype != np.float64 or g.dtype != np.float64:
+        """For float64 ``g`` and no scaling: c = Top-K(target - g) with values
+        as ``value_dtype``, g += c in place, without writing target - g.  On a
+        device (float64 ``target``), one kernel pass (``device.ef_step``, i.e.
+        :func:`psmpi.kernels.ef21_step_device`), and only the K indices and
+        values of c leave the device; on the host, from d = MIN_FAST_D on, the
+        selection computes the difference chunk by chunk where it reads it
+        (:class:`psmpi.select.Difference`), the same c bit for bit.  Otherwise
+        None (see :meth:`Compressor.fused_ef_step`)."""
+        if self.scale != 1.0 or g.dtype != np.float64:
+            return None
+        if device.on_host:
+            if not (type(target) is np.ndarray and type(g) is np.ndarray and target.dtype.kind == "f"
+                    and target.shape == g.shape == (self.d,) and self.d >= MIN_FAST_D):
+                return None
+            if self._ws is None:
+                self._ws = Workspace()
+            c = Sparse(self.d, *top_k(Difference(target, g), self.k, self._ws, self.value_dtype))
+            c.add_to(g)
+            return c
+        if target.dtype != np.float64:
             return None
         idx, vals = device.ef_step(target, g, self.k, value_dtype)
         return Sparse(g.shape[0], idx, vals)

@@ -64,6 +64,13 @@ shorter way, :func:`top1`: one ``argmax`` of |x| (the first index of the
 largest magnitude), :func:`top_k` only when that magnitude is NaN, infinite
 or beyond the wire dtype.
 
+The error-feedback step of the EF21 family selects from a difference,
+``TopK(target - g)``.  Given a :class:`Difference` instead of the written
+vector, steps 1 and 2 compute it where they read it (the sampled runs, then
+each chunk of the pass into a reused buffer that stays in cache), so that
+target and g are read once and nothing of size d is written; the other paths
+write it first.  Each entry is numpy's ``a - b``, so the result is the same.
+
 The buffers live in a :class:`Workspace`; a TopK compressor keeps one, so
 from the second round on the pass writes into memory that is already mapped.
 The two returned arrays are new, or the previous call's when nothing but the
@@ -77,12 +84,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import device_of, is_device_array
+from .candidates import Difference
 from .fast import sampled
 from .order import exact, nan_to_inf
 from .sample import MIN_FAST_D
 from .workspace import Workspace
 
-__all__ = ["top_k", "top_k_indices", "top1", "Workspace", "MIN_FAST_D"]
+__all__ = ["top_k", "top_k_indices", "top1", "Workspace", "Difference", "MIN_FAST_D"]
 
 
 def _as_float(x) -> np.ndarray:
@@ -96,11 +104,21 @@ def _as_float(x) -> np.ndarray:
 
 def top_k(x: np.ndarray, k: int, ws: Workspace | None = None, value_dtype=None):
     """(indices, values): the canonical top-k set of ``x`` (sorted indices) and
-    ``x`` at those indices, converted to ``value_dtype`` when given.  ``ws``
+    ``x`` at those indices, converted to ``value_dtype`` when given.  ``x`` may
+    be a :class:`Difference` a - b of host arrays: the same result as for the
+    written a - b, without writing it (on the sampled path).  ``ws``
     (optional) is reused across calls; the returned arrays are new, or the
     ones the previous call with the same ``ws`` returned when nothing refers
     to them any more (:class:`Workspace`).  Device arrays stay on their device
     (the radix select of :mod:`psmpi.kernels`)."""
+    if isinstance(x, Difference):  # a - b: the sampled path computes it chunk by chunk; else written
+        d = x.shape[0]
+        k = max(0, min(int(k), d))
+        vdt = x.dtype if value_dtype is None else np.dtype(value_dtype)
+        out = sampled(x, k, vdt, Workspace() if ws is None else ws) if d >= MIN_FAST_D and 0 < k < d else None
+        if out is not None:
+            return out
+        x = x.written()
     if is_device_array(x):
         idx = device_of(x).top_k(x, k)
         vals = x[idx]

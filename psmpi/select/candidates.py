@@ -32,6 +32,29 @@ def parts(d: int) -> list:
     return parallel.chunks(d, p) if p > 1 else [(0, d)]
 
 
+class Difference:
+    """``a - b`` (1-D arrays of one length) without writing it: the selection
+    computes it a chunk at a time, each chunk into a reused buffer that stays
+    in cache, so that the error-feedback step ``TopK(target - g)`` reads
+    ``target`` and ``g`` once and writes nothing of size d.  Each entry is
+    numpy's ``a - b`` (the same ufunc on the same operands), so the result is
+    the one of the written difference, bit for bit."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray):
+        if a.shape != b.shape or a.ndim != 1:
+            raise ValueError(f"a difference of arrays of shapes {a.shape} and {b.shape}")
+        self.a, self.b = a, b
+        self.dtype = np.result_type(a, b)
+        self.shape = a.shape
+
+    def chunk(self, lo: int, hi: int, out: np.ndarray) -> np.ndarray:
+        """(a - b)[lo:hi], written into ``out``'s first hi - lo entries."""
+        return np.subtract(self.a[lo:hi], self.b[lo:hi], out=out[:hi - lo])
+
+    def written(self) -> np.ndarray:
+        return self.a - self.b
+
+
 class Candidates:
     """The candidate list of the last pass: one segment per thread's range
     of x, in index order -- ``idx[j]``, ``val[j]`` and the flag buffer
@@ -62,10 +85,11 @@ def _pass(x: np.ndarray, lo: int, hi: int, t, ws: Workspace, cap: int, q: float)
     m1, m2 = ws.masks(b + pad)
     m1[b:] = True
     idx, val = ws.lists(x.dtype, cap)
+    diff = ws.chunk(x.dtype, b) if isinstance(x, Difference) else None
     nt = -t
     pos = 0
     for start in range(lo, hi, b):
-        xc = x[start:min(start + b, hi)]
+        xc = x[start:min(start + b, hi)] if diff is None else x.chunk(start, min(start + b, hi), diff)
         n = xc.shape[0]
         a, c2 = (m1[:b], m2[:b]) if n == b else (m1[:n], m2[:n])
         np.less(xc, t, out=a)

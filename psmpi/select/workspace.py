@@ -36,6 +36,7 @@ class Workspace:
 
     def __init__(self):
         self.m1 = self.m2 = self.smp = self.mb = self.f1 = self.cv = self.idx = self.val = self.flag = None
+        self.dc = None  # a chunk of a :class:`psmpi.select.Difference`
         self.oi = self.ov = None
         self.more = []  # the workspaces of the other threads' parts (their masks, lists and blocks)
         self.cands = None  # the last pass's candidate list (:class:`psmpi.select.candidates.Candidates`)
@@ -71,6 +72,12 @@ class Workspace:
         if self.cv is None or self.cv.dtype != dtype or self.cv.shape[0] < b:
             self.cv = np.empty(b, dtype)
         return self.cv
+
+    def chunk(self, dtype, b):
+        """A chunk of ``b`` entries of a difference, computed in place of reading it."""
+        if self.dc is None or self.dc.dtype != dtype or self.dc.shape[0] < b:
+            self.dc = np.empty(b, dtype)
+        return self.dc[:b]
 
     def scratch(self, dtype, b):
         """A magnitude block and a flag block of ``b`` entries."""
