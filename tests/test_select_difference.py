@@ -181,3 +181,13 @@ def test_an_ef21_run_is_the_same_with_and_without_the_host_fused_step(monkeypatc
     plain = psmpi.train(cfg)
     assert fused.x.tobytes() == plain.x.tobytes()
     assert np.array_equal(fused.metrics["grad_norm_sq"], plain.metrics["grad_norm_sq"])
+
+
+def test_a_context_calls_the_fused_step_only_where_the_compressor_says_it_fuses():
+    """fuses_ef_step: TopK on a device, or on the host from MIN_FAST_D on; no other compressor."""
+    host, dev = backend.Device(), backend.EmulatedDevice()
+    assert make_compressor("topk:1%", SM.MIN_FAST_D).fuses_ef_step(host)
+    assert not make_compressor("topk:1", SM.MIN_FAST_D - 1).fuses_ef_step(host)
+    assert make_compressor("topk:1", SM.MIN_FAST_D - 1).fuses_ef_step(dev)
+    assert not make_compressor("randk:1%", SM.MIN_FAST_D).fuses_ef_step(host)
+    assert not make_compressor("randk:1%", SM.MIN_FAST_D).fuses_ef_step(dev)

@@ -143,6 +143,11 @@ class Compressor:
         compressor with at dimension d (None: it needs none)."""
         return None
 
+    def fuses_ef_step(self, device) -> bool:
+        """Whether :meth:`fused_ef_step` may return a message on ``device`` (it may still
+        decline particular arrays); False skips the call."""
+        return False
+
     def fused_ef_step(self, device, target, g, value_dtype):
         """The error-feedback step of the EF21 family, c = C(target - g) and
         g += c (in place), as one fused kernel on ``device``

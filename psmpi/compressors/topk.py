@@ -44,6 +44,9 @@ class TopK(Compressor):
         idx, vals = top_k(x, self.k, self._ws, self.value_dtype if direct else None)  # on x's device
         return Sparse(self.d, idx, vals if direct else self.wire_values(vals))
 
+    def fuses_ef_step(self, device) -> bool:
+        return self.scale == 1.0 and (not device.on_host or self.d >= MIN_FAST_D)
+
     def fused_ef_step(self, device, target, g, value_dtype):
         """For float64 ``g`` and no scaling: c = Top-K(target - g) with values
         as ``value_dtype``, g += c in place, without writing target - g.  On a

@@ -220,6 +220,15 @@ class WorkerContext:
         # evaluate: the evaluations' own work, not a gradient the round's step shares)
         self.timings = {"gradient": 0.0, "compress": 0.0, "step": 0.0, "encode": 0.0, "evaluate": 0.0}
 
+    @property
+    def compressor(self) -> Compressor:
+        return self._compressor
+
+    @compressor.setter
+    def compressor(self, comp: Compressor) -> None:
+        self._compressor = comp
+        self._fused = comp.fuses_ef_step(self.device)  # (asked once: a short vector's round is microseconds)
+
     def phase_seconds(self) -> dict:
         """``timings`` and ``forward_backward``: the part of the gradients spent in a neural
         network's forward and backward passes (the problem's own timer), for any other
@@ -343,11 +352,12 @@ class WorkerContext:
         of this step (``Compressor.fused_ef_step``, Top-K) runs it: on a device
         one kernel pass, only the message leaving the device; on the host a
         selection that never writes target - g."""
-        t0 = time.perf_counter()
-        c = self.compressor.fused_ef_step(self.device, target, g, self.value_dtype)
-        if c is not None:
-            self.timings["compress"] += time.perf_counter() - t0
-            return c
+        if self._fused:
+            t0 = time.perf_counter()
+            c = self.compressor.fused_ef_step(self.device, target, g, self.value_dtype)
+            if c is not None:
+                self.timings["compress"] += time.perf_counter() - t0
+                return c
         c = self.compress(target - g)
         c.add_to(g)
         return c
