@@ -73,7 +73,8 @@ def bench():
 @common_options
 @bench_errors
 def compress(sizes, fractions, compressors, device, dist, repeat, warmup, budget, seed, json_path):
-    """Every compressor at each d and K/d: time, GB/s, numpy.copy and argpartition side by side.
+    """Every compressor at each d and K/d: time, GB/s, numpy.copy and argpartition side by side; for TopK
+    also the EF21 step c = TopK(x - g), g += c, with x - g written and fused (from d = 2^15).
 
     \b
     Example (CI size):
