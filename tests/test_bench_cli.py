@@ -166,6 +166,31 @@ def test_bench_round_tiny_runs_both_runtimes_and_the_plain_loop(tmp_path):
     assert "mpi floor, mpirun -n 4" in r.output
 
 
+def test_the_floor_computes_a_ranks_gradients_as_the_runtime_does(monkeypatch):
+    """Several logistic regression workers on one rank: one stacked product a round (LogRegBatch,
+    as make_workers gives the runtime), the same gradients as one call per worker; one worker:
+    its own call."""
+    from psmpi.api import make_config
+    from psmpi.bench.floor import _gradients
+    from psmpi.problems.logreg import LogRegBatch
+    from psmpi.runtime.common import describe_data, local_problem
+
+    cfg = make_config(dict(dataset="breast-cancer", workers=4, quiet=True), "test")
+    info = describe_data(cfg)
+    problems = [local_problem(cfg, info, i) for i in range(4)]
+    x = np.random.default_rng(0).standard_normal(info.dim)
+    stacked = []
+    real = LogRegBatch.grad_aux
+    monkeypatch.setattr(LogRegBatch, "grad_aux", lambda self, *a: stacked.append(a[0]) or real(self, *a))
+    got = _gradients(problems)(x, 7)
+    assert stacked == [0, 1, 2, 3]
+    for (g, _), p in zip(got, problems):
+        assert g.tobytes() == p.grad_aux(x)[0].tobytes()
+    stacked.clear()
+    one = _gradients(problems[:1])(x, 8)
+    assert stacked == [] and one[0][0].tobytes() == problems[0].grad_aux(x)[0].tobytes()
+
+
 def test_bench_round_on_a_neural_network_splits_forward_backward_from_the_rest(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "nn.json"
