@@ -54,6 +54,11 @@ MLP_TABLE = {"problem": "mlp:4", "dataset": "digits", "workers": 3, "iters": 6, 
              "test_fraction": 0.2, "seed": 7}
 
 
+# d = 40,000 >= MIN_FAST_D: EF21's Top-K step runs fused on the host (TopK.fused_ef_step), 3 workers on 2 ranks
+FUSED_EF = {"dataset": "synthetic:rows=120,features=40000,density=0.002,seed=3", "method": "ef21",
+            "compressor": "topk:1%", "workers": 3, "iters": 6, "eval_every": 3, "seed": 7}
+
+
 def _table_run(method, workers) -> dict:
     opts = {**COMMON_OPTS, "method": method, "compressor": _compressor_for(REGISTRY[method]), "workers": workers}
     if REGISTRY[method].stochastic:
@@ -73,6 +78,7 @@ def launches(tmp_path_factory):
     ranks3["permk-marina"] = {**COMMON_OPTS, "method": "marina", "compressor": "permk", "workers": 4, "gamma": 0.5}
     ranks3["float64"] = {**COMMON_OPTS, "method": "ef21", "compressor": "topk:3", "workers": 2,
                          "value_dtype": "float64"}
+    ranks3["fused-ef"] = FUSED_EF
     torch = importlib.util.find_spec("torch") is not None
     if torch:
         ranks3["mlp-sgdm"] = MLP_SGDM
@@ -164,6 +170,15 @@ def test_mpi_float64_values_equal_serial(launches):
     c = psmpi.train(None, method="ef21", compressor="topk:3", workers=2, backend="serial", quiet=True, **COMMON_OPTS)
     assert c.config["value_dtype"] == "float32"
     assert a.metrics["bits_up_per_worker"][-1] > c.metrics["bits_up_per_worker"][-1]
+
+def test_mpi_equals_serial_with_the_host_fused_ef_step(launches):
+    """EF21 / Top-1 % at d = 40,000, where the step never writes target - g: mpirun -n 3 (2 and 1
+    workers a rank) gives the serial iterates bit for bit."""
+    a, b = _pair(launches, "fused-ef")
+    assert a.x.shape == (40_000,) and b.attrs["backend"] == "mpi"
+    assert a.x.tobytes() == b.x.tobytes()
+    assert np.array_equal(a.metrics["grad_norm_sq"], b.metrics["grad_norm_sq"])
+
 
 def test_mpi_backend_with_one_rank_is_a_one_line_error(tmp_path):
     proc = _train(["--backend", "mpi", "--iters", "5"], tmp_path / "x.h5", mpi_ranks=1)

@@ -149,8 +149,9 @@ def round_(dataset, problem, gamma, batch_size, method, compressor, workers, rou
     identity by default: an uncompressed Gather of d floats) and a plain numpy
     loop over the workers' dense local gradients.
     With --mpi (on the CPU) also the MPI floor of each world size: the same
-    mpirun and collectives with no work, then with the local gradients only,
-    and the round's ratio to it.  With --problem (a neural network) the phases
+    mpirun and collectives with no work, then with the local gradients only
+    (computed as the runtime does: one stacked product for the workers a rank
+    hosts), and the round's ratio to it.  With --problem (a neural network) the phases
     split the gradient into the model's forward/backward passes and the rest, and
     the table gives the round's share outside forward/backward and peak memory.
 
