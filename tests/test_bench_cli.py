@@ -237,6 +237,45 @@ def test_bench_round_repeat_keeps_the_fastest_run_of_each_row(tmp_path, monkeypa
     assert invoke("bench", "round", "--no-mpi", "--repeat", "0").exit_code == 2
 
 
+def test_bench_round_runs_a_floor_job_right_before_each_mpi_run_of_the_compressed_row(monkeypatch):
+    """--repeat 3 under MPI: floor, run, floor, run, floor, run for the compressed row (the identity
+    row and the serial runtime without floors); the lowest floor against the fastest run, and each
+    pair's own ratio."""
+    import psmpi.bench.round as br
+
+    calls, floors, secs = [], iter([2.0, 1.0, 4.0]), iter([0.003, 0.0025, 0.005])
+
+    def measure(dataset, method, compressor, workers, rounds, backend, **kw):
+        calls.append(("run", backend, compressor))
+        sec = next(secs) if backend == "mpi" and compressor != "identity" else 0.01
+        phases = dict.fromkeys(("forward_backward", "gradient_other", "compression", "encode", "decode_aggregate"),
+                               0.1)
+        return {"backend": backend if backend == "serial" else f"mpi -n {kw['ranks']}", "ranks": kw.get("ranks"),
+                "method": method, "compressor": compressor, "rounds": rounds, "dim": 30, "sec_per_round": sec,
+                "phases_ms_per_round": phases, "not_forward_backward": 0.5, "bytes_up_per_round": 11.0,
+                "bytes_down_per_round": 240.0, "peak_rss_mb": {}, "x": None, "gamma": 0.1}
+
+    def mpi_floor(dataset, workers, rounds, mpirun, ranks):
+        calls.append(("floor", ranks))
+        return {"ranks": ranks, "rounds": rounds, "collectives_ms_per_round": 0.1,
+                "collectives_and_gradients_ms_per_round": next(floors), "gradient_cpu_us_in_job": 50.0,
+                "gradient_us_alone": 40.0}
+
+    monkeypatch.setattr(br, "measure", measure)
+    monkeypatch.setattr(br, "mpi_floor", mpi_floor)
+    res = br.run_round_bench("breast-cancer", "ef21", "topk:5%", 2, 3, mpi=True, mpirun=["mpirun"], ranks=[3],
+                             repeat=3)
+    mpi_calls = [c for c in calls if c[0] == "floor" or c[1] == "mpi"]
+    assert mpi_calls == [("floor", 3), ("run", "mpi", "topk:5%")] * 3 + [("run", "mpi", "identity")] * 3
+    (f,) = res["mpi_floor"]
+    assert f["collectives_and_gradients_ms_per_round"] == 1.0 and f["round_ms"] == pytest.approx(2.5)
+    assert f["round_over_floor"] == pytest.approx(2.5)
+    assert f["pair_ratios"] == pytest.approx([1.5, 2.5, 1.25]) and f["pair_ratio_median"] == pytest.approx(1.5)
+    out = br.format_table(res)
+    assert "= 2.50x this floor; each run against the floor job just before it: 1.50x, 2.50x, 1.25x (median 1.50x)" \
+        in out
+
+
 @pytest.mark.parametrize("args,message", [(["--problem", "logreg"], "--problem takes a neural network"),
                                           (["--batch-size", "4"], "--batch-size goes with --problem"),
                                           (["--gamma", "0.5"], "--gamma goes with --problem")])

@@ -145,7 +145,9 @@ def run_round_bench(dataset, method, compressor, workers, rounds, mpi=True, size
     """``ranks``: the MPI world sizes to run (default: one rank per worker plus the
     master, and 3, i.e. the workers hosted by two ranks); ``model``: a neural network
     (:class:`Model`; then no plain numpy loop, MPI floor or synthetic sizes);
-    ``repeat``: runs of each runtime row, the fastest kept (``runs`` in the row)."""
+    ``repeat``: runs of each runtime row, the fastest kept (``runs`` in the row); under MPI
+    each run of the compressed row comes right after a floor job of its own, so that a drift
+    of the machine's speed hits the pair alike (:func:`_against_floor`)."""
     if mpi and mpirun is None:
         mpirun = default_mpirun("or use --no-mpi")
     bad = [r for r in ranks or () if not 2 <= r <= workers + 1]
@@ -154,23 +156,25 @@ def run_round_bench(dataset, method, compressor, workers, rounds, mpi=True, size
     if model is not None and sizes:
         raise ValueError("--sizes draws synthetic logistic regression problems: not with --problem")
     ranks = sorted({r for r in (ranks or (workers + 1, 3)) if r <= workers + 1}, reverse=True)
-    rows = []  # every method accepts the identity compressor: that run is the dense baseline
+    with_floor = mpi and device == "cpu" and model is None
+    rows, floors = [], []  # every method accepts the identity compressor: that run is the dense baseline
     for backend, r in [("serial", None)] + ([("mpi", r) for r in ranks] if mpi else []):
         for meth, comp in ((method, compressor), (method, "identity")):
-            runs = [measure(dataset, meth, comp, workers, rounds, backend, mpirun=mpirun, device=device, ranks=r,
-                            model=model) for _ in range(repeat)]
+            paired = with_floor and backend == "mpi" and comp == compressor
+            runs, fls = [], []
+            for _ in range(repeat):  # the floor right before each run: a drift of the machine hits both
+                if paired:
+                    fls.append(mpi_floor(dataset, workers, rounds, mpirun, r))
+                runs.append(measure(dataset, meth, comp, workers, rounds, backend, mpirun=mpirun, device=device,
+                                    ranks=r, model=model))
             rows.append(dict(min(runs, key=lambda x: x["sec_per_round"]), runs=repeat))
+            if paired:
+                floors.append(_against_floor(fls, runs))
     naive = None
     if model is None and method == "ef21" and compressor.startswith("topk:") and not compressor.endswith("%"):
         ref = measure(dataset, method, compressor, workers, rounds, "serial", "float64", mpirun, device)
         x, spr = naive_on(dataset, workers, rounds, 0.1, ref["gamma"], int(compressor.split(":")[1]))
         naive = {"sec_per_round": spr, "max_abs_diff_vs_serial_float64": float(np.max(np.abs(x - ref["x"])))}
-    floors = [mpi_floor(dataset, workers, rounds, mpirun, r) for r in ranks] \
-        if mpi and device == "cpu" and model is None else []
-    for f in floors:  # the round against its floor, side by side in this run
-        run = next(x for x in rows if x.get("ranks") == f["ranks"] and x["compressor"] == compressor)
-        f["round_ms"] = 1e3 * run["sec_per_round"]
-        f["round_over_floor"] = f["round_ms"] / f["collectives_and_gradients_ms_per_round"]
     scaling = []
     for d in sizes:
         ds = f"synthetic:rows={workers * 20},features={int(d)},density={min(1.0, 50.0 / d)},seed=1"
@@ -184,6 +188,19 @@ def run_round_bench(dataset, method, compressor, workers, rounds, mpi=True, size
     return {"dataset": dataset, "workers": workers, "rounds": rounds, "device": device, "runs": rows,
             "problem": None if model is None else vars(model), "dim": rows[0]["dim"],
             "naive_numpy_loop": naive, "mpi_floor": floors, "dense_vs_sparse_by_d": scaling}
+
+
+def _against_floor(floors: list, runs: list) -> dict:
+    """The round against its floor from ``repeat`` pairs (a floor job, then a run of the
+    round): the lowest floor (its fields) and the fastest run, their ratio, and each
+    pair's own ratio (``pair_ratios``, their median ``pair_ratio_median``)."""
+    key = "collectives_and_gradients_ms_per_round"
+    f = dict(min(floors, key=lambda x: x[key]))
+    f["round_ms"] = 1e3 * min(x["sec_per_round"] for x in runs)
+    f["round_over_floor"] = f["round_ms"] / f[key]
+    f["pair_ratios"] = [1e3 * x["sec_per_round"] / fl[key] for fl, x in zip(floors, runs)]
+    f["pair_ratio_median"] = float(np.median(f["pair_ratios"]))
+    return f
 
 
 def _peak(r) -> str:
@@ -231,9 +248,13 @@ def format_table(res) -> str:
                      f"{fl['collectives_ms_per_round']:.3f} ms/round; with each worker's local gradient "
                      f"(nothing else): {fl['collectives_and_gradients_ms_per_round']:.3f} ms/round "
                      f"(a gradient {fl['gradient_cpu_us_in_job']:.0f} us of CPU in the job, "
-                     f"{fl['gradient_us_alone']:.0f} us alone; best of 3 repetitions); the {res['runs'][0]['method']} "
+                     f"{fl['gradient_us_alone']:.0f} us alone; best of 3 repetitions"
+                     f"{', the lowest of %d jobs' % runs if runs > 1 else ''}); the {res['runs'][0]['method']} "
                      f"round{' (best of %d runs)' % runs if runs > 1 else ''}: "
-                     f"{fl['round_ms']:.3f} ms = {fl['round_over_floor']:.2f}x this floor")
+                     f"{fl['round_ms']:.3f} ms = {fl['round_over_floor']:.2f}x this floor"
+                     + (f"; each run against the floor job just before it: "
+                        f"{', '.join(f'{v:.2f}x' for v in fl['pair_ratios'])} (median "
+                        f"{fl['pair_ratio_median']:.2f}x)" if runs > 1 else ""))
     if res["dense_vs_sparse_by_d"]:
         lines.append(f"{'d':>10s} {'method':8s} {'compressor':10s} {'ms/round':>9s} {'B up/round':>12s}")
         for s in res["dense_vs_sparse_by_d"]:

@@ -138,8 +138,9 @@ def wire(sizes, fractions, encodings, compressors, repeat, warmup, budget, seed,
 @click.option("--device", type=click.Choice(["cpu", "gpu"]), default="cpu", show_default=True,
               help="where the runtimes keep worker state and compute (the plain numpy loop stays on the CPU)")
 @click.option("--repeat", type=click.IntRange(1), default=1, show_default=True,
-              help="runs of each runtime row; the fastest is kept (3 compares a round with its MPI floor like for "
-                   "like: the floor is the best of three repetitions)")
+              help="runs of each runtime row; the fastest is kept.  Under MPI each run of the compressed row "
+                   "follows a floor job of its own (the floor: the lowest job, each the best of three repetitions), "
+                   "and each pair's ratio is printed too, so that the machine's drift hits both alike")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None)
 @bench_errors
 def round_(dataset, problem, gamma, batch_size, method, compressor, workers, rounds, mpi, ranks, sizes, device,
