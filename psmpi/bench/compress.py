@@ -103,7 +103,7 @@ def _ef_steps(comp, target, fns, seed) -> bool:
         comp.compress(target - g, None).add_to(g)
 
     fns["ef_written"] = written
-    if comp.fused_ef_step(Device(), target, g.copy(), comp.value_dtype) is None:
+    if not comp.fuses_ef_step(Device()):
         return False
     fns["ef_fused"] = lambda: comp.fused_ef_step(Device(), target, g, comp.value_dtype)
     return True

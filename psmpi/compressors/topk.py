@@ -56,11 +56,11 @@ class TopK(Compressor):
         selection computes the difference chunk by chunk where it reads it
         (:class:`psmpi.select.Difference`), the same c bit for bit.  Otherwise
         None (see :meth:`Compressor.fused_ef_step`)."""
-        if self.scale != 1.0 or g.dtype != np.float64:
+        if not self.fuses_ef_step(device) or g.dtype != np.float64:
             return None
         if device.on_host:
             if not (type(target) is np.ndarray and type(g) is np.ndarray and target.dtype.kind == "f"
-                    and target.shape == g.shape == (self.d,) and self.d >= MIN_FAST_D):
+                    and target.shape == g.shape == (self.d,)):
                 return None
             if self._ws is None:
                 self._ws = Workspace()

@@ -111,22 +111,16 @@ def top_k(x: np.ndarray, k: int, ws: Workspace | None = None, value_dtype=None):
     ones the previous call with the same ``ws`` returned when nothing refers
     to them any more (:class:`Workspace`).  Device arrays stay on their device
     (the radix select of :mod:`psmpi.kernels`)."""
-    if isinstance(x, Difference):  # a - b: the sampled path computes it chunk by chunk; else written
-        d = x.shape[0]
-        k = max(0, min(int(k), d))
-        vdt = x.dtype if value_dtype is None else np.dtype(value_dtype)
-        out = sampled(x, k, vdt, Workspace() if ws is None else ws) if d >= MIN_FAST_D and 0 < k < d else None
-        if out is not None:
-            return out
-        x = x.written()
     if is_device_array(x):
         idx = device_of(x).top_k(x, k)
         vals = x[idx]
         return idx, vals if value_dtype is None else vals.astype(value_dtype)
-    x = _as_float(x)
+    x = x if isinstance(x, Difference) else _as_float(x)
     d = x.shape[0]
     k = max(0, min(int(k), d))
     vdt = x.dtype if value_dtype is None else np.dtype(value_dtype)
+    if isinstance(x, Difference) and not (d >= MIN_FAST_D and 0 < k < d):
+        x = x.written()  # only the sampled path computes a difference where it reads it
     if k == d:
         sel = np.arange(d)
     elif k == 0:
@@ -140,6 +134,8 @@ def top_k(x: np.ndarray, k: int, ws: Workspace | None = None, value_dtype=None):
         out = sampled(x, k, vdt, Workspace() if ws is None else ws) if d >= MIN_FAST_D else None
         if out is not None:
             return out
+        if isinstance(x, Difference):  # the sample missed: written after all
+            x = x.written()
         sel = np.flatnonzero(exact(np.abs(x), k))  # direct exact selection over all of x
     with np.errstate(over="ignore"):  # like Compressor.wire_values: an overflow becomes inf
         return sel, x.take(sel, mode="clip").astype(vdt, copy=False)

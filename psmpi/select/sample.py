@@ -59,11 +59,11 @@ def gather(x: np.ndarray, s: int, out: np.ndarray) -> np.ndarray:
     for i, off in enumerate(offsets):
         rows = (runs - i + g - 1) // g
         dst = out[o:o + rows * RUN].reshape(rows, RUN)
+        at = (i * stratum + off, rows, g * stratum)
         if isinstance(x, np.ndarray):
-            np.abs(_runs(x, i * stratum + off, rows, g * stratum), out=dst)
+            np.abs(_runs(x, *at), out=dst)
         else:  # a Difference a - b: its runs, subtracted in place
-            np.abs(np.subtract(_runs(x.a, i * stratum + off, rows, g * stratum),
-                               _runs(x.b, i * stratum + off, rows, g * stratum), out=dst), out=dst)
+            np.abs(np.subtract(_runs(x.a, *at), _runs(x.b, *at), out=dst), out=dst)
         o += rows * RUN
     return nan_to_inf(out)
 
