@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,46 @@ os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
 os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
 os.environ.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
 os.environ.setdefault("PRTE_MCA_rmaps_default_mapping_policy", ":oversubscribe")
+
+# Open MPI's launcher keeps a session directory, TMPDIR/ompi.<launcher pid>, and removes it when it
+# exits.  A launcher killed with SIGKILL (the failure and timeout tests do that) leaves it behind,
+# and a later launcher that is given the same pid then cannot write its PMIx rendezvous file into
+# it: "The PMIx server's listener thread failed to start" (exit 213), before any rank starts.  So
+# the suite's launchers keep their session directories in a folder of their own (not the ranks'
+# TMPDIR), from which the directories of dead launchers are removed after every test.
+OMPI_SESSION_BASE = tempfile.mkdtemp(prefix="psmpi-ompi-")
+os.environ["PRTE_MCA_prte_tmpdir_base"] = OMPI_SESSION_BASE
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def remove_dead_launchers_sessions(base: str = OMPI_SESSION_BASE) -> list[str]:
+    """Remove BASE/ompi.<pid> of every launcher pid no longer running; the names removed."""
+    gone = []
+    for entry in os.scandir(base):
+        prefix, _, pid = entry.name.partition(".")
+        if prefix == "ompi" and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(entry.path, ignore_errors=True)
+            gone.append(entry.name)
+    return gone
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_open_mpi_sessions():
+    yield
+    remove_dead_launchers_sessions()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(OMPI_SESSION_BASE, ignore_errors=True)
 
 
 def libsvm_file(name: str) -> Path | None:
