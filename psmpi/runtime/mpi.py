@@ -54,6 +54,7 @@ from .common import (UNKNOWN, WORKER_PHASES, Control, constants_from, describe_d
                      initial_point, local_problem, make_recorder, make_result, make_workers, peak_rss_mb, plan_run,
                      sum_in_order)
 from .driver import CONTINUE, Transport, WorkerFailure, drive
+from .hosted import Hosted
 
 TAG_EVAL, TAG_CURV = 11, 12
 T, EVAL, ACTION, NCTRL = 0, 1, 2, 3  # control word fields: round, evaluate?, action (exact in float64)
@@ -568,6 +569,7 @@ class WorkerLoop:
     def __init__(self, MPI, comm, cfg, info, problems, plan):
         self.MPI, self.comm, self.cfg = MPI, comm, cfg
         self.workers = make_workers(cfg, plan, problems)
+        self.hosted = Hosted(self.workers)
         self.ft = cfg.on_worker_failure == "continue"
         d = info.dim
         self.buf = np.empty(NCTRL + d)
@@ -576,7 +578,7 @@ class WorkerLoop:
         self.go = np.zeros(1, dtype=np.int64)
         # per worker: f_i, samples used, rows right (-1: none), rows evaluated, grad f_i
         self.evalbuf = np.empty((len(self.workers), d + NEVAL))
-        self.live = self.workers  # those whose messages this rank sends
+        self.live = self.hosted.live  # those whose messages this rank sends
         self.downlink = plan.method.downlink
         self.dctrl = np.zeros(NCTRL_DOWN)  # (a downlink method's control word)
         self.faults = _injected_faults(w.ctx.index for w in self.workers)
@@ -586,7 +588,8 @@ class WorkerLoop:
         _agree(MPI, comm, None)  # the master's checkpoint check
         if cfg.resume:
             alive = comm.bcast(None, root=0)
-            self.live = [w for w in self.workers if w.ctx.index in set(alive)]
+            self.hosted.keep(alive)
+            self.live = self.hosted.live
             for w, blob in zip(self.live, Blocks(MPI, comm, _layout(cfg.workers, comm.size, alive)).scatter()):
                 w.restore(blob)
         if cfg.cuda_aware and not self.downlink:  # MPI writes [control + x] straight into device memory
@@ -639,7 +642,7 @@ class WorkerLoop:
             return False
         if t in self.faults:
             _fail_now(self.faults.pop(t), t)
-        _send_strings(self.comm, [w.round(self.x, t) for w in self.live])
+        _send_strings(self.comm, self.hosted.round(self.x, t))
         return True
 
     def _recover(self) -> bool:

@@ -14,6 +14,7 @@ from .common import (UNKNOWN, WORKER_PHASES, Control, constants_from, describe_d
                      initial_point, local_problem, make_recorder, make_result, make_workers, peak_rss_mb, plan_run,
                      sum_in_order)
 from .driver import Transport, drive
+from .hosted import Hosted
 
 
 class InProcess(Transport):
@@ -25,7 +26,9 @@ class InProcess(Transport):
         self.all = workers
         self.workers = len(workers)
         self.alive = list(range(self.workers)) if alive is None else list(alive)
-        self.live = [workers[i] for i in self.alive]
+        self.hosted = Hosted(workers)
+        self.hosted.keep(self.alive)
+        self.live = self.hosted.live
 
     def open_round(self, t, x, evaluate, action, down=None, send_x=True):
         """A downlink method's message: decoded once, applied by every worker (x needs no
@@ -42,7 +45,7 @@ class InProcess(Transport):
         return (w.evaluate(x, t) for w in self.all)
 
     def messages(self, t, x):
-        msgs = [w.round(x, t) for w in self.live]
+        msgs = self.hosted.round(x, t)
         return msgs, sum(len(m) for m in msgs)
 
 
